@@ -1,0 +1,556 @@
+"""Batched, vectorised dashcam renderer for the procedural driving world.
+
+Rays are fixed in the camera frame, so everything that depends on the pixel alone (ground
+hit point in the vehicle frame, pixel footprint on the ground, distance, sky direction) is
+computed once per camera. Per frame only the pose transform, the road-coordinate lookup
+(coarse grid guess + two projection steps onto the centre line) and the shading remain, all
+as batched torch ops over (frames x pixels).
+
+Shading: material weights (ground, shoulder, asphalt, edge line, centre line) are box-filtered
+by the pixel's ground footprint (analytic anti-aliasing of lane markings), multiplied with a
+(materials x RGB) colour table, then lit (brightness, colour temperature, cast shadows) and
+hazed with distance: ``colour = albedo * gain + offset`` with ``gain = light (1 - shadow)
+(1 - haze)`` and ``offset = haze * haze_rgb``.
+
+Stickers: a planar texture at a fixed world pose, on the road surface or as a billboard.
+With ``with_maps=True`` the renderer also returns each pixel's sticker coordinates (in
+``grid_sample``'s [-1, 1] convention), the coverage mask and the per-pixel gain/offset, so
+``composite()`` re-creates the frame from any differentiable texture.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from drivenet_patch.errors import PDNError
+from drivenet_patch.world.camera import Camera
+from drivenet_patch.world.road import LANE_WIDTH_M, Road
+from drivenet_patch.world.sticker import ResolvedSticker, StickerPlacement
+
+NOISE_N = 256  # periodic noise texture size
+NOISE_TEXEL_M = 0.04  # asphalt noise texel
+GROUND_TEXEL_M = 0.12  # grass/dirt noise texel
+TREE_N = 2048  # tree-line height table over 360 degrees
+SHADOW_STEP_M = 0.1
+FAR_M = 1.0e4  # haze distance for the sky and the ground near the horizon
+
+
+@dataclass
+class Lighting:
+    """Per-frame lighting, each a (B,) float tensor.
+
+    Attributes:
+        brightness: overall gain (1 = nominal daylight).
+        temperature: -1 (cool, blue) ... +1 (warm, orange).
+        haze: extinction coefficient in 1/m (0 = clear; 0.01 = thick haze).
+        shadow: opacity scale of cast shadows (0 = overcast, 1 = direct sun).
+    """
+
+    brightness: torch.Tensor
+    temperature: torch.Tensor
+    haze: torch.Tensor
+    shadow: torch.Tensor
+
+    @classmethod
+    def neutral(cls, n: int, device: str | torch.device = "cpu") -> Lighting:
+        one = torch.ones(n, device=device)
+        return cls(one, one * 0.0, one * 0.002, one * 0.8)
+
+    @classmethod
+    def sample(cls, rng: np.random.Generator, n: int, device: str | torch.device = "cpu") -> Lighting:
+        """Varied daylight: brightness 0.55-1.3, colour temperature, light to thick haze, sun or overcast."""
+
+        def t(a: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(a, dtype=torch.float32, device=device)
+
+        return cls(
+            brightness=t(rng.uniform(0.55, 1.3, n)),
+            temperature=t(rng.uniform(-1.0, 1.0, n)),
+            haze=t(rng.uniform(0.0, 1.0, n) ** 2 * 0.012 + 0.0005),
+            shadow=t(np.where(rng.random(n) < 0.25, rng.uniform(0.0, 0.3, n), rng.uniform(0.6, 1.0, n))),
+        )
+
+    def index(self, idx: slice | torch.Tensor) -> Lighting:
+        return Lighting(self.brightness[idx], self.temperature[idx], self.haze[idx], self.shadow[idx])
+
+    def to_dict(self, i: int) -> dict[str, float]:
+        return {k: float(getattr(self, k)[i]) for k in ("brightness", "temperature", "haze", "shadow")}
+
+
+@dataclass
+class RenderOutput:
+    """What :meth:`Renderer.render` returns; maps are ``None`` unless asked for.
+
+    Shapes: image, background, gain, offset (B, 3, H, W); uv (B, H, W, 2); mask (B, H, W) bool.
+    """
+
+    image: torch.Tensor
+    background: torch.Tensor | None = None
+    uv: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+    gain: torch.Tensor | None = None
+    offset: torch.Tensor | None = None
+
+
+def composite(
+    background: torch.Tensor, texture: torch.Tensor, uv: torch.Tensor, mask: torch.Tensor,
+    gain: torch.Tensor, offset: torch.Tensor,
+) -> torch.Tensor:
+    """Differentiably paste a sticker texture into rendered frames.
+
+    Args:
+        background: (B, 3, H, W) frames without the sticker.
+        texture: (3, h, w) or (B, 3, h, w) sticker texture in [0, 1].
+        uv: (B, H, W, 2) sticker coordinates of each pixel, ``grid_sample`` convention.
+        mask: (B, H, W) where the sticker is seen.
+        gain, offset: (B, 3, H, W) lighting and haze at each pixel.
+
+    Returns:
+        (B, 3, H, W) frames; gradients flow to ``texture``.
+    """
+    if texture.ndim == 3:
+        texture = texture.unsqueeze(0).expand(uv.shape[0], -1, -1, -1)
+    texel = F.grid_sample(texture, uv, mode="bilinear", padding_mode="border", align_corners=False)
+    m = mask.unsqueeze(1).to(background.dtype)
+    # The camera saturates, as in the renderer (bright light can push texel * gain past 1).
+    return background * (1.0 - m) + m * (texel * gain + offset).clamp(0.0, 1.0)
+
+
+def _bilinear_lookup(texture: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Bilinear texel lookup written out by hand (the renderer's own path, independent of grid_sample).
+
+    texture (3, h, w); u, v (...) in [0, 1] texture coordinates -> (..., 3), border-clamped.
+    """
+    _, h, w = texture.shape
+    x = (u * w - 0.5).clamp(0, w - 1)
+    y = (v * h - 0.5).clamp(0, h - 1)
+    x0 = x.floor().clamp(max=w - 2).long() if w > 1 else x.floor().long()
+    y0 = y.floor().clamp(max=h - 2).long() if h > 1 else y.floor().long()
+    fx = (x - x0).unsqueeze(-1)
+    fy = (y - y0).unsqueeze(-1)
+    x1 = (x0 + 1).clamp(max=w - 1)
+    y1 = (y0 + 1).clamp(max=h - 1)
+    flat = texture.reshape(3, -1).t()  # (h*w, 3)
+
+    def at(yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
+        return flat[(yy * w + xx).reshape(-1)].reshape(*yy.shape, 3)
+
+    top = at(y0, x0) * (1 - fx) + at(y0, x1) * fx
+    bot = at(y1, x0) * (1 - fx) + at(y1, x1) * fx
+    return top * (1 - fy) + bot * fy
+
+
+def _periodic_noise(rng: np.random.Generator, n: int = NOISE_N) -> np.ndarray:
+    """Tileable value noise in [-1, 1]: octaves of bilinearly upsampled periodic random grids."""
+    out = np.zeros((n, n), np.float32)
+    amp, total = 1.0, 0.0
+    for cells in (8, 16, 32, 64, 128, 256):
+        if cells > n:
+            break
+        g = rng.standard_normal((cells, cells)).astype(np.float32)
+        rep = n // cells
+        # periodic bilinear upsampling
+        idx = np.arange(n) / rep
+        i0 = np.floor(idx).astype(int) % cells
+        i1 = (i0 + 1) % cells
+        f = (idx - np.floor(idx)).astype(np.float32)
+        rows = g[i0] * (1 - f)[:, None] + g[i1] * f[:, None]
+        out += amp * (rows[:, i0] * (1 - f)[None, :] + rows[:, i1] * f[None, :])
+        total += amp
+        amp *= 0.6
+    out /= total
+    return np.clip(out / (np.abs(out).max() + 1e-6), -1.0, 1.0)
+
+
+def _periodic_noise_1d(rng: np.random.Generator, n: int, cells: int) -> np.ndarray:
+    """Periodic 1-D value noise in [-1, 1] with ``cells`` random knots, linearly interpolated."""
+    knots = rng.uniform(-1.0, 1.0, cells)
+    x = np.arange(n) * (cells / n)
+    i0 = np.floor(x).astype(int) % cells
+    f = x - np.floor(x)
+    return (knots[i0] * (1 - f) + knots[(i0 + 1) % cells] * f).astype(np.float32)
+
+
+def _temperature_rgb(t: torch.Tensor) -> torch.Tensor:
+    """Colour-temperature gain (B,) -> (B, 3): warm boosts red, cool boosts blue."""
+    return torch.stack([1.0 + 0.12 * t, 1.0 + 0.0 * t, 1.0 - 0.14 * t], dim=-1)
+
+
+class _RoadTables:
+    """A road's lookup tables and style as tensors on one device (built once per road and device).
+
+    Everything the render core reads from the road is a tensor, so a compiled core is reused
+    across roads instead of being re-specialised to each road's constants.
+    """
+
+    def __init__(self, road: Road, device: torch.device) -> None:
+        rng = np.random.default_rng([road.seed if road.seed is not None else 7, 0x7E47])
+        f32 = dict(dtype=torch.float32, device=device)
+        self.n = len(road.s)
+        self.taylor = torch.tensor(road.taylor.reshape(-1, 4), **f32)  # (G, 4) s, d, cos, sin
+        self.tmeta = torch.tensor([road.grid_origin[0], road.grid_origin[1]], **f32)
+        self.tshape = torch.tensor(road.taylor_shape, dtype=torch.int64, device=device)
+        self.noise = torch.tensor(_periodic_noise(rng).ravel(), **f32)
+        self.ground_noise = torch.tensor(_periodic_noise(rng).ravel(), **f32)
+        tree = road.style.tree_height_deg * (0.55 + 0.45 * _periodic_noise_1d(rng, TREE_N, 24))
+        tree = tree + 0.6 * np.abs(_periodic_noise_1d(rng, TREE_N, 400))  # crowns
+        self.tree_rad = torch.tensor(np.radians(np.maximum(tree, 0.0)), **f32)
+        self.shadows = torch.tensor(road.shadows, **f32)  # (M, 4) opacity, d_lo, d_hi, half-width
+        st = road.style
+        self.colours_t = torch.tensor(
+            [st.ground_rgb, st.shoulder_rgb, st.asphalt_rgb, st.edge_rgb, st.centre_rgb], **f32
+        ).t().contiguous()  # (3, 5): ground, shoulder, asphalt, edge, centre
+        self.sky_cols = torch.tensor([st.sky_rgb, st.horizon_rgb, st.tree_rgb], **f32)  # (3, 3)
+        paint = 1.0 - 0.5 * st.marking_wear
+        # Centre marking as one line |d| = offset of some width, painted `dash` metres per `period`:
+        # dashed white 3 m every 12 m; double yellow two 0.1 m lines 0.22 m apart; solid yellow.
+        offset, width, dash = {"dashed": (0.0, 0.12, 3.0), "double_yellow": (0.11, 0.1, 12.0),
+                               "solid_yellow": (0.0, 0.12, 12.0)}[st.markings]
+        self.style = torch.tensor(
+            [st.shoulder_m, st.asphalt_noise, st.ground_noise, paint, offset, width, dash,
+             math.tan(math.radians(st.sun_azimuth_deg))],
+            **f32,
+        )
+
+
+def _line(x: torch.Tensor, centre: float | torch.Tensor, width: float | torch.Tensor, fp: torch.Tensor,
+          inv_fp: torch.Tensor) -> torch.Tensor:
+    """Box-filtered coverage of the line |x - centre| < width/2 by a pixel of ground footprint fp."""
+    cov = (0.5 * width + 0.5 * fp - (x - centre).abs()) * inv_fp
+    return torch.minimum(cov.clamp(0.0, 1.0), (width * inv_fp).clamp(max=1.0))
+
+
+def _dashes(s: torch.Tensor, fp: torch.Tensor, period: float, dash: float | torch.Tensor) -> torch.Tensor:
+    """Box-filtered coverage along s of ``dash`` metres painted every ``period`` metres."""
+
+    def integral(x: torch.Tensor) -> torch.Tensor:
+        return torch.floor(x * (1.0 / period)) * dash + torch.remainder(x, period).clamp(max=dash)
+
+    half = 0.5 * fp
+    return ((integral(s + half) - integral(s - half)) / fp).clamp(0.0, 1.0)
+
+
+def render_core(
+    px: torch.Tensor, py: torch.Tensor, yaw: torch.Tensor, light_rgb: torch.Tensor, haze_beta: torch.Tensor,
+    shadow_str: torch.Tensor, haze_rgb: torch.Tensor,
+    gX: torch.Tensor, gY: torch.Tensor, g_dist: torch.Tensor, fp: torch.Tensor, fp_lon: torch.Tensor,
+    noise_att: torch.Tensor, ground_att: torch.Tensor, s_az: torch.Tensor, s_elev: torch.Tensor, pix_rad: float,
+    taylor: torch.Tensor, tmeta: torch.Tensor, tshape: torch.Tensor, noise: torch.Tensor, gnoise: torch.Tensor,
+    shadows: torch.Tensor, tree_rad: torch.Tensor, style: torch.Tensor, colours_t: torch.Tensor,
+    sky_cols: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:
+    """The whole per-frame shading as one pure tensor function (compiles into fused loops).
+
+    Shapes: poses px, py, yaw (B, 1); light_rgb, haze_rgb (B, 3); haze_beta, shadow_str (B, 1);
+    ground constants (Pg,); sky constants (Ps,). Returns image, albedo, gain, offset as
+    (B, 3, Ps + Pg) and the ground pixels' world coordinates wx, wy as (B, Pg).
+    """
+    cos, sin = torch.cos(yaw), torch.sin(yaw)
+    # ---------------- ground: world point -> road coordinates (first-order from cell centre)
+    wx = px + gX * cos - gY * sin  # (B, Pg)
+    wy = py + gX * sin + gY * cos
+    fx = wx - tmeta[0]
+    fy = wy - tmeta[1]
+    ci = fx.floor()
+    cj = fy.floor()
+    inside = (ci >= 0) & (ci < tshape[0]) & (cj >= 0) & (cj < tshape[1])
+    idx = ci.long().clamp(min=0).minimum(tshape[0] - 1) * tshape[1] + cj.long().clamp(min=0).minimum(tshape[1] - 1)
+    cell = taylor[idx]  # (B, Pg, 4)
+    dx = fx - ci - 0.5
+    dy = fy - cj - 0.5
+    c, sn = cell[..., 2], cell[..., 3]
+    s = cell[..., 0] + dx * c + dy * sn
+    d = torch.where(inside, cell[..., 1] - dx * sn + dy * c, torch.full_like(dx, 1e3))
+    ad = d.abs()
+    inv_fp = 1.0 / fp
+    w_road = ((LANE_WIDTH_M - ad) * inv_fp + 0.5).clamp(0.0, 1.0)
+    w_sh = ((LANE_WIDTH_M + style[0] - ad) * inv_fp + 0.5).clamp(0.0, 1.0) - w_road
+    paint = style[3]
+    w_edge = _line(ad, LANE_WIDTH_M - 0.2, 0.15, fp, inv_fp) * paint
+    w_ctr = _line(ad, style[4], style[5], fp, inv_fp) * _dashes(s, fp_lon, 12.0, style[6]) * paint
+    n_idx = ((s * (1.0 / NOISE_TEXEL_M)).long() & (NOISE_N - 1)) * NOISE_N + (
+        ((d + 1000.0) * (1.0 / NOISE_TEXEL_M)).long() & (NOISE_N - 1))
+    g_idx = ((wx * (1.0 / GROUND_TEXEL_M)).long() & (NOISE_N - 1)) * NOISE_N + (
+        (wy * (1.0 / GROUND_TEXEL_M)).long() & (NOISE_N - 1))
+    nz = noise[n_idx] * noise_att
+    gz = gnoise[g_idx] * ground_att
+    w_asph = (w_road - w_edge - w_ctr) * (1.0 + style[1] * nz)
+    w_gr = (1.0 - w_road - w_sh) * (1.0 + style[2] * gz)
+    w_sh = w_sh * (1.0 + 0.5 * style[2] * gz)
+    # (3, 5) colour table times the five material weights -> (B, 3, Pg), written out so it fuses.
+    col = colours_t.unsqueeze(0).unsqueeze(-1)  # (1, 3, 5, 1)
+    albedo_g = (
+        col[:, :, 0] * w_gr.unsqueeze(1) + col[:, :, 1] * w_sh.unsqueeze(1) + col[:, :, 2] * w_asph.unsqueeze(1)
+        + col[:, :, 3] * w_edge.unsqueeze(1) + col[:, :, 4] * w_ctr.unsqueeze(1)
+    )
+    u_idx = ((s - d * style[7]) * (1.0 / SHADOW_STEP_M)).round().clamp(0, shadows.shape[0] - 1).long()
+    sh = shadows[u_idx]  # (B, Pg, 4)
+    in_band = (d > sh[..., 1]) & (d < sh[..., 2])
+    # A caster narrower than the pixel's footprint darkens only part of it (anti-aliasing).
+    cover = (2.0 * sh[..., 3] / fp_lon).clamp(max=1.0)
+    lit = 1.0 - torch.where(in_band, sh[..., 0] * cover, torch.zeros_like(d)) * shadow_str * 0.75
+    hz = 1.0 - torch.exp(-haze_beta * g_dist)  # (B, Pg)
+    gain_g = light_rgb.unsqueeze(-1) * ((1.0 - hz) * lit).unsqueeze(1)  # (B, 3, Pg)
+    offset_g = hz.unsqueeze(1) * haze_rgb.unsqueeze(-1)
+    # ---------------- sky: gradient, tree line by azimuth
+    az = s_az + yaw  # (B, Ps)
+    t_idx = torch.remainder((az * (TREE_N / (2 * math.pi))).floor().long(), TREE_N)
+    elev = s_elev.unsqueeze(0)
+    w_tree = ((tree_rad[t_idx] - elev) * (1.0 / pix_rad) + 0.5).clamp(0.0, 1.0)  # (B, Ps)
+    grad = (elev.clamp(min=0.0) * 4.0).clamp(max=1.0)
+    sky = sky_cols[1].view(1, 3, 1) + grad.unsqueeze(1) * (sky_cols[0] - sky_cols[1]).view(1, 3, 1)
+    albedo_s = sky + w_tree.unsqueeze(1) * (sky_cols[2].view(1, 3, 1) - sky)  # (B, 3, Ps)
+    hz_s = w_tree * (1.0 - torch.exp(-haze_beta * 400.0)) + (1.0 - w_tree) * 0.35
+    gain_s = light_rgb.unsqueeze(-1) * (1.0 - hz_s).unsqueeze(1)
+    offset_s = hz_s.unsqueeze(1) * haze_rgb.unsqueeze(-1)
+    albedo = torch.cat([albedo_s, albedo_g], dim=2)
+    gain = torch.cat([gain_s, gain_g], dim=2)
+    offset = torch.cat([offset_s, offset_g], dim=2)
+    image = (albedo * gain + offset).clamp(0.0, 1.0)
+    return image, albedo, gain, offset, wx, wy
+
+
+def render_image_core(*args: torch.Tensor | float) -> torch.Tensor:
+    """Only the image of :func:`render_core` (compiled alone, the unused outputs are never stored)."""
+    return render_core(*args)[0]
+
+
+def render_uint8_core(*args: torch.Tensor | float) -> torch.Tensor:
+    """The image of :func:`render_core` as uint8 (B, P, 3), rounded to nearest (the dataset format)."""
+    image = render_core(*args)[0]
+    return (image * 255.0).round().to(torch.uint8).transpose(1, 2)
+
+
+class Renderer:
+    """Renders batches of dashcam frames of a :class:`Road` from vehicle poses.
+
+    Args:
+        camera: the :class:`Camera` (size, field of view, mount).
+        device: torch device for all work.
+        chunk: frames processed together (keeps the working set in cache on CPU).
+        compile: run the render core through ``torch.compile`` (fused loops, several times
+            faster; the first call compiles for ~30 s, later processes reuse the on-disk cache).
+            Falls back to eager execution, with a warning, if compilation fails.
+    """
+
+    def __init__(self, camera: Camera | None = None, device: str | torch.device = "cpu", chunk: int = 16,
+                 compile: bool = False) -> None:
+        self.camera = camera or Camera()
+        self.device = torch.device(device)
+        self.chunk = max(int(chunk), 1)
+        cam = self.camera
+        f32 = dict(dtype=torch.float32, device=self.device)
+        H = cam.height
+        X, Y, dist, valid = cam.ground_points()
+        rows_valid = valid.all(axis=1)
+        self.r0 = int(np.argmax(rows_valid)) if rows_valid.any() else H  # first ground row
+        g = slice(self.r0, H)
+        Xg, Yg, Dg = X[g], Y[g], dist[g]
+        # Ground footprint of each pixel (metres): spacing to the neighbouring row / column.
+        fp_lon = np.abs(np.gradient(Xg, axis=0)) if Xg.shape[0] > 1 else np.full_like(Xg, 0.1)
+        fp_lat = np.abs(np.gradient(Yg, axis=1))
+        fp_lon = np.clip(fp_lon, 0.005, 50.0)
+        fp_lat = np.clip(fp_lat, 0.005, 50.0)
+        self.consts = {
+            "gX": torch.tensor(Xg.ravel(), **f32),
+            "gY": torch.tensor(Yg.ravel(), **f32),
+            "g_dist": torch.tensor(np.minimum(Dg, FAR_M).ravel(), **f32),
+            "fp": torch.tensor(np.maximum(fp_lat, 0.5 * fp_lon).ravel(), **f32),
+            "fp_lon": torch.tensor(fp_lon.ravel(), **f32),
+            "noise_att": torch.tensor((1.0 / (1.0 + 0.5 * fp_lon / NOISE_TEXEL_M)).ravel(), **f32),
+            "ground_att": torch.tensor((1.0 / (1.0 + 0.5 * fp_lon / GROUND_TEXEL_M)).ravel(), **f32),
+        }
+        rays = cam.ray_dirs()
+        sky = rays[: self.r0]
+        self.consts["s_az"] = torch.tensor(np.arctan2(sky[..., 1], sky[..., 0]).ravel(), **f32)
+        elev = np.arctan2(sky[..., 2], np.hypot(sky[..., 0], sky[..., 1]))
+        self.consts["s_elev"] = torch.tensor(elev.ravel(), **f32)
+        self.pix_rad = float(math.atan(1.0 / cam.focal_px))
+        self.rays = torch.tensor(rays.reshape(-1, 3), **f32)  # for billboards
+        self.compiled = bool(compile)
+        self._cores = {True: render_core, False: render_image_core, "uint8": render_uint8_core}
+        if compile:
+            self._cores = {k: torch.compile(v, dynamic=False) for k, v in self._cores.items()}
+
+    # ------------------------------------------------------------------ helpers
+    def _road_tables(self, road: Road) -> _RoadTables:
+        """The road's tensors on this device, cached on the road (shared by all renderers)."""
+        tab = road._device_cache.get(self.device)
+        if tab is None:
+            tab = road._device_cache[self.device] = _RoadTables(road, self.device)
+            # Table lengths differ from road to road: one compiled kernel serves them all.
+            for table in (tab.taylor, tab.shadows):
+                torch._dynamo.maybe_mark_dynamic(table, 0)
+        return tab
+
+    def _run_core(self, tab: _RoadTables, poses: torch.Tensor, light: Lighting, full: bool | str
+                  ) -> tuple[torch.Tensor, ...]:
+        """Run the render core; ``full=True`` also returns albedo, gain, offset and world coordinates,
+        ``full="uint8"`` returns only the uint8 (B, P, 3) image."""
+        dev = self.device
+        light_rgb = light.brightness[:, None] * _temperature_rgb(light.temperature)  # (B, 3)
+        haze_rgb = (0.5 * tab.sky_cols[1] + 0.5 * tab.sky_cols[0])[None, :] * light_rgb.clamp(max=1.25)
+        c = self.consts
+        args = (
+            poses[:, 0:1].to(dev, torch.float32), poses[:, 1:2].to(dev, torch.float32),
+            poses[:, 2:3].to(dev, torch.float32), light_rgb, light.haze[:, None], light.shadow[:, None], haze_rgb,
+            c["gX"], c["gY"], c["g_dist"], c["fp"], c["fp_lon"], c["noise_att"], c["ground_att"],
+            c["s_az"], c["s_elev"], self.pix_rad,
+            tab.taylor, tab.tmeta, tab.tshape, tab.noise, tab.ground_noise, tab.shadows, tab.tree_rad,
+            tab.style, tab.colours_t, tab.sky_cols,
+        )
+        core = self._cores[full]
+        if not self.compiled:
+            out = core(*args)
+        else:
+            try:
+                out = core(*args)
+            except Exception as exc:  # compilation is an optimisation: never a reason to fail
+                warnings.warn(f"torch.compile of the renderer failed ({type(exc).__name__}: {exc}); using eager mode",
+                              RuntimeWarning, stacklevel=3)
+                self._cores = {True: render_core, False: render_image_core, "uint8": render_uint8_core}
+                self.compiled = False
+                out = self._cores[full](*args)
+        return out if full is True else (out,)
+
+    # ------------------------------------------------------------------ main entry
+    def render(
+        self,
+        road: Road,
+        poses: np.ndarray | torch.Tensor,
+        lighting: Lighting | None = None,
+        sticker: StickerPlacement | None = None,
+        texture: torch.Tensor | None = None,
+        with_maps: bool = False,
+    ) -> RenderOutput:
+        """Render frames of ``road`` seen from vehicle ``poses``.
+
+        Args:
+            road: the road.
+            poses: (B, 3) rear-axle poses (x, y, yaw) in world metres / radians.
+            lighting: per-frame :class:`Lighting`; neutral daylight when None.
+            sticker: where a sticker sits in the world (None: no sticker).
+            texture: (3, h, w) sticker texture in [0, 1]. With a ``sticker`` but no texture,
+                the frame is rendered without it (useful with ``with_maps``).
+            with_maps: also return background, uv, mask, gain and offset for :func:`composite`.
+
+        Returns:
+            A :class:`RenderOutput`; ``image`` is (B, 3, H, W) float32 in [0, 1].
+        """
+        P = torch.as_tensor(poses if torch.is_tensor(poses) else np.asarray(poses, dtype=np.float64))
+        if P.ndim != 2 or P.shape[1] != 3:
+            raise PDNError(f"poses: expected shape (B, 3) = (x, y, yaw), got {tuple(P.shape)}")
+        B = P.shape[0]
+        if lighting is None:
+            lighting = Lighting.neutral(B, self.device)
+        if texture is not None:
+            if texture.ndim != 3 or texture.shape[0] != 3:
+                raise PDNError(f"sticker texture: expected (3, h, w), got {tuple(texture.shape)}")
+            texture = texture.detach().to(self.device, torch.float32)
+        tab = self._road_tables(road)
+        resolved = sticker.resolve(road) if sticker is not None else None
+        outs: dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            for start, stop, idx in self._chunks(B):
+                part = self._render_chunk(tab, P[idx], lighting.index(idx.to(lighting.brightness.device)),
+                                          resolved, texture, with_maps)
+                for k, v in part.items():
+                    if k not in outs:
+                        outs[k] = torch.empty((B, *v.shape[1:]), dtype=v.dtype, device=v.device)
+                    outs[k][start:stop] = v[: stop - start]
+        return RenderOutput(
+            image=outs["image"], background=outs.get("background"), uv=outs.get("uv"), mask=outs.get("mask"),
+            gain=outs.get("gain"), offset=outs.get("offset"),
+        )
+
+    def _chunks(self, n: int) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """(start, stop, indices) per chunk; a compiled renderer pads the last chunk to one static shape."""
+        for start in range(0, n, self.chunk):
+            stop = min(start + self.chunk, n)
+            idx = torch.arange(start, stop)
+            if self.compiled and stop - start < self.chunk:
+                idx = torch.cat([idx, idx[-1:].expand(self.chunk - (stop - start))])
+            yield start, stop, idx
+
+    def render_uint8(self, road: Road, poses: np.ndarray | torch.Tensor, lighting: Lighting | None = None,
+                     out: np.ndarray | None = None) -> np.ndarray:
+        """Render straight to the dataset format: uint8 (B, H, W, 3) RGB, written into ``out`` if given.
+
+        Equivalent to ``to_uint8(render(road, poses, lighting).image)`` (no stickers), but the
+        conversion happens inside the render core, so a large batch never exists as float.
+        """
+        P = torch.as_tensor(poses if torch.is_tensor(poses) else np.asarray(poses, dtype=np.float64))
+        if P.ndim != 2 or P.shape[1] != 3:
+            raise PDNError(f"poses: expected shape (B, 3) = (x, y, yaw), got {tuple(P.shape)}")
+        B = P.shape[0]
+        H, W = self.camera.height, self.camera.width
+        if out is None:
+            out = np.empty((B, H, W, 3), np.uint8)
+        elif out.shape != (B, H, W, 3) or out.dtype != np.uint8:
+            raise PDNError(f"out: expected uint8 {(B, H, W, 3)}, got {out.dtype} {out.shape}")
+        if lighting is None:
+            lighting = Lighting.neutral(B, self.device)
+        tab = self._road_tables(road)
+        with torch.no_grad():
+            for start, stop, idx in self._chunks(B):
+                img = self._run_core(tab, P[idx], lighting.index(idx.to(lighting.brightness.device)), "uint8")[0]
+                out[start:stop] = img[: stop - start].reshape(-1, H, W, 3).cpu().numpy()
+        return out
+
+    def _render_chunk(
+        self, tab: _RoadTables, poses: torch.Tensor, light: Lighting, sticker: ResolvedSticker | None,
+        texture: torch.Tensor | None, with_maps: bool,
+    ) -> dict[str, torch.Tensor]:
+        B = poses.shape[0]
+        H, W = self.camera.height, self.camera.width
+        if sticker is None and not with_maps:
+            return {"image": self._run_core(tab, poses, light, full=False)[0].view(B, 3, H, W)}
+        image, _albedo, gain, offset, wx, wy = self._run_core(tab, poses, light, full=True)
+        if sticker is None:
+            out = {"image": image.view(B, 3, H, W)}
+            if with_maps:
+                z = torch.zeros(B, H, W, device=self.device)
+                out.update(background=out["image"], uv=torch.stack([z, z], dim=-1), mask=z.bool(),
+                           gain=gain.view(B, 3, H, W), offset=offset.view(B, 3, H, W))
+            return out
+        Ps = self.r0 * W
+        if sticker.kind == "road":
+            su, sv, sm = sticker.road_uv(wx, wy)
+            pad = torch.zeros(B, Ps, device=self.device)
+            su, sv = torch.cat([pad, su], dim=1), torch.cat([pad, sv], dim=1)
+            sm = torch.cat([pad.bool(), sm], dim=1)
+            sgain, soff, background = gain, offset, image
+        else:
+            light_rgb = light.brightness[:, None] * _temperature_rgb(light.temperature)
+            haze_rgb = (0.5 * tab.sky_cols[1] + 0.5 * tab.sky_cols[0])[None, :] * light_rgb.clamp(max=1.25)
+            yaw = poses[:, 2:3].to(self.device, torch.float32)
+            su, sv, sm, sgain, soff, post = sticker.billboard_uv(
+                self.rays, poses[:, 0:1].to(self.device, torch.float32), poses[:, 1:2].to(self.device, torch.float32),
+                torch.cos(yaw), torch.sin(yaw), self.camera, light.haze, light_rgb, haze_rgb)
+            sgain, soff = sgain.transpose(1, 2), soff.transpose(1, 2)  # (B, 3, P)
+            # The billboard's posts belong to the scene: drawn into the background.
+            pm = post.unsqueeze(1)
+            background = torch.where(pm, (0.25 * sgain + soff).clamp(0.0, 1.0), image)
+        m = sm.unsqueeze(1)
+        if texture is not None:
+            texel = _bilinear_lookup(texture, su, sv).transpose(1, 2)  # (B, 3, P)
+            final = torch.where(m, (texel * sgain + soff).clamp(0.0, 1.0), background)
+        else:
+            final = background
+        out = {"image": final.reshape(B, 3, H, W)}
+        if with_maps:
+            out.update(
+                background=background.reshape(B, 3, H, W),
+                uv=torch.stack([su * 2.0 - 1.0, sv * 2.0 - 1.0], dim=-1).reshape(B, H, W, 2),
+                mask=sm.reshape(B, H, W),
+                gain=sgain.reshape(B, 3, H, W),
+                offset=soff.reshape(B, 3, H, W),
+            )
+        return out
