@@ -1,0 +1,146 @@
+"""Shared machinery of the real-log loaders: path checks, image decoding, a file-backed base class.
+
+Every loader parses its log once, at construction, and refuses bad input there with a
+:class:`~drivenet_patch.errors.PDNError` naming the file and row: unparsable or non-finite
+steering, a wrong header, an image file that does not exist, a path that leaves the dataset
+folder. Decoding happens lazily in :meth:`ImageLogDataset.frame`; an image that exists but
+cannot be decoded raises there (``check_dataset`` decodes everything up front and reports).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from drivenet_patch.data.base import CropResize, DriveDataset
+from drivenet_patch.errors import PDNError
+from drivenet_patch.world.camera import Camera
+
+DEFAULT_SIZE: tuple[int, int] = (66, 200)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def make_crop(
+    margins: tuple[int, int, int, int], crop: CropResize | None, size: tuple[int, int] | None
+) -> CropResize:
+    """The crop to use: ``crop`` as given, else the format's default ``margins`` at ``size``.
+
+    Args:
+        margins: the format's default ``(top, bottom, left, right)`` in source pixels.
+        crop: a caller's crop; wins over ``margins`` (its own ``size`` is kept unless ``size`` is given).
+        size: output ``(H, W)``; ``None`` keeps ``crop.size`` or the default (66, 200).
+    """
+    if crop is not None:
+        if size is None or tuple(size) == tuple(crop.size):
+            return crop
+        return CropResize(crop.top, crop.bottom, crop.left, crop.right, size=(int(size[0]), int(size[1])))
+    out = DEFAULT_SIZE if size is None else (int(size[0]), int(size[1]))
+    top, bottom, left, right = margins
+    return CropResize(top=top, bottom=bottom, left=left, right=right, size=out)
+
+
+def parse_finite(text: str, what: str, where: str) -> float:
+    """``float(text)`` that must be finite, else a PDNError naming ``where`` (file and row)."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise PDNError(f"{where}: {what} is not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise PDNError(f"{where}: {what} is not a finite number: {text!r}")
+    return value
+
+
+class PathGuard:
+    """Resolve paths written in a log and keep them inside the dataset folder.
+
+    A log is untrusted input: ``../../etc/passwd`` or ``/home/me/.ssh/id_rsa`` must not be
+    read just because a CSV names it. Paths are resolved (symlinks followed) and must stay
+    under the resolved dataset root unless ``allow_outside`` is set (also needed when the
+    image folder is a symlink to another disk).
+    """
+
+    def __init__(self, root: Path, allow_outside: bool = False) -> None:
+        self.root = Path(root)
+        self.allow_outside = bool(allow_outside)
+        self._real_root = os.path.realpath(self.root)
+        self._prefix = self._real_root.rstrip(os.sep) + os.sep
+
+    def check(self, path: Path | str, where: str) -> str:
+        """Return ``path`` as a string, or raise when it leaves the dataset folder."""
+        text = os.fspath(path)
+        if self.allow_outside:
+            return text
+        real = os.path.realpath(text)
+        if real != self._real_root and not real.startswith(self._prefix):
+            raise PDNError(
+                f"{where}: path {text!r} leaves the dataset folder {self.root} "
+                "(pass allow_outside=True to permit it)"
+            )
+        return text
+
+
+def is_absolute_any(path: str) -> bool:
+    """True for POSIX absolute paths and Windows ones (``C:\\...``, ``C:/...``, ``\\\\server\\share``)."""
+    p = path.replace("\\", "/")
+    return p.startswith("/") or (len(p) >= 3 and p[1] == ":" and p[2] == "/" and p[0].isalpha())
+
+
+def read_rgb(path: str, where: str) -> np.ndarray:
+    """Decode an image file as uint8 (h, w, 3) RGB.
+
+    Uses ``np.fromfile`` + ``cv2.imdecode`` (same codec as ``cv2.imread``) so that a missing file
+    and an undecodable one give different messages, and non-ASCII paths work on Windows.
+
+    Raises:
+        PDNError: naming the image and ``where`` (log file and row).
+    """
+    try:
+        buf = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise PDNError(f"{path}: cannot read image ({where}): {exc.strerror or exc}") from None
+    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    if bgr is None or bgr.ndim != 3 or bgr.shape[0] < 1 or bgr.shape[1] < 1:
+        raise PDNError(f"{path}: cannot decode image, the file is corrupt or not an image ({where})")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+class ImageLogDataset(DriveDataset):
+    """Base of the loaders whose frames are image files listed in a log.
+
+    ``labels`` must hold ``steering_deg``, ``image`` (path of the image file), ``source_file``
+    (the log) and ``source_row`` (1-based line of the log). The source camera's size is taken
+    from the first image (its field of view and mount stay those of the preset).
+    """
+
+    def __init__(self, root: str | Path, labels: pd.DataFrame, camera: Camera, crop: CropResize) -> None:
+        if len(labels) == 0:
+            raise PDNError(f"{root}: the dataset has no frames")
+        labels = labels.reset_index(drop=True)
+        try:
+            first = read_rgb(str(labels.at[0, "image"]), self._where_row(labels, 0))
+            camera = camera.with_size(first.shape[0], first.shape[1])
+        except PDNError:
+            pass  # a corrupt first image is reported by frame() / check_dataset, not here
+        super().__init__(root, labels, camera, crop)
+        self._images = self.labels["image"].astype(str).to_numpy()
+
+    @staticmethod
+    def _where_row(labels: pd.DataFrame, i: int) -> str:
+        return f"{labels.at[i, 'source_file']}: row {int(labels.at[i, 'source_row'])}"
+
+    def where(self, i: int) -> str:
+        """Human-readable origin of frame ``i``: ``<log file>: row <n>``."""
+        return self._where_row(self.labels, int(i))
+
+    def source_frame(self, i: int) -> np.ndarray:
+        """Frame ``i`` as decoded from disk: uint8 (h, w, 3) RGB, before crop and resize."""
+        return read_rgb(self._images[int(i)], self.where(i))
+
+    def frame(self, i: int) -> np.ndarray:
+        img = self.source_frame(i)
+        return self.crop.apply(img, where=f"{self._images[int(i)]} ({self.where(i)})")

@@ -1,0 +1,113 @@
+"""One dataset interface for the built-in world and for real driving logs.
+
+Every dataset yields frames as uint8 (H, W, 3) RGB at the model size together with the
+steering label in road-wheel degrees, positive = left. Real formats crop and resize their
+source frames with a :class:`CropResize`; their camera geometry (:class:`~drivenet_patch.world.camera.Camera`
+of the *source* image plus the crop) lets viewpoint augmentation and sticker placement work
+with a flat-ground homography.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from drivenet_patch.errors import PDNError
+from drivenet_patch.world.camera import Camera
+
+
+@dataclass(frozen=True)
+class CropResize:
+    """Crop a source frame, then resize it to the model size.
+
+    Attributes:
+        top, bottom, left, right: pixels removed from each side of the source frame.
+        size: output ``(H, W)``.
+    """
+
+    top: int = 0
+    bottom: int = 0
+    left: int = 0
+    right: int = 0
+    size: tuple[int, int] = (66, 200)
+
+    def __post_init__(self) -> None:
+        if min(self.top, self.bottom, self.left, self.right) < 0:
+            raise PDNError(f"crop margins must be >= 0, got {self.top, self.bottom, self.left, self.right}")
+        if self.size[0] < 8 or self.size[1] < 8:
+            raise PDNError(f"output size must be at least 8x8, got {self.size}")
+
+    def apply(self, frame: np.ndarray, where: str = "frame") -> np.ndarray:
+        """Crop then resize a uint8 (h, w, 3) frame to ``size`` (INTER_AREA when shrinking)."""
+        h, w = frame.shape[:2]
+        if self.top + self.bottom >= h or self.left + self.right >= w:
+            raise PDNError(f"{where}: crop {self.top, self.bottom, self.left, self.right} leaves nothing of a {h}x{w} image")
+        cropped = frame[self.top : h - self.bottom, self.left : w - self.right]
+        out_h, out_w = self.size
+        if cropped.shape[:2] == (out_h, out_w):
+            return np.ascontiguousarray(cropped)
+        shrink = cropped.shape[0] >= out_h and cropped.shape[1] >= out_w
+        interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+        return cv2.resize(cropped, (out_w, out_h), interpolation=interp)
+
+    def matrix(self, source_hw: tuple[int, int]) -> np.ndarray:
+        """3x3 map from source pixels to output pixels (OpenCV pixel-centre convention)."""
+        h, w = source_hw
+        ch, cw = h - self.top - self.bottom, w - self.left - self.right
+        sx, sy = self.size[1] / cw, self.size[0] / ch
+        # cv2.resize maps pixel centres: x_out = (x_in + 0.5) * s - 0.5
+        return np.array(
+            [
+                [sx, 0.0, (0.5 - self.left) * sx - 0.5],
+                [0.0, sy, (0.5 - self.top) * sy - 0.5],
+                [0.0, 0.0, 1.0],
+            ]
+        )
+
+
+class DriveDataset:
+    """Base class: frames (uint8 HWC RGB, model size) + steering labels in degrees.
+
+    Subclasses set ``labels`` (a DataFrame with at least ``steering_deg``, one row per frame),
+    ``size`` ``(H, W)``, ``camera`` (the source camera) and ``crop`` (a :class:`CropResize`),
+    and implement :meth:`frame`.
+    """
+
+    format: ClassVar[str] = "base"
+
+    def __init__(self, root: str | Path, labels: pd.DataFrame, camera: Camera, crop: CropResize) -> None:
+        self.root = Path(root)
+        self.labels = labels.reset_index(drop=True)
+        self.camera = camera
+        self.crop = crop
+        self.size = crop.size
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def frame(self, i: int) -> np.ndarray:
+        """Frame ``i`` as uint8 (H, W, 3) RGB at the model size."""
+        raise NotImplementedError
+
+    def steering(self, i: int) -> float:
+        return float(self.labels.at[int(i), "steering_deg"])
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, float]:
+        if not -len(self) <= int(i) < len(self):
+            raise IndexError(i)
+        i = int(i) % len(self)
+        return self.frame(i), self.steering(i)
+
+    def frames(self, indices: np.ndarray | list[int]) -> np.ndarray:
+        """Several frames stacked as (n, H, W, 3) uint8."""
+        return np.stack([self.frame(int(i)) for i in indices]) if len(indices) else np.zeros((0, *self.size, 3), np.uint8)
+
+    def image_to_ground(self) -> np.ndarray:
+        """3x3 homography from model-size pixels to vehicle-frame ground points (X, Y, 1)."""
+        src_to_out = self.crop.matrix((self.camera.height, self.camera.width))
+        return np.linalg.inv(src_to_out @ self.camera.ground_homography())

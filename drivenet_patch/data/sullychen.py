@@ -1,0 +1,120 @@
+"""SullyChen's driving datasets (``data.txt``), format ``sullychen``.
+
+Layouts (github.com/SullyChen/driving-datasets)::
+
+    driving_dataset/data.txt, driving_dataset/0.jpg ...        2017 "Dataset 1": "0.jpg 0.000000"
+    07012018/data.txt, 07012018/data/0.jpg ...                 07/01/2018: "0.jpg 0.000000,2018-07-01 17:09:44:912"
+
+Each image is looked up next to ``data.txt`` first, then in ``data/``. Images are 455x256 JPEGs.
+
+Steering: steering-wheel degrees. Sign: SullyChen's own viewer (``run_dataset.py`` in
+Autopilot-TensorFlow) draws the wheel with ``cv2.getRotationMatrix2D(centre, -angle, 1)``; a
+positive OpenCV angle turns the picture counter-clockwise, so a positive label turns the wheel
+clockwise, i.e. RIGHT. We negate. Ratio: the car is not documented; 14.8 (a typical passenger-car
+ratio, the same as the MKZ's) is an assumption, hence the ``steering_ratio`` option.
+``steering_deg = -angle / steering_ratio``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from drivenet_patch.data._imagelog import ImageLogDataset, PathGuard, make_crop, parse_finite
+from drivenet_patch.data.base import CropResize
+from drivenet_patch.errors import PDNError
+from drivenet_patch.world.camera import Camera
+
+#: Source camera (assumed): a dashboard camera, 455x256 frames, 60 deg horizontal field of view,
+#: 1.2 m above the road, 1.5 m ahead of the rear axle, 3 deg downward pitch (horizon near row 106).
+SULLY_CAMERA = Camera(
+    height=256, width=455, hfov_deg=60.0, mount_height_m=1.2, pitch_deg=3.0, lateral_m=0.0, forward_m=1.5
+)
+#: Default crop (top, bottom, left, right): the author's own training code keeps the bottom 150
+#: rows (``image[-150:]``), i.e. drops 106 rows of sky; the frames show no bonnet.
+SULLY_MARGINS = (106, 0, 0, 0)
+
+
+class SullyChenDataset(ImageLogDataset):
+    """SullyChen ``data.txt`` with ``<file> <angle>`` or ``<file> <angle>,<timestamp>`` lines.
+
+    Args:
+        path: the dataset folder, or its ``data.txt``.
+        steering_ratio: steering-wheel to road-wheel ratio (default 14.8, an assumption).
+        crop: crop and output size; default drops the top 106 rows.
+        size: output ``(H, W)``; overrides ``crop.size``; default (66, 200).
+        camera: source camera; default :data:`SULLY_CAMERA` (an assumption).
+        allow_outside: accept image paths outside the dataset folder.
+
+    ``labels`` columns: ``steering_deg``, ``camera``, ``image``, ``source_file``, ``source_row``,
+    ``wheel_deg`` (the raw value), ``timestamp`` (empty for the 2017 format).
+    """
+
+    format = "sullychen"
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        steering_ratio: float = 14.8,
+        crop: CropResize | None = None,
+        size: tuple[int, int] | None = None,
+        camera: Camera | None = None,
+        allow_outside: bool = False,
+    ) -> None:
+        if not (math.isfinite(steering_ratio) and steering_ratio > 0):
+            raise PDNError(f"steering_ratio must be a positive number, got {steering_ratio}")
+        path = Path(path)
+        log = path / "data.txt" if path.is_dir() else path
+        if not log.is_file():
+            raise PDNError(f"{log}: missing (a sullychen dataset is a folder with data.txt and the images)")
+        self.steering_ratio = float(steering_ratio)
+        labels = _parse(log, self.steering_ratio, PathGuard(log.parent, allow_outside))
+        if labels.empty:
+            raise PDNError(f"{log}: no data lines (the dataset is empty)")
+        super().__init__(log.parent, labels, camera or SULLY_CAMERA, make_crop(SULLY_MARGINS, crop, size))
+
+
+def _parse(log: Path, ratio: float, guard: PathGuard) -> pd.DataFrame:
+    rows: dict[str, list] = {
+        k: []
+        for k in ("steering_deg", "camera", "image", "source_file", "source_row", "wheel_deg", "timestamp")
+    }
+    root = log.parent
+    try:
+        text = log.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise PDNError(f"{log}: cannot open ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise PDNError(f"{log}: not a UTF-8 text file") from None
+    for n, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        where = f"{log}: row {n}"
+        parts = line.split(maxsplit=1)
+        if len(parts) != 2:
+            raise PDNError(f"{where}: expected '<file>.jpg <angle>[,<timestamp>]', got {line!r}")
+        name, rest = parts
+        angle_text, _, stamp = rest.partition(",")
+        angle = parse_finite(angle_text.strip(), "steering angle", where)
+        rel = name.replace("\\", "/")
+        image = None
+        for cand in (root / rel, root / "data" / rel):
+            checked = guard.check(cand, where)
+            if os.path.isfile(checked):
+                image = checked
+                break
+        if image is None:
+            raise PDNError(f"{where}: image not found: {name!r} (looked in {root} and {root / 'data'})")
+        rows["steering_deg"].append(-angle / ratio)
+        rows["camera"].append("center")
+        rows["image"].append(image)
+        rows["source_file"].append(str(log))
+        rows["source_row"].append(n)
+        rows["wheel_deg"].append(angle)
+        rows["timestamp"].append(stamp.strip())
+    return pd.DataFrame(rows)
