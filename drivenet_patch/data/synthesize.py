@@ -64,6 +64,7 @@ def synthesize(
     base_cam = Camera().with_size(*size)
     renderers = {name: Renderer(base_cam.shifted(CAMERAS[name]), device=device, compile=compile) for name in cameras}
     rng = np.random.default_rng([int(seed), 0x5EED])
+    road_length = episode_steps * drive.speed_mps * drive.dt + 60.0
     H, W = size
     rows: list[pd.DataFrame] = []
     written = 0
@@ -73,7 +74,7 @@ def synthesize(
         episode = 0
         while written < frames:
             road_seed = int(rng.integers(2**31 - 1))
-            road = Road.generate(road_seed, length_m=episode_steps * drive.speed_mps * drive.dt + 60.0)
+            road = Road.generate(road_seed, length_m=road_length)
             ep = drive_episode(road, rng, episode_steps, drive)
             keep = slice(0, episode_steps, frame_every)
             poses = np.stack([ep["x"][keep], ep["y"][keep], ep["yaw"][keep]], axis=1)
@@ -109,7 +110,7 @@ def synthesize(
         del images
     bar.close()
     labels = pd.concat(rows, ignore_index=True)
-    write_csv(out / "labels.csv", labels, float_format="%.6g")
+    write_csv(out / "labels.csv", labels, float_format="%.9g")
     meta = {
         "format": "synth",
         "version": SYNTH_VERSION,
@@ -121,6 +122,7 @@ def synthesize(
         "camera": base_cam.to_dict(),
         "drive": drive.to_dict(),
         "episode_steps": episode_steps,
+        "road_length_m": road_length,
         "frame_every": frame_every,
         "episodes": int(labels["episode"].nunique()),
         "steering_unit": "road-wheel degrees, positive = left",

@@ -1,0 +1,170 @@
+"""The ``pdn`` command line.
+
+Every command that measures something takes ``--json`` and then prints exactly one JSON
+object on stdout. Bad input prints ``pdn: error: <one line>`` on stderr and exits with 2.
+Progress bars go to stderr, and only when it is a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from drivenet_patch import __version__
+from drivenet_patch.errors import PDNError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's error contract: one line, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _emit(result: dict[str, Any], as_json: bool, text: str | None = None) -> None:
+    if as_json:
+        print(json.dumps(result, sort_keys=True, default=str))
+    else:
+        print(text if text is not None else "\n".join(f"{k}: {v}" for k, v in result.items()))
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    return not getattr(args, "json", False) and sys.stderr.isatty()
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------- data
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from drivenet_patch.data.synthesize import parse_cameras, synthesize
+    from drivenet_patch.world.camera import parse_size
+
+    meta = synthesize(
+        args.out, args.frames, seed=args.seed, size=parse_size(args.size), cameras=parse_cameras(args.cameras),
+        episode_steps=args.episode_steps, compile=args.compile, device=args.device, progress=_progress(args),
+    )
+    result = {"out": str(args.out), "frames": meta["frames"], "episodes": meta["episodes"], "size": meta["size"],
+              "cameras": list(meta["cameras"])}
+    _emit(result, args.json, f"wrote {meta['frames']} frames ({meta['episodes']} episodes) to {args.out}")
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from drivenet_patch.data.check import check_dataset, format_report
+
+    report = check_dataset(args.path, format=args.format)
+    _emit(report, args.json, format_report(report))
+    return 0
+
+
+# ---------------------------------------------------------------------------- world
+def cmd_world_preview(args: argparse.Namespace) -> int:
+    import cv2
+
+    from drivenet_patch.io import atomic_path
+    from drivenet_patch.world.camera import parse_size
+    from drivenet_patch.world.preview import preview_grid
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise PDNError(f"--out: expected a .png or .jpg file name, got {args.out!r}")
+    grid = preview_grid(seed=args.seed, size=parse_size(args.size))
+    with atomic_path(out) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
+            raise PDNError(f"--out: could not write {out}")
+    _emit({"out": str(out), "height": int(grid.shape[0]), "width": int(grid.shape[1])}, args.json,
+          f"wrote {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- bench
+def cmd_bench_world(args: argparse.Namespace) -> int:
+    from drivenet_patch.bench import bench_world, format_table
+
+    result = bench_world(frames=args.frames, compile=args.compile, device=args.device)
+    _emit(result, args.json, format_table(result))
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="pdn", description="PatchDriveNet: steering models, adversarial stickers, certified defenses.")
+    p.add_argument("--version", action="version", version=f"pdn {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def group(name: str, help_: str) -> argparse._SubParsersAction:
+        g = sub.add_parser(name, help=help_, description=help_)
+        s = g.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", parser_class=_Parser)
+        s.required = True
+        return s
+
+    def command(parent: argparse._SubParsersAction, name: str, help_: str,
+                fn: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        c = parent.add_parser(name, help=help_, description=help_)
+        c.set_defaults(fn=fn)
+        return c
+
+    data = group("data", "make and inspect datasets")
+    c = command(data, "synth", "render a dataset from the built-in driving world", cmd_data_synth)
+    c.add_argument("--out", required=True, type=Path, help="output folder (images.npy, labels.csv, meta.json)")
+    c.add_argument("--frames", required=True, type=_positive_int, help="number of frames to write")
+    c.add_argument("--seed", type=int, default=0, help="random seed (same seed -> same dataset)")
+    c.add_argument("--size", default="66x200", help="frame size HxW (default 66x200; 160x320 also common)")
+    c.add_argument("--cameras", default="center", help="comma-separated: center,left,right (default center)")
+    c.add_argument("--episode-steps", type=_positive_int, default=300, help="simulation steps per episode (0.1 s)")
+    c.add_argument("--compile", action="store_true", help="torch.compile the renderer (faster for large N)")
+    c.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    c.add_argument("--json", action="store_true", help="print one JSON object")
+
+    c = command(data, "check", "parse a dataset, decode its frames and report statistics and problems",
+                cmd_data_check)
+    c.add_argument("path", help="dataset folder or log file")
+    c.add_argument("--format", default="auto",
+                   help="auto|synth|udacity-sim|udacity-ch2|sullychen|commaai (default auto)")
+    c.add_argument("--json", action="store_true", help="print one JSON object")
+
+    world = group("world", "the built-in driving world")
+    c = command(world, "preview", "render a labelled grid of standard world views", cmd_world_preview)
+    c.add_argument("--out", required=True, help="output image (.png)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the random road and style")
+    c.add_argument("--size", default="132x400", help="tile size HxW (default 132x400: the model view at 2x)")
+    c.add_argument("--json", action="store_true", help="print one JSON object")
+
+    bench = group("bench", "benchmarks (ratios measured side by side in one process)")
+    c = command(bench, "world", "frames per second of batched world rendering", cmd_bench_world)
+    c.add_argument("--frames", type=_positive_int, default=2048, help="frames per measurement")
+    c.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                   help="also measure the torch.compile'd renderer (default on)")
+    c.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    c.add_argument("--json", action="store_true", help="print one JSON object")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except PDNError as exc:
+        print(f"pdn: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pdn: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""The pdn command line as a user runs it: real subprocesses, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+
+def pdn(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "drivenet_patch.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_help_lists_commands() -> None:
+    proc = pdn("--help")
+    assert proc.returncode == 0
+    for word in ("data", "world", "bench"):
+        assert word in proc.stdout
+    for sub in (("data", "synth"), ("data", "check"), ("world", "preview"), ("bench", "world")):
+        assert pdn(*sub, "--help").returncode == 0
+
+
+def test_synth_check_and_preview_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    proc = pdn("data", "synth", "--out", str(out), "--frames", "40", "--seed", "3", "--episode-steps", "40",
+               "--cameras", "center,left", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["frames"] == 40 and result["cameras"] == ["center", "left"]
+    proc = pdn("data", "check", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    for key in ("format", "frames", "height", "width", "steering_mean", "steering_std", "steering_min", "steering_max"):
+        assert key in report
+    assert report["format"] == "synth" and report["frames"] == 40 and (report["height"], report["width"]) == (66, 200)
+    text = pdn("data", "check", str(out))
+    assert text.returncode == 0 and "synth" in text.stdout
+    png = tmp_path / "grid.png"
+    proc = pdn("world", "preview", "--out", str(png), "--seed", "2", "--size", "66x200")
+    assert proc.returncode == 0, proc.stderr
+    img = cv2.imread(str(png))
+    assert img is not None and img.shape[0] > 150 and img.shape[1] > 800
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (("data", "synth", "--out", "x", "--frames", "0"), ("--frames", "positive")),
+        (("data", "synth", "--out", "x", "--frames", "5", "--size", "66by200"), ("--size", "66by200")),
+        (("data", "synth", "--out", "x", "--frames", "5", "--cameras", "center,roof"), ("--cameras", "roof")),
+        (("data", "check", "/nonexistent/dataset"), ("/nonexistent/dataset",)),
+        (("data", "check", ".", "--format", "kitti"), ("kitti",)),
+        (("world", "preview", "--out", "grid.txt"), ("--out",)),
+        (("world", "teleport",), ("teleport",)),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_2(tmp_path: Path, args: tuple[str, ...], needles: tuple[str, ...]) -> None:
+    assert_one_line_error(pdn(*args, cwd=tmp_path), *needles)
+    assert not (tmp_path / "x" / "images.npy").exists()
+
+
+def test_bench_world_reports_fps_keys() -> None:
+    from drivenet_patch.bench import bench_world
+
+    result = bench_world(frames=32, compile=False, repeats=1)
+    assert result["fps_66x200"] > 0 and result["fps_160x320"] > 0
+    assert result["fps_66x200"] == max(result["fps_66x200_eager"], result["fps_66x200_eager_uint8"])
+
+
+def test_atomic_writes_leave_no_partial_file_and_respect_umask(tmp_path: Path) -> None:
+    import os
+
+    from drivenet_patch.io import write_json, write_text
+
+    target = tmp_path / "out.json"
+    write_json(target, {"a": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (target.stat().st_mode & 0o777) == (0o666 & ~umask)
+
+    class Boom(RuntimeError):
+        pass
+
+    from drivenet_patch.io import atomic_path
+
+    with pytest.raises(Boom), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise Boom
+    assert json.loads(target.read_text()) == {"a": 1}  # the old content survives a failed write
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+    write_text(target, "new")
+    assert target.read_text() == "new"
