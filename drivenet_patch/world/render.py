@@ -20,6 +20,7 @@ With ``with_maps=True`` the renderer also returns each pixel's sticker coordinat
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Iterator
@@ -377,6 +378,8 @@ class Renderer:
         self.compiled = bool(compile)
         self._cores = {True: render_core, False: render_image_core, "uint8": render_uint8_core}
         if compile:
+            # On CPU-only machines inductor logs a misleading "No CUDA runtime is found" warning.
+            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
             self._cores = {k: torch.compile(v, dynamic=False) for k, v in self._cores.items()}
 
     # ------------------------------------------------------------------ helpers
