@@ -1,0 +1,304 @@
+"""Model and training-state files: safetensors + JSON, never pickle.
+
+A run folder holds::
+
+    config.json          {"format_version": 1, "model": model.config, **extra}
+    model.safetensors    the state dict (e.g. also best.safetensors / last.safetensors)
+
+Each ``.safetensors`` file also carries its model config in its header metadata, so a lone
+weights file still loads when its ``config.json`` is missing. Every file is written to a
+temporary name and renamed into place (:func:`drivenet_patch.io.atomic_path`).
+
+Pickle-based files (``.pt``, ``.pth``, ``.pkl``, ``.ckpt``, ``.bin``) can execute code when
+loaded; they are refused unless the caller opts in with ``allow_pickle=True``, and even then
+only read with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from drivenet_patch.errors import PDNError
+from drivenet_patch.io import atomic_path, write_json
+from drivenet_patch.models import SteeringModel, model_from_config
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
+_META_KEY = "pdn_meta"
+_CONFIG_META_KEY = "pdn_model_config"
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+# ---------------------------------------------------------------------------- generic state files
+def save_state(path: str | Path, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any] | None = None) -> Path:
+    """Write named tensors and JSON metadata to one ``.safetensors`` file, atomically.
+
+    Args:
+        path: target file (``.safetensors``).
+        tensors: name -> tensor (any device; stored as contiguous CPU tensors).
+        meta: JSON-serialisable metadata, stored in the file header (read it back with
+            :func:`read_state_meta`).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    path = Path(path)
+    return _save(path, tensors, {_META_KEY: json.dumps(dict(meta or {}), sort_keys=True)})
+
+
+def load_state(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Read all tensors of a ``.safetensors`` file.
+
+    Raises:
+        PDNError: missing or unreadable file (naming it).
+    """
+    path = Path(path)
+    tensors, _ = _read(path, device)
+    return tensors
+
+
+def read_state_meta(path: str | Path) -> dict[str, Any]:
+    """The JSON metadata :func:`save_state` stored in ``path`` (``{}`` if it has none)."""
+    path = Path(path)
+    header = _read_header(path)
+    text = header.get(_META_KEY)
+    if text is None:
+        return {}
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        raise PDNError(f"{path}: metadata is not valid JSON") from None
+    if not isinstance(meta, dict):
+        raise PDNError(f"{path}: metadata is not a JSON object")
+    return meta
+
+
+def pack_state(state: Any) -> tuple[dict[str, torch.Tensor], Any]:
+    """Split a nested state (e.g. ``optimizer.state_dict()``) into flat tensors + a JSON skeleton.
+
+    Dicts, lists, tuples, tensors, strings, numbers, booleans and ``None`` are supported;
+    integer dict keys (optimizer parameter ids) survive the round trip.
+
+    Returns:
+        ``(tensors, skeleton)`` for :func:`save_state` (pass the skeleton inside ``meta``)
+        and :func:`unpack_state`.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(obj: Any) -> Any:
+        if isinstance(obj, torch.Tensor):
+            name = f"t{len(tensors)}"
+            tensors[name] = obj
+            return {"__tensor__": name}
+        if isinstance(obj, Mapping):
+            items = []
+            for k, v in obj.items():
+                if not isinstance(k, (str, int)) or isinstance(k, bool):
+                    raise TypeError(f"pack_state: unsupported dict key {k!r}")
+                items.append([k, walk(v)])
+            return {"__dict__": items}
+        if isinstance(obj, (list, tuple)):
+            return {"__list__" if isinstance(obj, list) else "__tuple__": [walk(v) for v in obj]}
+        if obj is None or isinstance(obj, (str, bool, int, float)):
+            return obj
+        raise TypeError(f"pack_state: unsupported value of type {type(obj).__name__}")
+
+    return tensors, walk(state)
+
+
+def unpack_state(tensors: Mapping[str, torch.Tensor], skeleton: Any) -> Any:
+    """Inverse of :func:`pack_state`.
+
+    Raises:
+        PDNError: if the skeleton names a tensor that is not there.
+    """
+
+    def walk(obj: Any) -> Any:
+        if isinstance(obj, dict):
+            if "__tensor__" in obj:
+                name = obj["__tensor__"]
+                if name not in tensors:
+                    raise PDNError(f"state file is missing tensor {name!r}")
+                return tensors[name]
+            if "__dict__" in obj:
+                return {k: walk(v) for k, v in obj["__dict__"]}
+            if "__list__" in obj:
+                return [walk(v) for v in obj["__list__"]]
+            if "__tuple__" in obj:
+                return tuple(walk(v) for v in obj["__tuple__"])
+        return obj
+
+    return walk(skeleton)
+
+
+# ---------------------------------------------------------------------------- models
+def save_model(
+    run_dir: str | Path, model: SteeringModel, extra: Mapping[str, Any] | None = None, name: str = "model"
+) -> Path:
+    """Write ``{run_dir}/{name}.safetensors`` and ``{run_dir}/config.json``, each atomically.
+
+    Args:
+        run_dir: run folder (created if needed).
+        model: a model built by :func:`drivenet_patch.models.create_model` (has ``config``).
+        extra: more JSON-serialisable top-level entries for ``config.json`` (e.g. training
+            settings); may not use the keys ``model`` or ``format_version``.
+        name: weights file stem, e.g. ``"best"`` or ``"last"`` to keep several in one run;
+            ``config.json`` is shared and rewritten on every call.
+
+    Returns:
+        The path of the weights file.
+    """
+    if not _NAME_RE.match(name):
+        raise ValueError(f"save_model: bad weights name {name!r}")
+    if not getattr(model, "config", None) or "name" not in model.config:
+        raise ValueError("save_model: model has no config; build it with drivenet_patch.models.create_model")
+    extra = dict(extra or {})
+    clash = {"model", "format_version"} & set(extra)
+    if clash:
+        raise ValueError(f"save_model: extra may not set {sorted(clash)}")
+    run_dir = Path(run_dir)
+    config_text = json.dumps(model.config, sort_keys=True)
+    weights = _save(run_dir / f"{name}.safetensors", model.state_dict(), {_CONFIG_META_KEY: config_text})
+    write_json(run_dir / CONFIG_NAME, {"format_version": FORMAT_VERSION, "model": model.config, **extra})
+    return weights
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickle: bool = False) -> SteeringModel:
+    """Load a steering model, in eval mode, from a run folder or a weights file.
+
+    Args:
+        path: a run folder (``model.safetensors`` + ``config.json``), a ``.safetensors`` file
+            (``config.json`` beside it; else the config embedded in the file), or, with
+            ``allow_pickle=True``, a ``.pt``/``.pth``/``.pkl``/``.ckpt``/``.bin`` state dict
+            (``config.json`` beside it).
+        device: where to put the model.
+        allow_pickle: permit pickle-based files (read with ``torch.load(weights_only=True)``).
+
+    Raises:
+        PDNError: missing file, pickle file without ``allow_pickle``, unreadable or invalid
+            ``config.json`` (unknown model, bad keys), or weights that do not fit the model.
+    """
+    path = Path(path)
+    if path.is_dir():
+        weights = path / "model.safetensors"
+        if not weights.is_file():
+            raise PDNError(f"{weights}: missing (a run folder needs model.safetensors and {CONFIG_NAME})")
+    elif path.exists():
+        weights = path
+    else:
+        raise PDNError(f"{path}: no such model file or run folder")
+    suffix = weights.suffix.lower()
+    config_path = weights.parent / CONFIG_NAME
+    if suffix == ".safetensors":
+        state, header = _read(weights, "cpu")
+        if config_path.is_file():
+            model_cfg, where = _read_config(config_path), str(config_path)
+        elif _CONFIG_META_KEY in header:
+            where = f"{weights} (embedded config)"
+            try:
+                model_cfg = json.loads(header[_CONFIG_META_KEY])
+            except ValueError:
+                raise PDNError(f"{where}: not valid JSON") from None
+        else:
+            raise PDNError(f"{config_path}: missing (needed to know the architecture of {weights.name})")
+    elif suffix in PICKLE_SUFFIXES:
+        if not allow_pickle:
+            raise PDNError(
+                f"refusing to load pickle file {weights}: pickle can run arbitrary code; "
+                "convert it to safetensors (or pass allow_pickle=True if you trust it)"
+            )
+        if not config_path.is_file():
+            raise PDNError(f"{config_path}: missing (needed to know the architecture of {weights.name})")
+        model_cfg, where = _read_config(config_path), str(config_path)
+        state = _torch_load_state(weights)
+    else:
+        raise PDNError(f"{weights}: unknown model file type {suffix or '(none)'!r}; expected .safetensors")
+    model = model_from_config(model_cfg, where=where)
+    _load_weights(model, state, weights)
+    try:
+        model = model.to(torch.device(device))
+    except (RuntimeError, AssertionError) as exc:
+        raise PDNError(f"device {str(device)!r}: {exc}") from None
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------- internals
+def _save(path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(flat, str(tmp), metadata={"format": "pt", **metadata})
+    return path
+
+
+def _read_header(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        raise PDNError(f"{path}: missing")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return dict(fh.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise PDNError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def _read(path: Path, device: str | torch.device) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    if not path.is_file():
+        raise PDNError(f"{path}: missing")
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as fh:
+            header = dict(fh.metadata() or {})
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise PDNError(f"{path}: not a readable safetensors file ({exc})") from None
+    return tensors, header
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise PDNError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
+        raise PDNError(f"{path}: expected an object with a 'model' object")
+    version = cfg.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION or version < 1:
+        raise PDNError(f"{path}: unsupported format_version {version!r} (this version reads {FORMAT_VERSION})")
+    return cfg["model"]
+
+
+def _torch_load_state(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types here (UnpicklingError, RuntimeError, ...)
+        raise PDNError(f"{path}: cannot read as a weights-only torch file ({type(exc).__name__})") from None
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        raise PDNError(f"{path}: expected a state dict (names -> tensors)")
+    return obj
+
+
+def _load_weights(model: SteeringModel, state: Mapping[str, torch.Tensor], where: Path) -> None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (first {missing[0]!r})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (first {unexpected[0]!r})")
+        raise PDNError(f"{where}: weights do not fit model {model.name!r}: {', '.join(parts)}")
+    for key, ref in own.items():
+        if tuple(state[key].shape) != tuple(ref.shape):
+            raise PDNError(
+                f"{where}: shape mismatch for {key!r}: file has {tuple(state[key].shape)}, "
+                f"model {model.name!r} needs {tuple(ref.shape)}"
+            )
+    model.load_state_dict(state, strict=True)

@@ -1,0 +1,214 @@
+"""A small decorator registry: ``create_model("pilotnet", **cfg)``.
+
+A builder is a function with keyword-only arguments and defaults; those arguments *are* the
+model's config keys. :func:`create_model` rejects unknown names and keys, validates common
+values, builds the model with a seeded initialisation, and stores the complete config on it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+
+from drivenet_patch.errors import PDNError
+from drivenet_patch.models.base import SteeringModel
+
+Builder = Callable[..., SteeringModel]
+B = TypeVar("B", bound=Builder)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    builder: Builder
+    defaults: dict[str, Any]
+    init_keys: tuple[str, ...]
+    doc: str
+
+
+_REGISTRY: dict[str, _Entry] = {}
+_BUILTIN = ("drivenet_patch.models.pilotnet", "drivenet_patch.models.resnet")
+
+
+def _ensure_builtin() -> None:
+    """Import the built-in model modules (they register themselves), however the registry was reached."""
+    for module in _BUILTIN:
+        importlib.import_module(module)
+
+
+def register_model(name: str, *, init_keys: tuple[str, ...] = ()) -> Callable[[B], B]:
+    """Register a builder under ``name``.
+
+    Args:
+        name: registry name (lower case, e.g. ``"pilotnet"``).
+        init_keys: config keys that only choose the *initial* weights (e.g. ``"init"``, a
+            backbone file). They are kept in the saved config as provenance but ignored when a
+            model is rebuilt from a checkpoint, whose weights replace them anyway.
+
+    Returns:
+        A decorator that returns the builder unchanged.
+    """
+
+    def deco(builder: B) -> B:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        params = inspect.signature(builder).parameters
+        defaults = {}
+        for key, p in params.items():
+            if p.kind is not inspect.Parameter.KEYWORD_ONLY or p.default is inspect.Parameter.empty:
+                raise TypeError(f"builder {name!r}: every argument must be keyword-only with a default ({key})")
+            defaults[key] = p.default
+        for key in init_keys:
+            if key not in defaults:
+                raise TypeError(f"builder {name!r}: init key {key!r} is not an argument")
+        doc = inspect.getdoc(builder) or ""
+        _REGISTRY[name] = _Entry(builder, defaults, tuple(init_keys), doc.splitlines()[0] if doc else "")
+        return builder
+
+    return deco
+
+
+def list_models() -> list[str]:
+    """Registered model names, sorted."""
+    _ensure_builtin()
+    return sorted(_REGISTRY)
+
+
+def model_defaults(name: str) -> dict[str, Any]:
+    """The config keys of model ``name`` with their default values."""
+    return dict(_entry(name).defaults)
+
+
+def _entry(name: str) -> _Entry:
+    _ensure_builtin()
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise PDNError(f"unknown model {name!r}; valid models: {', '.join(list_models())}")
+    return _REGISTRY[name]
+
+
+def create_model(name: str, *, generator: torch.Generator | None = None, **cfg: Any) -> SteeringModel:
+    """Build a registered steering model.
+
+    Weights are initialised with each layer's usual PyTorch/torchvision scheme from one seed,
+    inside ``torch.random.fork_rng``. With a ``generator`` the seed is drawn from it: the
+    weights depend only on the generator and the global RNG is left untouched. Without one,
+    the seed is one draw from the global torch RNG, so ``torch.manual_seed(s)`` before the call
+    makes it reproducible, as for any ``nn.Module``.
+
+    Args:
+        name: one of :func:`list_models`.
+        generator: source of the initialisation seed (recommended).
+        **cfg: config keys of that model (see :func:`model_defaults`); ``input_size`` is
+            ``(H, W)`` (a list or ``"HxW"`` string also works).
+
+    Returns:
+        The model on the CPU in train mode, with ``model.config == {"name": name, **all cfg}``.
+
+    Raises:
+        PDNError: unknown model name, unknown config key, or an invalid value.
+    """
+    entry = _entry(name)
+    unknown = sorted(set(cfg) - set(entry.defaults))
+    if unknown:
+        raise PDNError(
+            f"model {name!r}: unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(entry.defaults))}"
+        )
+    merged = {**entry.defaults, **cfg}
+    if "input_size" in merged:
+        merged["input_size"] = parse_input_size(merged["input_size"], f"model {name!r}: input_size")
+    for key in ("dropout", "out_scale"):
+        if key in merged:
+            merged[key] = _float(merged[key], f"model {name!r}: {key}")
+    if "dropout" in merged and not 0.0 <= merged["dropout"] < 1.0:
+        raise PDNError(f"model {name!r}: dropout must lie in [0, 1), got {merged['dropout']}")
+    if "out_scale" in merged and not merged["out_scale"] > 0.0:
+        raise PDNError(f"model {name!r}: out_scale must be > 0, got {merged['out_scale']}")
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = entry.builder(**merged)
+    config = {"name": name, **{k: _jsonable(v) for k, v in merged.items()}}
+    try:
+        json.dumps(config)
+    except (TypeError, ValueError) as exc:
+        raise PDNError(f"model {name!r}: config is not JSON-serialisable ({exc})") from None
+    model.config = config
+    return model
+
+
+def model_from_config(config: Mapping[str, Any], where: str = "config") -> SteeringModel:
+    """Rebuild the architecture described by a saved ``model.config`` (weights: fresh init).
+
+    Keys registered as ``init_keys`` are reset to their defaults, so a checkpoint never
+    re-reads its original initialisation files; the recorded values stay in ``model.config``.
+
+    Args:
+        config: ``{"name": ..., **cfg}``.
+        where: what to call the config in error messages (e.g. the ``config.json`` path).
+
+    Raises:
+        PDNError: not a dict, no/unknown name, unknown keys or invalid values, naming ``where``.
+    """
+    if not isinstance(config, Mapping) or "name" not in config:
+        raise PDNError(f"{where}: model config must be an object with a 'name'")
+    cfg = dict(config)
+    name = cfg.pop("name")
+    try:
+        entry = _entry(name)
+        recorded = {k: cfg[k] for k in entry.init_keys if k in cfg}
+        for key in recorded:
+            cfg[key] = entry.defaults[key]
+        # A fixed generator: the weights are about to be replaced, and the global RNG stays put.
+        model = create_model(name, generator=torch.Generator().manual_seed(0), **cfg)
+    except PDNError as exc:
+        raise PDNError(f"{where}: {exc}") from None
+    model.config.update(recorded)
+    return model
+
+
+def parse_input_size(value: Any, where: str = "input_size") -> tuple[int, int]:
+    """``(H, W)``, ``[H, W]`` or ``"HxW"`` -> ``(H, W)`` of positive ints."""
+    if isinstance(value, str):
+        parts: Any = value.lower().split("x")
+    else:
+        parts = value
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        out = []
+        for p in parts:
+            if isinstance(p, bool) or (isinstance(p, float) and not p.is_integer()):
+                raise ValueError
+            out.append(int(p))
+    except (TypeError, ValueError):
+        raise PDNError(f"{where}: expected (H, W) or 'HxW', got {value!r}") from None
+    if min(out) <= 0:
+        raise PDNError(f"{where}: sizes must be positive, got {value!r}")
+    return out[0], out[1]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def _float(value: Any, where: str) -> float:
+    if isinstance(value, bool):
+        raise PDNError(f"{where}: expected a number, got {value!r}")
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise PDNError(f"{where}: expected a number, got {value!r}") from None
+    if not math.isfinite(out):
+        raise PDNError(f"{where}: expected a finite number, got {value!r}")
+    return out
