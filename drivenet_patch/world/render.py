@@ -388,9 +388,12 @@ class Renderer:
         tab = road._device_cache.get(self.device)
         if tab is None:
             tab = road._device_cache[self.device] = _RoadTables(road, self.device)
+        if self.compiled and not getattr(tab, "marked", False):
             # Table lengths differ from road to road: one compiled kernel serves them all.
+            # (Only when compiling: importing torch._dynamo costs ~2 s.)
             for table in (tab.taylor, tab.shadows):
                 torch._dynamo.maybe_mark_dynamic(table, 0)
+            tab.marked = True
         return tab
 
     def _run_core(self, tab: _RoadTables, poses: torch.Tensor, light: Lighting, full: bool | str
@@ -447,7 +450,7 @@ class Renderer:
         Returns:
             A :class:`RenderOutput`; ``image`` is (B, 3, H, W) float32 in [0, 1].
         """
-        P = torch.as_tensor(poses if torch.is_tensor(poses) else np.asarray(poses, dtype=np.float64))
+        P = torch.as_tensor(poses if torch.is_tensor(poses) else np.array(poses, dtype=np.float64))
         if P.ndim != 2 or P.shape[1] != 3:
             raise PDNError(f"poses: expected shape (B, 3) = (x, y, yaw), got {tuple(P.shape)}")
         B = P.shape[0]
@@ -489,7 +492,7 @@ class Renderer:
         Equivalent to ``to_uint8(render(road, poses, lighting).image)`` (no stickers), but the
         conversion happens inside the render core, so a large batch never exists as float.
         """
-        P = torch.as_tensor(poses if torch.is_tensor(poses) else np.asarray(poses, dtype=np.float64))
+        P = torch.as_tensor(poses if torch.is_tensor(poses) else np.array(poses, dtype=np.float64))
         if P.ndim != 2 or P.shape[1] != 3:
             raise PDNError(f"poses: expected shape (B, 3) = (x, y, yaw), got {tuple(P.shape)}")
         B = P.shape[0]
