@@ -79,3 +79,70 @@ def format_table(result: dict[str, Any]) -> str:
             v = ", ".join(f"{a}={b}" for a, b in v.items())
         lines.append(f"{k:<34} {v}")
     return "\n".join(lines)
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of an n x n float32 matmul: the practical compute ceiling of this machine."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return best_rate(lambda: a @ b, 2 * n**3, repeats) / 1e9
+
+
+def bench_train(batches: int = 30, batch: int = 64, device: str = "cpu", repeats: int = 3) -> dict[str, Any]:
+    """Images/s of PilotNet's bare train step, of end-to-end training (memory-mapped world data,
+    balanced sampling, augmentation, prefetch thread) and of inference, side by side.
+    """
+    import tempfile
+
+    from drivenet_patch.augment import Augmenter
+    from drivenet_patch.data import SynthDataset
+    from drivenet_patch.data.synthesize import synthesize
+    from drivenet_patch.models import create_model
+    from drivenet_patch.tensors import to_tensor
+    from drivenet_patch.train import Subset, TrainConfig, prefetch
+    from drivenet_patch.train import batches as train_batches
+
+    result: dict[str, Any] = {"batch": batch, "device": device, "machine": machine()}
+    model = create_model("pilotnet", generator=torch.Generator().manual_seed(0)).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.rand(batch, 3, *model.input_size, device=device)
+    y = torch.randn(batch, device=device)
+
+    def step(inp: torch.Tensor, target: torch.Tensor) -> None:
+        loss = torch.nn.functional.mse_loss(model(inp), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for layout, fmt in (("nchw", torch.contiguous_format), ("channels_last", torch.channels_last)):
+        model.to(memory_format=fmt)
+        xi = x.contiguous(memory_format=fmt)
+        result[f"train_step_img_s_{layout}"] = round(best_rate(lambda xi=xi: [step(xi, y) for _ in range(10)],
+                                                               10 * batch, repeats), 1)
+        model.eval()
+        with torch.no_grad():
+            result[f"infer_img_s_{layout}"] = round(best_rate(lambda xi=xi: [model(xi) for _ in range(20)],
+                                                              20 * batch, repeats), 1)
+        model.train()
+    best_layout = max(("nchw", "channels_last"), key=lambda k: result[f"train_step_img_s_{k}"])
+    fmt = torch.channels_last if best_layout == "channels_last" else torch.contiguous_format
+    model.to(memory_format=fmt)
+    with tempfile.TemporaryDirectory() as tmp:
+        synthesize(tmp, 2048, seed=0, cameras=("center", "left", "right"), progress=False)
+        ds = SynthDataset(tmp)
+        data = Subset(ds, np.arange(len(ds)))
+        cfg = TrainConfig(batch=batch, samples_per_epoch=batches * batch)
+        augmenter = Augmenter(ds.camera, ds.crop, shift_m=cfg.shift_m, rot_deg=cfg.rot_deg)
+
+        def epoch() -> None:
+            for frames, labels in prefetch(train_batches(data, cfg, 0, augmenter)):
+                step(to_tensor(frames, device).contiguous(memory_format=fmt), torch.from_numpy(labels).to(device))
+
+        result["train_e2e_img_s"] = round(best_rate(epoch, batches * batch, repeats), 1)
+    result["train_layout"] = best_layout
+    result["train_step_img_s"] = result[f"train_step_img_s_{best_layout}"]
+    result["infer_img_s"] = max(result["infer_img_s_nchw"], result["infer_img_s_channels_last"])
+    result["e2e_over_step"] = round(result["train_e2e_img_s"] / result["train_step_img_s"], 3)
+    result["matmul_gflops"] = round(matmul_gflops(), 1)
+    flops = 2 * 26_876_342  # PilotNet multiply-adds per 66x200 image (convs + FCs), x2 = 53.75 MFLOP
+    result["infer_gflops"] = round(result["infer_img_s"] * flops / 1e9, 1)
+    return result

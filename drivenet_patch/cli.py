@@ -89,11 +89,55 @@ def cmd_world_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- models
+def cmd_train(args: argparse.Namespace) -> int:
+    from drivenet_patch.train import QUICK, TrainConfig, train
+
+    chosen = {k: getattr(args, k) for k in ("epochs", "batch", "lr", "samples_per_epoch") if getattr(args, k) is not None}
+    settings = {**(QUICK if args.quick else {}), **chosen}
+    model_cfg = {}
+    if args.init:
+        model_cfg["init"] = args.init
+    cfg = TrainConfig(model=args.model, model_cfg=model_cfg, seed=args.seed, loss=args.loss,
+                      balance=not args.no_balance, augment=not args.no_augment, compile=args.compile,
+                      channels_last=not args.no_channels_last, device=args.device, **settings)
+    summary = train(args.data, args.out, cfg, val=args.val, resume=args.resume, progress=_progress(args))
+    best = summary["best_val_rmse_deg"]
+    text = (f"trained {cfg.model} for {summary['epochs']} epochs into {args.out}"
+            + (f"; best validation RMSE {best:.3f} deg" if best is not None else ""))
+    _emit(summary, args.json, text)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from drivenet_patch.train import evaluate
+
+    out_csv = Path(args.out) if args.out else Path(args.model) / "predictions.csv"
+    if not Path(args.model).is_dir():
+        out_csv = Path(args.out or "predictions.csv")
+    metrics = evaluate(args.model, args.data, out_csv=out_csv, device=args.device, progress=_progress(args),
+                       **({} if args.format == "auto" else {"format": args.format}))
+    metrics["predictions_csv"] = str(out_csv)
+    text = (f"n={metrics['n']}  RMSE {metrics['rmse_deg']:.3f} deg  MAE {metrics['mae_deg']:.3f} deg  "
+            f"(always-zero RMSE {metrics['zero_rmse_deg']:.3f}, always-mean {metrics['mean_rmse_deg']:.3f}; "
+            f"RMSE / zero = {metrics['rmse_over_zero']:.3f})  predictions: {out_csv}")
+    _emit(metrics, args.json, text)
+    return 0
+
+
 # ---------------------------------------------------------------------------- bench
 def cmd_bench_world(args: argparse.Namespace) -> int:
     from drivenet_patch.bench import bench_world, format_table
 
     result = bench_world(frames=args.frames, compile=args.compile, device=args.device)
+    _emit(result, args.json, format_table(result))
+    return 0
+
+
+def cmd_bench_train(args: argparse.Namespace) -> int:
+    from drivenet_patch.bench import bench_train, format_table
+
+    result = bench_train(batches=args.batches, device=args.device)
     _emit(result, args.json, format_table(result))
     return 0
 
@@ -143,11 +187,50 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--size", default="132x400", help="tile size HxW (default 132x400: the model view at 2x)")
     c.add_argument("--json", action="store_true", help="print one JSON object")
 
+    c = command(sub, "train", "train a steering model", cmd_train)
+    c.add_argument("--data", required=True, action="append", help="training dataset (repeat for several)")
+    c.add_argument("--val", help="validation dataset (default: hold out 10%% of the training episodes)")
+    c.add_argument("--model", default="pilotnet", help="model name: pilotnet, pilotnet_tiny, resnet18, ...")
+    c.add_argument("--init", help="local .safetensors weights to start a resnet18 backbone from")
+    c.add_argument("--out", required=True, help="run folder")
+    c.add_argument("--epochs", type=_positive_int, help="epochs (default 10; --quick: 4)")
+    c.add_argument("--batch", type=_positive_int, help="batch size (default 64)")
+    c.add_argument("--lr", type=float, help="peak learning rate (default 1e-3; --quick: 2e-3)")
+    c.add_argument("--samples-per-epoch", type=_positive_int, help="frames drawn per epoch (default: dataset size)")
+    c.add_argument("--seed", type=int, default=0, help="run seed (same seed -> same metrics)")
+    c.add_argument("--loss", default="mse", choices=["mse", "huber"], help="training loss")
+    c.add_argument("--no-balance", action="store_true", help="sample frames uniformly (no curve balancing)")
+    c.add_argument("--no-augment", action="store_true", help="no augmentation")
+    c.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory format")
+    c.add_argument("--compile", action="store_true", help="torch.compile the model")
+    c.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
+    c.add_argument("--quick", action="store_true", help="a short recipe (about 2 minutes on 2 cores)")
+    c.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    c.add_argument("--json", action="store_true", help="print one JSON object")
+
+    c = command(sub, "eval", "evaluate a trained run on a dataset", cmd_eval)
+    c.add_argument("--model", required=True, help="run folder (or model .safetensors with config.json beside it)")
+    c.add_argument("--data", required=True, help="dataset folder or log file")
+    c.add_argument("--format", default="auto", help="dataset format (default auto)")
+    c.add_argument("--out", help="per-frame predictions CSV (default RUN/predictions.csv)")
+    c.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    c.add_argument("--json", action="store_true", help="print one JSON object")
+
+    from drivenet_patch.drive_cli import add_drive_command
+    from drivenet_patch.models.cli import add_saliency_command
+
+    add_drive_command(sub)
+    add_saliency_command(sub)
+
     bench = group("bench", "benchmarks (ratios measured side by side in one process)")
     c = command(bench, "world", "frames per second of batched world rendering", cmd_bench_world)
     c.add_argument("--frames", type=_positive_int, default=2048, help="frames per measurement")
     c.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                    help="also measure the torch.compile'd renderer (default on)")
+    c.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    c.add_argument("--json", action="store_true", help="print one JSON object")
+    c = command(bench, "train", "PilotNet train step, end-to-end training and inference images/s", cmd_bench_train)
+    c.add_argument("--batches", type=_positive_int, default=30, help="batches per end-to-end measurement")
     c.add_argument("--device", default="cpu", help="torch device (default cpu)")
     c.add_argument("--json", action="store_true", help="print one JSON object")
     return p

@@ -28,9 +28,10 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str)
 def test_help_lists_commands() -> None:
     proc = pdn("--help")
     assert proc.returncode == 0
-    for word in ("data", "world", "bench"):
+    for word in ("data", "world", "train", "eval", "drive", "saliency", "bench"):
         assert word in proc.stdout
-    for sub in (("data", "synth"), ("data", "check"), ("world", "preview"), ("bench", "world")):
+    for sub in (("data", "synth"), ("data", "check"), ("world", "preview"), ("bench", "world"), ("bench", "train"),
+                ("train",), ("eval",), ("drive",), ("saliency",)):
         assert pdn(*sub, "--help").returncode == 0
 
 
