@@ -110,3 +110,15 @@ def test_train_and_eval_cli(world: tuple[Path, Path], tmp_path: Path) -> None:
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
     bad = pdn("eval", "--model", str(tmp_path / "missing_run"), "--data", str(test_dir))
     assert bad.returncode == 2 and "missing_run" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_augmentation_corrects_like_the_data_expert(world: tuple[Path, Path]) -> None:
+    from drivenet_patch.data import open_dataset
+    from drivenet_patch.train import Subset, correction_horizon_s
+
+    train_dir, _ = world
+    ds = open_dataset(train_dir)
+    data = Subset(ds, np.arange(len(ds)))
+    # The world expert looks 8 m ahead at 10 m/s: shifted views must be labelled by the same controller.
+    assert correction_horizon_s(data, TrainConfig()) == pytest.approx(ds.meta["drive"]["lookahead_m"] / 10.0)
+    assert correction_horizon_s(data, TrainConfig(horizon_s=2.0)) == 2.0
