@@ -17,11 +17,17 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev,h5]'
 	touch $(STAMP)
 
+# The main job as far as it exists: world data -> PilotNet (--quick) -> held-out eval -> closed-loop drive.
 demo: $(STAMP)
-	$(BIN)/pdn data synth --out $(DEMO)/data --frames 2000 --seed 0
-	$(BIN)/pdn data check $(DEMO)/data
 	$(BIN)/pdn world preview --out $(DEMO)/world_preview.png --seed 0
-	@echo "demo outputs: $(DEMO)/world_preview.png and $(DEMO)/data/"
+	test -f $(DEMO)/data/meta.json || $(BIN)/pdn data synth --out $(DEMO)/data --frames 9000 --seed 1 --cameras center,left,right
+	test -f $(DEMO)/heldout/meta.json || $(BIN)/pdn data synth --out $(DEMO)/heldout --frames 1500 --seed 2
+	$(BIN)/pdn data check $(DEMO)/data
+	$(BIN)/pdn train --data $(DEMO)/data --model pilotnet --quick --out $(DEMO)/pilotnet --resume
+	$(BIN)/pdn eval --model $(DEMO)/pilotnet --data $(DEMO)/heldout
+	$(BIN)/pdn drive --model $(DEMO)/pilotnet --roads 3 --km 0.5 --out $(DEMO)/drive --video $(DEMO)/drive/road0.mp4
+	$(BIN)/pdn saliency --model $(DEMO)/pilotnet --data $(DEMO)/heldout --out $(DEMO)/saliency --n 8
+	@echo "demo outputs in $(DEMO): world_preview.png, data/, pilotnet/, drive/road0.mp4, saliency/saliency_grid.png"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

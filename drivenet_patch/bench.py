@@ -87,7 +87,8 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
     return best_rate(lambda: a @ b, 2 * n**3, repeats) / 1e9
 
 
-def bench_train(batches: int = 30, batch: int = 64, device: str = "cpu", repeats: int = 3) -> dict[str, Any]:
+def bench_train(batches: int = 30, batch: int = 64, device: str = "cpu", repeats: int = 3,
+                compile: bool = False) -> dict[str, Any]:
     """Images/s of PilotNet's bare train step, of end-to-end training (memory-mapped world data,
     balanced sampling, augmentation, prefetch thread) and of inference, side by side.
     """
@@ -123,6 +124,22 @@ def bench_train(batches: int = 30, batch: int = 64, device: str = "cpu", repeats
             result[f"infer_img_s_{layout}"] = round(best_rate(lambda xi=xi: [model(xi) for _ in range(20)],
                                                               20 * batch, repeats), 1)
         model.train()
+    if compile:  # the same step through torch.compile (channels_last), compile time reported apart
+        model.to(memory_format=torch.channels_last)
+        compiled = torch.compile(model)
+        xi = x.contiguous(memory_format=torch.channels_last)
+
+        def cstep() -> None:
+            loss = torch.nn.functional.mse_loss(compiled(xi), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        t0 = time.perf_counter()
+        cstep()
+        result["compile_s"] = round(time.perf_counter() - t0, 1)
+        result["train_step_img_s_compiled"] = round(best_rate(lambda: [cstep() for _ in range(10)], 10 * batch,
+                                                               repeats), 1)
     best_layout = max(("nchw", "channels_last"), key=lambda k: result[f"train_step_img_s_{k}"])
     fmt = torch.channels_last if best_layout == "channels_last" else torch.contiguous_format
     model.to(memory_format=fmt)

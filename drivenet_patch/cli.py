@@ -137,7 +137,7 @@ def cmd_bench_world(args: argparse.Namespace) -> int:
 def cmd_bench_train(args: argparse.Namespace) -> int:
     from drivenet_patch.bench import bench_train, format_table
 
-    result = bench_train(batches=args.batches, device=args.device)
+    result = bench_train(batches=args.batches, device=args.device, compile=args.compile)
     _emit(result, args.json, format_table(result))
     return 0
 
@@ -231,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print one JSON object")
     c = command(bench, "train", "PilotNet train step, end-to-end training and inference images/s", cmd_bench_train)
     c.add_argument("--batches", type=_positive_int, default=30, help="batches per end-to-end measurement")
+    c.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                   help="also measure the torch.compile'd train step (default on)")
     c.add_argument("--device", default="cpu", help="torch device (default cpu)")
     c.add_argument("--json", action="store_true", help="print one JSON object")
     return p
