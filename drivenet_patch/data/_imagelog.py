@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import TextIO
 
 import cv2
 import numpy as np
@@ -42,6 +43,33 @@ def make_crop(
     out = DEFAULT_SIZE if size is None else (int(size[0]), int(size[1]))
     top, bottom, left, right = margins
     return CropResize(top=top, bottom=bottom, left=left, right=right, size=out)
+
+
+def positive(value: float, name: str) -> float:
+    """``value`` as a float if it is a finite positive number, else a one-line PDNError naming ``name``."""
+    if not (math.isfinite(value) and value > 0):
+        raise PDNError(f"{name} must be a positive number, got {value}")
+    return float(value)
+
+
+def find_log(path: str | Path, name: str, layout: str) -> Path:
+    """The log file: ``path`` itself, or ``path / name`` for a folder; a PDNError if it is missing.
+
+    ``layout`` completes the message, e.g. "a sullychen dataset is a folder with data.txt and the images".
+    """
+    path = Path(path)
+    log = path / name if path.is_dir() else path
+    if not log.is_file():
+        raise PDNError(f"{log}: missing ({layout})")
+    return log
+
+
+def open_log(log: Path) -> TextIO:
+    """Open a text log (BOM tolerated, newlines kept for the csv module); a PDNError if unreadable."""
+    try:
+        return open(log, newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise PDNError(f"{log}: cannot open ({exc.strerror or exc})") from None
 
 
 def parse_finite(text: str, what: str, where: str) -> float:

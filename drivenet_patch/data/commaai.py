@@ -25,7 +25,6 @@ Units and sign (assumptions, with the evidence):
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from collections.abc import Sequence
@@ -35,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from drivenet_patch.data._imagelog import PathGuard, make_crop
+from drivenet_patch.data._imagelog import PathGuard, make_crop, positive
 from drivenet_patch.data.base import CropResize, DriveDataset
 from drivenet_patch.errors import PDNError
 from drivenet_patch.world.camera import Camera
@@ -97,10 +96,8 @@ class CommaAiDataset(DriveDataset):
         allow_outside: bool = False,
     ) -> None:
         h5py = _h5py()
-        if not (math.isfinite(steering_ratio) and steering_ratio > 0):
-            raise PDNError(f"steering_ratio must be a positive number, got {steering_ratio}")
-        if not (math.isfinite(angle_scale) and angle_scale > 0):
-            raise PDNError(f"angle_scale must be a positive number, got {angle_scale}")
+        steering_ratio = positive(steering_ratio, "steering_ratio")
+        angle_scale = positive(angle_scale, "angle_scale")
         root, cam_files = _camera_files(Path(path), files)
         guard = PathGuard(root, allow_outside)
         self.steering_ratio = float(steering_ratio)

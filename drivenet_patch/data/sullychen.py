@@ -17,13 +17,20 @@ ratio, the same as the MKZ's) is an assumption, hence the ``steering_ratio`` opt
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
 import pandas as pd
 
-from drivenet_patch.data._imagelog import ImageLogDataset, PathGuard, make_crop, parse_finite
+from drivenet_patch.data._imagelog import (
+    ImageLogDataset,
+    PathGuard,
+    find_log,
+    make_crop,
+    open_log,
+    parse_finite,
+    positive,
+)
 from drivenet_patch.data.base import CropResize
 from drivenet_patch.errors import PDNError
 from drivenet_patch.world.camera import Camera
@@ -65,13 +72,8 @@ class SullyChenDataset(ImageLogDataset):
         camera: Camera | None = None,
         allow_outside: bool = False,
     ) -> None:
-        if not (math.isfinite(steering_ratio) and steering_ratio > 0):
-            raise PDNError(f"steering_ratio must be a positive number, got {steering_ratio}")
-        path = Path(path)
-        log = path / "data.txt" if path.is_dir() else path
-        if not log.is_file():
-            raise PDNError(f"{log}: missing (a sullychen dataset is a folder with data.txt and the images)")
-        self.steering_ratio = float(steering_ratio)
+        self.steering_ratio = positive(steering_ratio, "steering_ratio")
+        log = find_log(path, "data.txt", "a sullychen dataset is a folder with data.txt and the images")
         labels = _parse(log, self.steering_ratio, PathGuard(log.parent, allow_outside))
         if labels.empty:
             raise PDNError(f"{log}: no data lines (the dataset is empty)")
@@ -84,12 +86,11 @@ def _parse(log: Path, ratio: float, guard: PathGuard) -> pd.DataFrame:
         for k in ("steering_deg", "camera", "image", "source_file", "source_row", "wheel_deg", "timestamp")
     }
     root = log.parent
-    try:
-        text = log.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise PDNError(f"{log}: cannot open ({exc.strerror or exc})") from None
-    except UnicodeDecodeError:
-        raise PDNError(f"{log}: not a UTF-8 text file") from None
+    with open_log(log) as fh:
+        try:
+            text = fh.read()
+        except UnicodeDecodeError:
+            raise PDNError(f"{log}: not a UTF-8 text file") from None
     for n, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if not line:

@@ -23,7 +23,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from drivenet_patch.data._imagelog import ImageLogDataset, PathGuard, make_crop, parse_finite
+from drivenet_patch.data._imagelog import (
+    ImageLogDataset,
+    PathGuard,
+    find_log,
+    make_crop,
+    open_log,
+    parse_finite,
+    positive,
+)
 from drivenet_patch.data.base import CropResize
 from drivenet_patch.errors import PDNError
 from drivenet_patch.world.camera import Camera
@@ -82,13 +90,8 @@ class UdacityCh2Dataset(ImageLogDataset):
         camera: Camera | None = None,
         allow_outside: bool = False,
     ) -> None:
-        if not (math.isfinite(steering_ratio) and steering_ratio > 0):
-            raise PDNError(f"steering_ratio must be a positive number, got {steering_ratio}")
-        path = Path(path)
-        log = path / "interpolated.csv" if path.is_dir() else path
-        if not log.is_file():
-            raise PDNError(f"{log}: missing (a udacity-ch2 dataset is a folder with interpolated.csv)")
-        self.steering_ratio = float(steering_ratio)
+        self.steering_ratio = positive(steering_ratio, "steering_ratio")
+        log = find_log(path, "interpolated.csv", "a udacity-ch2 dataset is a folder with interpolated.csv")
         labels = _parse(log, self.steering_ratio, PathGuard(log.parent, allow_outside))
         if labels.empty:
             raise PDNError(f"{log}: no {CENTER} rows (the dataset is empty)")
@@ -110,11 +113,7 @@ def _parse(log: Path, ratio: float, guard: PathGuard) -> pd.DataFrame:
             "speed",
         )
     }
-    try:
-        fh = open(log, newline="", encoding="utf-8-sig")
-    except OSError as exc:
-        raise PDNError(f"{log}: cannot open ({exc.strerror or exc})") from None
-    with fh:
+    with open_log(log) as fh:
         reader = csv.reader(fh)
         try:
             header = [h.strip().lower() for h in next(reader, [])]

@@ -37,6 +37,7 @@ from drivenet_patch.data._imagelog import (
     PathGuard,
     is_absolute_any,
     make_crop,
+    open_log,
     parse_finite,
 )
 from drivenet_patch.data.base import CropResize
@@ -145,11 +146,7 @@ def _parse_log(
             "lateral_m",
         )
     }
-    try:
-        fh = open(log, newline="", encoding="utf-8-sig")
-    except OSError as exc:
-        raise PDNError(f"{log}: cannot open ({exc.strerror or exc})") from None
-    with fh:
+    with open_log(log) as fh:
         reader = csv.reader(fh, skipinitialspace=True)
         first = True
         try:
