@@ -98,9 +98,7 @@ def bench_train(batches: int = 30, batch: int = 64, device: str = "cpu", repeats
     from drivenet_patch.data import SynthDataset
     from drivenet_patch.data.synthesize import synthesize
     from drivenet_patch.models import create_model
-    from drivenet_patch.tensors import to_tensor
-    from drivenet_patch.train import Subset, TrainConfig, prefetch
-    from drivenet_patch.train import batches as train_batches
+    from drivenet_patch.train import Subset, TrainConfig, prefetch, tensor_batches
 
     result: dict[str, Any] = {"batch": batch, "device": device, "machine": machine()}
     model = create_model("pilotnet", generator=torch.Generator().manual_seed(0)).to(device)
@@ -147,18 +145,23 @@ def bench_train(batches: int = 30, batch: int = 64, device: str = "cpu", repeats
         synthesize(tmp, 2048, seed=0, cameras=("center", "left", "right"), progress=False)
         ds = SynthDataset(tmp)
         data = Subset(ds, np.arange(len(ds)))
-        cfg = TrainConfig(batch=batch, samples_per_epoch=batches * batch)
-        augmenter = Augmenter(ds.camera, ds.crop, shift_m=cfg.shift_m, rot_deg=cfg.rot_deg)
+        for photometric, key in (("albumentations", "train_e2e_img_s"), ("torch", "train_e2e_img_s_torch_photometric")):
+            cfg = TrainConfig(batch=batch, samples_per_epoch=batches * batch, photometric=photometric,
+                              channels_last=fmt == torch.channels_last)
+            augmenter = Augmenter(ds.camera, ds.crop, shift_m=cfg.shift_m, rot_deg=cfg.rot_deg,
+                                  photometric=photometric == "albumentations")
 
-        def epoch() -> None:
-            for frames, labels in prefetch(train_batches(data, cfg, 0, augmenter)):
-                step(to_tensor(frames, device).contiguous(memory_format=fmt), torch.from_numpy(labels).to(device))
+            def epoch(cfg: TrainConfig = cfg, augmenter: Augmenter = augmenter) -> None:
+                for xb, yb in prefetch(tensor_batches(data, cfg, 0, augmenter, device)):
+                    step(xb, yb)
 
-        result["train_e2e_img_s"] = round(best_rate(epoch, batches * batch, repeats), 1)
+            result[key] = round(best_rate(epoch, batches * batch, repeats), 1)
     result["train_layout"] = best_layout
     result["train_step_img_s"] = result[f"train_step_img_s_{best_layout}"]
     result["infer_img_s"] = max(result["infer_img_s_nchw"], result["infer_img_s_channels_last"])
     result["e2e_over_step"] = round(result["train_e2e_img_s"] / result["train_step_img_s"], 3)
+    result["e2e_over_step_torch_photometric"] = round(
+        result["train_e2e_img_s_torch_photometric"] / result["train_step_img_s"], 3)
     result["matmul_gflops"] = round(matmul_gflops(), 1)
     flops = 2 * 26_876_342  # PilotNet multiply-adds per 66x200 image (convs + FCs), x2 = 53.75 MFLOP
     result["infer_gflops"] = round(result["infer_img_s"] * flops / 1e9, 1)

@@ -98,7 +98,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     model_cfg = {}
     if args.init:
         model_cfg["init"] = args.init
-    cfg = TrainConfig(model=args.model, model_cfg=model_cfg, seed=args.seed, loss=args.loss,
+    cfg = TrainConfig(model=args.model, model_cfg=model_cfg, seed=args.seed, loss=args.loss, photometric=args.photometric,
                       balance=not args.no_balance, augment=not args.no_augment, compile=args.compile,
                       channels_last=not args.no_channels_last, device=args.device, **settings)
     summary = train(args.data, args.out, cfg, val=args.val, resume=args.resume, progress=_progress(args))
@@ -201,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--loss", default="mse", choices=["mse", "huber"], help="training loss")
     c.add_argument("--no-balance", action="store_true", help="sample frames uniformly (no curve balancing)")
     c.add_argument("--no-augment", action="store_true", help="no augmentation")
+    c.add_argument("--photometric", default="albumentations", choices=["albumentations", "torch"],
+                   help="photometric jitter per image (albumentations) or batched on the tensor (torch, cheaper)")
     c.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory format")
     c.add_argument("--compile", action="store_true", help="torch.compile the model")
     c.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")

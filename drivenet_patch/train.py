@@ -39,6 +39,7 @@ from drivenet_patch.models import create_model
 from drivenet_patch.tensors import to_tensor
 
 LOSSES = ("mse", "huber")
+PHOTOMETRIC = ("albumentations", "torch")
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ class TrainConfig:
         horizon_s: seconds in which the corrected label of a shifted view rejoins the path.
             None: the data's own expert (world data: its pure-pursuit lookahead / speed, so
             augmented labels follow the same controller as recorded ones) or PilotNet's 2 s.
+        photometric: ``albumentations`` (per image) or ``torch`` (batched on the tensor,
+            :class:`~drivenet_patch.augment_batch.BatchPhotometric`; cheaper per image).
         val_fraction: share of episodes held out when no separate validation set is given.
         channels_last: NHWC memory format for the model (faster convolutions on CPU).
         compile: ``torch.compile`` the training step's model.
@@ -83,6 +86,7 @@ class TrainConfig:
     shift_m: float = 0.6
     rot_deg: float = 3.0
     horizon_s: float | None = None
+    photometric: str = "albumentations"
     channels_last: bool = True
     compile: bool = False
     device: str = "cpu"
@@ -98,6 +102,8 @@ class TrainConfig:
             raise PDNError(f"--loss must be one of {LOSSES}, got {self.loss!r}")
         if not 0.0 <= self.val_fraction < 0.9:
             raise PDNError(f"val_fraction must lie in [0, 0.9), got {self.val_fraction}")
+        if self.photometric not in PHOTOMETRIC:
+            raise PDNError(f"--photometric must be one of {PHOTOMETRIC}, got {self.photometric!r}")
         if self.samples_per_epoch is not None and self.samples_per_epoch < self.batch:
             raise PDNError(f"samples_per_epoch ({self.samples_per_epoch}) must be >= batch ({self.batch})")
 
@@ -216,6 +222,25 @@ def correction_horizon_s(data: Subset | Concat, cfg: TrainConfig, default: float
     if meta and "drive" in meta:
         return float(meta["drive"]["lookahead_m"]) / 10.0
     return default
+
+
+def tensor_batches(data: Subset | Concat, cfg: TrainConfig, epoch: int, augmenter: Augmenter | None,
+                   device: str | torch.device = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`batches` as model-ready tensors (x (B,3,H,W) float, y (B,)), with batched photometric
+    jitter when ``cfg.photometric == "torch"``; meant to run inside :func:`prefetch`."""
+    batch_photo = None
+    if cfg.augment and cfg.photometric == "torch":
+        from drivenet_patch.augment_batch import BatchPhotometric
+
+        batch_photo = BatchPhotometric()
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    for frames, labels in batches(data, cfg, epoch, augmenter):
+        x = to_tensor(frames, device)
+        if batch_photo is not None:
+            x = batch_photo(x, gen)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        yield x, torch.from_numpy(labels).to(device)
 
 
 def prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:
@@ -407,7 +432,8 @@ def train(
     augmenter = None
     if cfg.augment:
         augmenter = Augmenter(train_set.camera, train_set.crop, shift_m=cfg.shift_m, rot_deg=cfg.rot_deg,
-                              speed=10.0, horizon_s=correction_horizon_s(train_set, cfg))
+                              speed=10.0, horizon_s=correction_horizon_s(train_set, cfg),
+                              photometric=cfg.photometric == "albumentations")
     best = min((h["val_rmse_deg"] for h in history if np.isfinite(h.get("val_rmse_deg", np.nan))), default=np.inf)
     for epoch in range(start_epoch, min(cfg.epochs, until_epoch or cfg.epochs)):
         lr = _lr_at(cfg, epoch)
@@ -420,18 +446,14 @@ def train(
         bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout and any other in-model randomness
-            for frames, labels in prefetch(batches(train_set, cfg, epoch, augmenter)):
-                x = to_tensor(frames, device)
-                if cfg.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                y = torch.from_numpy(labels).to(device)
+            for x, y in prefetch(tensor_batches(train_set, cfg, epoch, augmenter, device)):
                 pred = step_model(x)
                 loss = F.mse_loss(pred, y) if cfg.loss == "mse" else F.huber_loss(pred, y, delta=1.0)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 losses.append(loss.detach().item())
-                seen += len(labels)
+                seen += len(y)
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         bar.close()

@@ -122,3 +122,15 @@ def test_augmentation_corrects_like_the_data_expert(world: tuple[Path, Path]) ->
     # The world expert looks 8 m ahead at 10 m/s: shifted views must be labelled by the same controller.
     assert correction_horizon_s(data, TrainConfig()) == pytest.approx(ds.meta["drive"]["lookahead_m"] / 10.0)
     assert correction_horizon_s(data, TrainConfig(horizon_s=2.0)) == 2.0
+
+
+def test_torch_photometric_training_is_deterministic(world: tuple[Path, Path], tmp_path: Path) -> None:
+    train_dir, _ = world
+    cfg = TrainConfig(**{**TINY, "epochs": 2}, seed=3, photometric="torch")
+    train([train_dir], tmp_path / "a", cfg)
+    train([train_dir], tmp_path / "b", cfg)
+    ma = pd.read_csv(tmp_path / "a" / "metrics.csv").drop(columns=["seconds", "train_img_s"])
+    mb = pd.read_csv(tmp_path / "b" / "metrics.csv").drop(columns=["seconds", "train_img_s"])
+    pd.testing.assert_frame_equal(ma, mb)
+    with pytest.raises(PDNError, match="--photometric"):
+        TrainConfig(photometric="kornia")
