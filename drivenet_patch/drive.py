@@ -61,7 +61,7 @@ from drivenet_patch.errors import PDNError
 from drivenet_patch.io import atomic_path, write_json
 from drivenet_patch.tensors import check_frames, to_uint8
 from drivenet_patch.world.camera import Camera
-from drivenet_patch.world.episodes import expert_steer, lane_state
+from drivenet_patch.world.episodes import DriveConfig, expert_steer, lane_state
 from drivenet_patch.world.render import Lighting, Renderer
 from drivenet_patch.world.road import EGO_LANE_D, LANE_WIDTH_M, VIEW_MARGIN_M, Road
 from drivenet_patch.world.sticker import StickerPlacement
@@ -98,9 +98,11 @@ class ClosedLoopConfig:
         sticker_every_m: spacing of the sticker copies along each road.
     """
 
-    speed_mps: float = 10.0
-    dt: float = 0.1
-    lookahead_m: float = 8.0
+    # The world expert's own driving: closed-loop evaluation runs at the speed and step the data
+    # was recorded at, and labels with the same lookahead.
+    speed_mps: float = DriveConfig.speed_mps
+    dt: float = DriveConfig.dt
+    lookahead_m: float = DriveConfig.lookahead_m
     intervention_m: float = 1.0
     penalty_s: float = 6.0
     start_s_m: float = 10.0
