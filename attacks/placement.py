@@ -529,8 +529,9 @@ def world_scenes(renderer: Renderer, roads: Road | Sequence[Road], placement: St
         info.insert(1, "road_seed", -1 if road.seed is None else int(road.seed))
         for j, name in enumerate(("x", "y", "yaw")):
             info[name] = poses[:, j]
-        for name in ("brightness", "temperature", "haze", "shadow"):
-            info[name] = getattr(light, name).cpu().numpy()
+        full = light.index(slice(None))  # every field filled in (the sun elevation may default)
+        for name in ("brightness", "temperature", "haze", "shadow", "sun_elevation_deg"):
+            info[name] = getattr(full, name).cpu().numpy()
         infos.append(info)
     maps = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     info = pd.concat(infos, ignore_index=True)

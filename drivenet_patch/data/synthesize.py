@@ -87,8 +87,7 @@ def synthesize(
                 lat = CAMERAS[name]
                 label = ep["steering_deg"][keep] if lat == 0.0 else expert_steer(
                     road, lateral_shift(poses, lat), drive.lookahead_m)
-                lit = Lighting(*(getattr(light, k).expand(n) for k in ("brightness", "temperature", "haze", "shadow")))
-                renderers[name].render_uint8(road, poses[:n], lit, out=images[written : written + n])
+                renderers[name].render_uint8(road, poses[:n], light.repeat(n), out=images[written : written + n])
                 rows.append(pd.DataFrame({
                     "steering_deg": np.round(label[:n], 5),
                     "episode": episode,

@@ -52,21 +52,26 @@ class Lighting:
         temperature: -1 (cool, blue) ... +1 (warm, orange).
         haze: extinction coefficient in 1/m (0 = clear; 0.01 = thick haze).
         shadow: opacity scale of cast shadows (0 = overcast, 1 = direct sun).
+        sun_elevation_deg: height of the sun; None means 45 deg for every frame. The direct
+            share of the light goes with sin(elevation): a low sun lights the scene less and
+            casts weaker shadows (more of the light is diffuse sky light); 45 deg is neutral.
     """
 
     brightness: torch.Tensor
     temperature: torch.Tensor
     haze: torch.Tensor
     shadow: torch.Tensor
+    sun_elevation_deg: torch.Tensor | None = None
 
     @classmethod
     def neutral(cls, n: int, device: str | torch.device = "cpu") -> Lighting:
         one = torch.ones(n, device=device)
-        return cls(one, one * 0.0, one * 0.002, one * 0.8)
+        return cls(one, one * 0.0, one * 0.002, one * 0.8, one * 45.0)
 
     @classmethod
     def sample(cls, rng: np.random.Generator, n: int, device: str | torch.device = "cpu") -> Lighting:
-        """Varied daylight: brightness 0.55-1.3, colour temperature, light to thick haze, sun or overcast."""
+        """Varied daylight: brightness 0.55-1.3, colour temperature, light to thick haze, sun or
+        overcast, sun 10-70 deg high."""
 
         def t(a: np.ndarray) -> torch.Tensor:
             return torch.as_tensor(a, dtype=torch.float32, device=device)
@@ -76,13 +81,36 @@ class Lighting:
             temperature=t(rng.uniform(-1.0, 1.0, n)),
             haze=t(rng.uniform(0.0, 1.0, n) ** 2 * 0.012 + 0.0005),
             shadow=t(np.where(rng.random(n) < 0.25, rng.uniform(0.0, 0.3, n), rng.uniform(0.6, 1.0, n))),
+            sun_elevation_deg=t(rng.uniform(10.0, 70.0, n)),
         )
 
+    def _elevation(self) -> torch.Tensor:
+        if self.sun_elevation_deg is None:
+            return torch.full_like(self.brightness, 45.0)
+        return self.sun_elevation_deg
+
+    def direct(self) -> torch.Tensor:
+        """Direct-light share relative to a 45 deg sun: sin(elevation) / sin(45 deg), (B,)."""
+        return torch.sin(torch.deg2rad(self._elevation().clamp(0.0, 90.0))) / math.sin(math.pi / 4)
+
+    def effective(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(brightness, shadow opacity) after the sun's elevation, each (B,)."""
+        direct = self.direct()
+        return self.brightness * (0.6 + 0.4 * direct), self.shadow * direct.clamp(0.2, 1.0)
+
     def index(self, idx: slice | torch.Tensor) -> Lighting:
-        return Lighting(self.brightness[idx], self.temperature[idx], self.haze[idx], self.shadow[idx])
+        return Lighting(self.brightness[idx], self.temperature[idx], self.haze[idx], self.shadow[idx],
+                        self._elevation()[idx])
+
+    def repeat(self, n: int) -> Lighting:
+        """The lighting of frame 0 for ``n`` frames."""
+        return Lighting(*(v[:1].expand(n) for v in (self.brightness, self.temperature, self.haze, self.shadow,
+                                                     self._elevation())))
 
     def to_dict(self, i: int) -> dict[str, float]:
-        return {k: float(getattr(self, k)[i]) for k in ("brightness", "temperature", "haze", "shadow")}
+        return {"brightness": float(self.brightness[i]), "temperature": float(self.temperature[i]),
+                "haze": float(self.haze[i]), "shadow": float(self.shadow[i]),
+                "sun_elevation_deg": float(self._elevation()[i])}
 
 
 @dataclass
@@ -401,12 +429,13 @@ class Renderer:
         """Run the render core; ``full=True`` also returns albedo, gain, offset and world coordinates,
         ``full="uint8"`` returns only the uint8 (B, P, 3) image."""
         dev = self.device
-        light_rgb = light.brightness[:, None] * _temperature_rgb(light.temperature)  # (B, 3)
+        brightness, shadow = light.effective()
+        light_rgb = brightness[:, None] * _temperature_rgb(light.temperature)  # (B, 3)
         haze_rgb = (0.5 * tab.sky_cols[1] + 0.5 * tab.sky_cols[0])[None, :] * light_rgb.clamp(max=1.25)
         c = self.consts
         args = (
             poses[:, 0:1].to(dev, torch.float32), poses[:, 1:2].to(dev, torch.float32),
-            poses[:, 2:3].to(dev, torch.float32), light_rgb, light.haze[:, None], light.shadow[:, None], haze_rgb,
+            poses[:, 2:3].to(dev, torch.float32), light_rgb, light.haze[:, None], shadow[:, None], haze_rgb,
             c["gX"], c["gY"], c["g_dist"], c["fp"], c["fp_lon"], c["noise_att"], c["ground_att"],
             c["s_az"], c["s_elev"], self.pix_rad,
             tab.taylor, tab.tmeta, tab.tshape, tab.noise, tab.ground_noise, tab.shadows, tab.tree_rad,
@@ -534,7 +563,7 @@ class Renderer:
             sm = torch.cat([pad.bool(), sm], dim=1)
             sgain, soff, background = gain, offset, image
         else:
-            light_rgb = light.brightness[:, None] * _temperature_rgb(light.temperature)
+            light_rgb = light.effective()[0][:, None] * _temperature_rgb(light.temperature)
             haze_rgb = (0.5 * tab.sky_cols[1] + 0.5 * tab.sky_cols[0])[None, :] * light_rgb.clamp(max=1.25)
             yaw = poses[:, 2:3].to(self.device, torch.float32)
             su, sv, sm, sgain, soff, post = sticker.billboard_uv(

@@ -79,7 +79,8 @@ class WorldViewpointShift:
             road = self.road(int(seed))
             sub = rows.iloc[where]
             poses = shift_poses(sub[["x", "y", "yaw"]].to_numpy(np.float64), dy[where], dpsi[where])
-            light = Lighting(*(torch.as_tensor(sub[c].to_numpy(np.float32)) for c in LIGHT_COLUMNS))
+            cols = [*LIGHT_COLUMNS, *(["light_sun_elevation_deg"] if "light_sun_elevation_deg" in sub else [])]
+            light = Lighting(*(torch.as_tensor(sub[c].to_numpy(np.float32)) for c in cols))
             frames[where] = self.renderers[cam].render_uint8(road, poses, light)
             labels[where] = expert_steer(road, lateral_shift(poses, self.mounts[cam]), self.lookahead)
         return frames, labels

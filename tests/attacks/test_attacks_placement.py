@@ -158,7 +158,7 @@ def test_world_composite_equals_render(renderer: Renderer, road: Road, scenes: S
     texture = torch.rand(3, 16, 28, generator=torch.Generator().manual_seed(7))
     info = scenes.info
     light = Lighting(*(torch.tensor(info[k].to_numpy(), dtype=torch.float32)
-                       for k in ("brightness", "temperature", "haze", "shadow")))
+                       for k in ("brightness", "temperature", "haze", "shadow", "sun_elevation_deg")))
     poses = info[["x", "y", "yaw"]].to_numpy()
     direct = renderer.render(road, poses, light, sticker=scenes.placement, texture=texture).image
     composite = scenes.apply(texture)

@@ -50,6 +50,26 @@ def test_frames_vary_with_pose_and_lighting(road: Road, renderer: Renderer) -> N
     assert dark.mean() < a.mean() * 0.75
 
 
+def test_sun_elevation_changes_light_and_shadow_contrast() -> None:
+    from drivenet_patch.world.road import RoadStyle
+
+    road = Road([*Road.straight().segments], style=RoadStyle(shadow_density=20.0), shadow_rng=np.random.default_rng(2))
+    r = Renderer(Camera())
+    p = np.stack([road.pose_at(s) for s in (30.0, 60.0, 90.0)])
+
+    def at(elev: float) -> torch.Tensor:
+        return r.render(road, p, Lighting(*(torch.full((3,), v) for v in (1.0, 0.0, 0.0, 1.0, elev)))).image
+
+    low, mid, high = at(10.0), at(45.0), at(70.0)
+    assert low.mean() < mid.mean() < high.mean()  # less direct light from a low sun
+    # 45 deg is the neutral default: same frames as lighting without an elevation.
+    torch.testing.assert_close(mid, r.render(road, p, Lighting(*(torch.full((3,), v) for v in (1.0, 0.0, 0.0, 1.0)))).image)
+    light = Lighting.sample(np.random.default_rng(0), 100)
+    assert 10.0 <= float(light.sun_elevation_deg.min()) and float(light.sun_elevation_deg.max()) <= 70.0
+    b, s = Lighting(*(torch.full((2,), v) for v in (1.0, 0.0, 0.0, 1.0)), torch.tensor([10.0, 70.0])).effective()
+    assert b[0] < b[1] and s[0] < s[1] <= 1.0
+
+
 @pytest.mark.parametrize("kind", ["road", "billboard"])
 def test_uv_composite_equals_render(road: Road, renderer: Renderer, kind: str) -> None:
     rng = np.random.default_rng(1)

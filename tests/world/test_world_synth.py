@@ -30,7 +30,8 @@ def test_synth_writes_memmappable_frames_labels_and_meta(synth_dir: Path) -> Non
     assert meta["frames"] == 90 and meta["camera"]["height"] == 66 and meta["version"] == 1
     ds = open_dataset(synth_dir)
     assert isinstance(ds, SynthDataset) and len(ds) == 90
-    for col in ("steering_deg", "episode", "t", "camera", "x", "y", "yaw", "s", "offset_m", "heading_err_deg"):
+    for col in ("steering_deg", "episode", "t", "camera", "x", "y", "yaw", "s", "offset_m", "heading_err_deg",
+                "light_sun_elevation_deg"):
         assert col in ds.labels.columns
     assert set(ds.labels["camera"]) == {"center", "left", "right"}
     # Side cameras are labelled to steer back toward the lane: left camera -> more to the right.
