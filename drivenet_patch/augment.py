@@ -74,37 +74,26 @@ def _check_rng(rng: object) -> np.random.Generator:
     return rng
 
 
+def _check_rgb(x: object, name: str, batched: bool, size: tuple[int, int] | None) -> np.ndarray:
+    """Check a uint8 RGB array, (H, W, 3) or batched (n, H, W, 3), optionally of a given size."""
+    ndim, dims = (4, "(n, H, W, 3)") if batched else (3, "(H, W, 3)")
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != ndim or x.shape[-1] != 3:
+        desc = f"{x.dtype} {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
+        raise PDNError(f"{name}: expected a uint8 {dims} RGB array, got {desc}")
+    hw = x.shape[-3:-1]
+    if size is not None and hw != tuple(size):
+        raise PDNError(f"{name}: expected size {size[0]}x{size[1]} to match the view geometry, got {hw[0]}x{hw[1]}")
+    return x
+
+
 def _check_frame(frame: object, name: str = "frame", size: tuple[int, int] | None = None) -> np.ndarray:
     """Check one uint8 (H, W, 3) frame (optionally of a given size); return it contiguous."""
-    if (
-        not isinstance(frame, np.ndarray)
-        or frame.dtype != np.uint8
-        or frame.ndim != 3
-        or frame.shape[-1] != 3
-    ):
-        desc = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
-        raise PDNError(f"{name}: expected a uint8 (H, W, 3) RGB array, got {desc}")
-    if size is not None and frame.shape[:2] != tuple(size):
-        raise PDNError(
-            f"{name}: expected size {size[0]}x{size[1]} to match the view geometry, got {frame.shape[0]}x{frame.shape[1]}"
-        )
-    return np.ascontiguousarray(frame)
+    return np.ascontiguousarray(_check_rgb(frame, name, batched=False, size=size))
 
 
 def _check_batch(frames: object, labels: object, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Check uint8 (n, H, W, 3) frames and finite (n,) labels."""
-    if (
-        not isinstance(frames, np.ndarray)
-        or frames.dtype != np.uint8
-        or frames.ndim != 4
-        or frames.shape[-1] != 3
-    ):
-        desc = f"{frames.dtype} {frames.shape}" if isinstance(frames, np.ndarray) else type(frames).__name__
-        raise PDNError(f"frames: expected a uint8 (n, H, W, 3) RGB array, got {desc}")
-    if frames.shape[1:3] != tuple(size):
-        raise PDNError(
-            f"frames: expected size {size[0]}x{size[1]} to match the view geometry, got {frames.shape[1]}x{frames.shape[2]}"
-        )
+    frames = _check_rgb(frames, "frames", batched=True, size=size)
     lab = np.asarray(labels)
     if lab.shape != (frames.shape[0],) or not (
         np.issubdtype(lab.dtype, np.floating) or np.issubdtype(lab.dtype, np.integer)

@@ -143,6 +143,15 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- parser
+def _json(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _device_and_json(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    _json(c)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="pdn", description="PatchDriveNet: steering models, adversarial stickers, certified defenses.")
     p.add_argument("--version", action="version", version=f"pdn {__version__}")
@@ -170,22 +179,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--cameras", default="center", help="comma-separated: center,left,right (default center)")
     c.add_argument("--episode-steps", type=_positive_int, default=300, help="simulation steps per episode (0.1 s)")
     c.add_argument("--compile", action="store_true", help="torch.compile the renderer (faster for large N)")
-    c.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    c.add_argument("--json", action="store_true", help="print one JSON object")
+    _device_and_json(c)
 
     c = command(data, "check", "parse a dataset, decode its frames and report statistics and problems",
                 cmd_data_check)
     c.add_argument("path", help="dataset folder or log file")
     c.add_argument("--format", default="auto",
                    help="auto|synth|udacity-sim|udacity-ch2|sullychen|commaai (default auto)")
-    c.add_argument("--json", action="store_true", help="print one JSON object")
+    _json(c)
 
     world = group("world", "the built-in driving world")
     c = command(world, "preview", "render a labelled grid of standard world views", cmd_world_preview)
     c.add_argument("--out", required=True, help="output image (.png)")
     c.add_argument("--seed", type=int, default=0, help="seed of the random road and style")
     c.add_argument("--size", default="132x400", help="tile size HxW (default 132x400: the model view at 2x)")
-    c.add_argument("--json", action="store_true", help="print one JSON object")
+    _json(c)
 
     c = command(sub, "train", "train a steering model", cmd_train)
     c.add_argument("--data", required=True, action="append", help="training dataset (repeat for several)")
@@ -207,16 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--compile", action="store_true", help="torch.compile the model")
     c.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
     c.add_argument("--quick", action="store_true", help="a short recipe (about 2 minutes on 2 cores)")
-    c.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    c.add_argument("--json", action="store_true", help="print one JSON object")
+    _device_and_json(c)
 
     c = command(sub, "eval", "evaluate a trained run on a dataset", cmd_eval)
     c.add_argument("--model", required=True, help="run folder (or model .safetensors with config.json beside it)")
     c.add_argument("--data", required=True, help="dataset folder or log file")
     c.add_argument("--format", default="auto", help="dataset format (default auto)")
     c.add_argument("--out", help="per-frame predictions CSV (default RUN/predictions.csv)")
-    c.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    c.add_argument("--json", action="store_true", help="print one JSON object")
+    _device_and_json(c)
 
     from drivenet_patch.drive_cli import add_drive_command
     from drivenet_patch.models.cli import add_saliency_command
@@ -229,14 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--frames", type=_positive_int, default=2048, help="frames per measurement")
     c.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                    help="also measure the torch.compile'd renderer (default on)")
-    c.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    c.add_argument("--json", action="store_true", help="print one JSON object")
+    _device_and_json(c)
     c = command(bench, "train", "PilotNet train step, end-to-end training and inference images/s", cmd_bench_train)
     c.add_argument("--batches", type=_positive_int, default=30, help="batches per end-to-end measurement")
     c.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                    help="also measure the torch.compile'd train step (default on)")
-    c.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    c.add_argument("--json", action="store_true", help="print one JSON object")
+    _device_and_json(c)
     return p
 
 
