@@ -142,6 +142,25 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_attack(args: argparse.Namespace) -> int:
+    import torch
+
+    from attacks.bench import bench_attack
+    from drivenet_patch.bench import format_table
+    from drivenet_patch.models import create_model
+
+    if args.model:
+        from attacks.cli import _load_model
+
+        model, name = _load_model(args.model, args.device), str(args.model)
+    else:  # timings hold for any weights; the deviations mean little for an untrained model
+        model = create_model("pilotnet", generator=torch.Generator().manual_seed(0)).to(args.device).eval()
+        name = "untrained pilotnet (seed 0)"
+    result = {"model": name, **bench_attack(model, steps=args.steps, batch=args.batch, device=args.device)}
+    _emit(result, args.json, format_table(result))
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 def _json(c: argparse.ArgumentParser) -> None:
     c.add_argument("--json", action="store_true", help="print one JSON object")
@@ -209,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--loss", default="mse", choices=["mse", "huber"], help="training loss")
     c.add_argument("--no-balance", action="store_true", help="sample frames uniformly (no curve balancing)")
     c.add_argument("--no-augment", action="store_true", help="no augmentation")
-    c.add_argument("--photometric", default="albumentations", choices=["albumentations", "torch"],
+    c.add_argument("--photometric", default="torch", choices=["albumentations", "torch"],
                    help="photometric jitter per image (albumentations) or batched on the tensor (torch, cheaper)")
     c.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory format")
     c.add_argument("--compile", action="store_true", help="torch.compile the model")
@@ -229,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_drive_command(sub)
     add_saliency_command(sub)
+    from attacks.cli import add_attack_commands
+
+    add_attack_commands(sub)
 
     bench = group("bench", "benchmarks (ratios measured side by side in one process)")
     c = command(bench, "world", "frames per second of batched world rendering", cmd_bench_world)
@@ -241,12 +263,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                    help="also measure the torch.compile'd train step (default on)")
     _device_and_json(c)
+    c = command(bench, "attack", "sticker attack step vs ART AdversarialPatchPyTorch: s/step and deviation",
+                cmd_bench_attack)
+    c.add_argument("--model", help="trained run folder (default: an untrained PilotNet; timings only)")
+    c.add_argument("--steps", type=_positive_int, default=40, help="optimiser steps of each attack (default 40)")
+    c.add_argument("--batch", type=_positive_int, default=16, help="frames per step (default 16)")
+    _device_and_json(c)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from attacks.cli import route_argv
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(route_argv(list(sys.argv[1:] if argv is None else argv)))
     try:
         return int(args.fn(args) or 0)
     except PDNError as exc:

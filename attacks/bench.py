@@ -1,0 +1,82 @@
+"""``pdn bench attack``: our sticker step vs ART's AdversarialPatchPyTorch step, side by side.
+
+Both attacks optimise against the same model, on the same frames (world approach scenes), with
+the same batch, optimiser (Adam), learning rate and number of optimiser steps, untargeted
+(push the steering away from the clean prediction). ART's patch is a digital square pasted at
+random places with ART's own EOT; it gets the same *pixel budget* as the sticker (its side is
+the square root of the sticker's mean pixel coverage over the scenes). Deviation = mean
+``|steering with patch - clean steering|`` over the scenes after the last step (ART's patch
+pasted at seeded random places, at its fixed scale).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from attacks.evaluate import offline_eval
+
+
+def bench_attack(model: nn.Module, steps: int = 40, batch: int = 16, lr: float = 0.1, seed: int = 0,
+                 roads: int = 2, poses: int = 32, device: str = "cpu") -> dict[str, Any]:
+    """Seconds per optimiser step and deviation after ``steps`` steps, ours vs ART.
+
+    Returns:
+        ``ours_s_per_step``, ``art_s_per_step``, ``speedup`` (ART / ours), ``ours_dev_deg``,
+        ``art_dev_deg``, and the settings (``steps``, ``batch``, ``frames``, ``art_patch_px``).
+    """
+    from attacks.cli import ATTACK_SEED_BASE, _camera, _roads, _world_placement
+    from attacks.digital import art_patch_attack
+    from attacks.placement import ApproachConfig, world_scenes
+    from attacks.sticker import StickerConfig, optimize_sticker
+    from drivenet_patch.world.render import Renderer
+
+    placement = _world_placement("road", (3.5, 2.0))
+    renderer = Renderer(_camera(model), device=device)
+    scenes = world_scenes(renderer, _roads(ATTACK_SEED_BASE, seed, roads, placement.s + 40.0), placement,
+                          ApproachConfig(poses_per_road=poses), np.random.default_rng([seed, 7]))
+    x = scenes.background
+    model.eval()
+    # Ours: the full step (EOT draw, compositing through the UV maps, forward, backward, Adam).
+    cfg = StickerConfig(steps=steps, batch=batch, lr=lr, target="away", seed=seed)
+    start = time.perf_counter()
+    ours = optimize_sticker(model, scenes, cfg, torch.Generator(device=device).manual_seed(seed))
+    ours_s = (time.perf_counter() - start) / steps
+    _, ours_eval = offline_eval(model, scenes, ours.texture, "away")
+
+    # ART: one pass over ``batch`` frames is one optimiser step; ``steps`` passes over a batch-sized
+    # set would show ART fewer frames than us, so it gets all the frames and proportionally fewer passes.
+    side = int(max(4, round(math.sqrt(float(scenes.coverage().float().mean())))))
+    scale = min(1.0, side / min(scenes.size))
+    n_frames = batch * max(1, len(x) // batch)
+    passes = max(1, round(steps * batch / n_frames))
+    art = art_patch_attack(model, x[:n_frames], steps=passes, batch=batch, patch_shape=(3, side, side), lr=lr,
+                           scale_min=scale, scale_max=scale, rotation_max=22.5,
+                           generator=torch.Generator().manual_seed(seed))
+    art_s = statistics.median(art.step_seconds)
+    with torch.no_grad():
+        clean = model(x)
+        patched = art.attack.overlay(x, scale=scale, generator=torch.Generator().manual_seed(seed + 1))
+        art_dev = float((model(patched) - clean).abs().mean())
+    return {
+        "ours_s_per_step": ours_s,
+        "art_s_per_step": art_s,
+        "speedup": art_s / ours_s,
+        "ours_dev_deg": float(ours_eval["mean_dev_deg"]),
+        "art_dev_deg": art_dev,
+        "steps": steps,
+        "art_steps": len(art.step_seconds),
+        "batch": batch,
+        "frames": len(x),
+        "sticker_mean_px": float(scenes.coverage().float().mean()),
+        "art_patch_px": side * side,
+    }
+
+
+__all__ = ["bench_attack"]
