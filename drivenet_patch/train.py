@@ -63,8 +63,9 @@ class TrainConfig:
         horizon_s: seconds in which the corrected label of a shifted view rejoins the path.
             None: the data's own expert (world data: its pure-pursuit lookahead / speed, so
             augmented labels follow the same controller as recorded ones) or PilotNet's 2 s.
-        photometric: ``albumentations`` (per image) or ``torch`` (batched on the tensor,
-            :class:`~drivenet_patch.augment_batch.BatchPhotometric`; cheaper per image).
+        photometric: ``torch`` (default: batched on the tensor in the prefetch thread,
+            :class:`~drivenet_patch.augment_batch.BatchPhotometric`) or ``albumentations`` (per
+            image; measured 0.80-0.82 of the bare step end to end against 0.83-0.88 for torch).
         val_fraction: share of episodes held out when no separate validation set is given.
         channels_last: NHWC memory format for the model (faster convolutions on CPU).
         compile: ``torch.compile`` the training step's model.
@@ -86,7 +87,7 @@ class TrainConfig:
     shift_m: float = 0.6
     rot_deg: float = 3.0
     horizon_s: float | None = None
-    photometric: str = "albumentations"
+    photometric: str = "torch"
     channels_last: bool = True
     compile: bool = False
     device: str = "cpu"

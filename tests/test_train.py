@@ -124,9 +124,9 @@ def test_augmentation_corrects_like_the_data_expert(world: tuple[Path, Path]) ->
     assert correction_horizon_s(data, TrainConfig(horizon_s=2.0)) == 2.0
 
 
-def test_torch_photometric_training_is_deterministic(world: tuple[Path, Path], tmp_path: Path) -> None:
+def test_albumentations_photometric_training_is_deterministic(world: tuple[Path, Path], tmp_path: Path) -> None:
     train_dir, _ = world
-    cfg = TrainConfig(**{**TINY, "epochs": 2}, seed=3, photometric="torch")
+    cfg = TrainConfig(**{**TINY, "epochs": 2}, seed=3, photometric="albumentations")
     train([train_dir], tmp_path / "a", cfg)
     train([train_dir], tmp_path / "b", cfg)
     ma = pd.read_csv(tmp_path / "a" / "metrics.csv").drop(columns=["seconds", "train_img_s"])
