@@ -34,7 +34,9 @@ class _Entry:
 
 
 _REGISTRY: dict[str, _Entry] = {}
-_BUILTIN = ("drivenet_patch.models.pilotnet", "drivenet_patch.models.resnet")
+# ``defenses.patchvote`` registers "patchvote" (an import by name: drivenet_patch never imports
+# the defenses package at module level).
+_BUILTIN = ("drivenet_patch.models.pilotnet", "drivenet_patch.models.resnet", "defenses.patchvote")
 
 
 def _ensure_builtin() -> None:
