@@ -430,6 +430,10 @@ def train(
     if not start_epoch:  # the model file's config.json also carries the run's configuration
         write_json(out / "config.json", {"model": model.config, "format_version": 1, **run_config})
     step_model = torch.compile(model) if cfg.compile else model
+    # A model with its own objective defines training_loss(x, y, loss_name) -> scalar loss.
+    model_loss = getattr(model, "training_loss", None)
+    if model_loss is not None and cfg.compile:
+        model_loss = torch.compile(model_loss)
     augmenter = None
     if cfg.augment:
         augmenter = Augmenter(train_set.camera, train_set.crop, shift_m=cfg.shift_m, rot_deg=cfg.rot_deg,
@@ -448,8 +452,11 @@ def train(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout and any other in-model randomness
             for x, y in prefetch(tensor_batches(train_set, cfg, epoch, augmenter, device)):
-                pred = step_model(x)
-                loss = F.mse_loss(pred, y) if cfg.loss == "mse" else F.huber_loss(pred, y, delta=1.0)
+                if model_loss is not None:  # e.g. PatchVote: every region vote and the aggregate
+                    loss = model_loss(x, y, cfg.loss)
+                else:
+                    pred = step_model(x)
+                    loss = F.mse_loss(pred, y) if cfg.loss == "mse" else F.huber_loss(pred, y, delta=1.0)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
