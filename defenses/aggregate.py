@@ -157,18 +157,20 @@ def bin_vote(votes: torch.Tensor, valid: torch.Tensor | None = None, bin_deg: fl
     votes, valid = check_votes(votes, valid)
     if not bin_deg > 0:
         raise PDNError(f"bin width must be > 0 degrees, got {bin_deg}")
+    big = torch.iinfo(torch.int64).max
     ids = bin_index(votes, bin_deg)  # (B, N)
-    same = (ids[:, :, None] == ids[:, None, :]) & valid[:, None, :]  # (B, N, N)
-    counts = torch.where(valid, same.sum(2), torch.zeros_like(ids))  # (B, N) votes in each vote's bin
+    ids_s, _ = torch.sort(torch.where(valid, ids, big), dim=1)  # abstentions sort last
+    # Votes in each vote's bin: the length of its run of equal ids in the sorted row.
+    counts = torch.searchsorted(ids_s, ids_s, side="right") - torch.searchsorted(ids_s, ids_s, side="left")
+    ok = ids_s != big
+    counts = torch.where(ok, counts, torch.zeros_like(counts))  # (B, N)
     top_count = counts.max(1).values  # (B,)
-    cand = valid & (counts == top_count[:, None])
     # Tie-break key: nearest to 0, then the smaller index; unique per bin.
-    key = 2 * ids.abs() + (ids > 0).to(torch.int64)
-    key = torch.where(cand, key, torch.full_like(key, torch.iinfo(torch.int64).max))
-    top_bin = ids.gather(1, key.argmin(1, keepdim=True))[:, 0]
-    in_top = valid & (ids == top_bin[:, None])
-    runner_up = torch.where(valid & ~in_top, counts, torch.zeros_like(counts)).max(1).values
-    out = median(votes, in_top)
+    key = 2 * ids_s.clamp(-(2**60), 2**60).abs() + (ids_s > 0).to(torch.int64)
+    key = torch.where(ok & (counts == top_count[:, None]), key, big)
+    top_bin = ids_s.gather(1, key.argmin(1, keepdim=True))[:, 0]
+    runner_up = torch.where(ok & (ids_s != top_bin[:, None]), counts, torch.zeros_like(counts)).max(1).values
+    out = median(votes, valid & (ids == top_bin[:, None]))
     return BinVote(out, top_bin, top_count, runner_up)
 
 

@@ -88,56 +88,50 @@ class Certificate(NamedTuple):
 
 
 class _Sets(NamedTuple):
-    """Clean votes sorted once per frame, and what each maximal set touches, in sorted order."""
+    """Clean votes sorted once per frame, and what each maximal set touches, in sorted order.
+
+    Per-set tensors are laid out (B, N, Q) (sorted position, then set), so running counts
+    along the sorted axis add contiguous rows of Q.
+    """
 
     s: torch.Tensor  # (B, N) sorted valid votes, +inf at the end for abstentions
     n: torch.Tensor  # (B,) valid votes
     valid_s: torch.Tensor  # (B, N) bool
-    touched: torch.Tensor  # (B, Q, N) bool, valid and touched by set q
+    touched: torch.Tensor  # (B, N, Q) bool, valid and touched by set q
     c: torch.Tensor  # (B, Q) int64, touched valid votes per set
 
 
 def _prepare(votes: torch.Tensor, valid: torch.Tensor, sets: torch.Tensor) -> _Sets:
     s, perm, n = sort_valid(votes, valid)
     valid_s = valid.gather(1, perm)
-    touched = sets.T[perm].transpose(1, 2) & valid_s[:, None, :]  # (B, Q, N)
-    c = touched.to(torch.int64).sum(2)
+    touched = sets.T[perm] & valid_s[:, :, None]  # (B, N, Q)
+    c = touched.sum(1, dtype=torch.int16).to(torch.int64)
     return _Sets(s, n, valid_s, touched, c)
 
 
 def _cumcount(mask: torch.Tensor) -> torch.Tensor:
-    """Inclusive running count along the last axis, as float32 (exact for N < 2**24).
-
-    A matrix product with an upper-triangular matrix: much faster than ``cumsum`` over a
-    short last axis on the CPU.
-    """
-    n = mask.shape[-1]
-    tri = torch.ones(n, n, device=mask.device).triu_()
-    return (mask.to(torch.float32).reshape(-1, n) @ tri).view(mask.shape)
+    """(B, N, Q) bool -> inclusive running count along the sorted axis (int16; N < 32768)."""
+    return mask.cumsum(1, dtype=torch.int16)
 
 
 def _kth_kept(s: torch.Tensor, cnt: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-    """Value of the ``j``-th (0-based) kept entry of each sorted row.
+    """Value of the ``j``-th (0-based) kept entry of each sorted row, for every set.
+
+    The entry sits at the first position whose running count reaches ``j + 1``, which is the
+    number of positions whose count is still ``<= j`` (the count never decreases).
 
     Args:
         s: (B, N) sorted values.
-        cnt: (B, Q, N) running count of kept entries (:func:`_cumcount`).
-        j: (B, Q, J) int64 target ranks; entries outside ``[0, kept count)`` return an
+        cnt: (B, N, Q) running count of kept entries (:func:`_cumcount`).
+        j: (B, Q) int64 target ranks; entries outside ``[0, kept count)`` return an
             arbitrary value (callers replace them).
 
     Returns:
-        (B, Q, J) values.
+        (B, Q) values.
     """
-    target = (j + 1).clamp(min=1).to(cnt.dtype)
-    pos = torch.searchsorted(cnt, target, side="left").clamp(max=s.shape[1] - 1)  # first cnt >= j + 1
-    b, q, _ = j.shape
-    return s[:, None, :].expand(b, q, s.shape[1]).gather(2, pos)
-
-
-def _fill(value: torch.Tensor | float, s: torch.Tensor) -> torch.Tensor:
-    """A fill value as a tensor that broadcasts against (B, Q, 2)."""
-    t = torch.as_tensor(value, dtype=s.dtype, device=s.device)
-    return t[..., None] if t.ndim == 2 else t
+    jj = j.clamp(-1, torch.iinfo(torch.int16).max).to(torch.int16)[:, None, :]
+    pos = (cnt <= jj).sum(1, dtype=torch.int16).to(torch.int64).clamp(max=s.shape[1] - 1)  # (B, Q)
+    return s.gather(1, pos)
 
 
 def _median_bounds(
@@ -146,26 +140,26 @@ def _median_bounds(
     """Median of (kept entries + ``c`` copies of a fill value) with the fill below / above all.
 
     Args:
-        s: (B, N) sorted values; keep: (B, Q, N) bool; c: (B, Q) copies of the fill.
+        s: (B, N) sorted values; keep: (B, N, Q) bool; c: (B, Q) copies of the fill.
         low_fill, high_fill: the fill for the lower / upper bound (a float or (B, 1)).
 
     Returns:
         ``lo`` and ``hi``, each (B, Q).
     """
     cnt = _cumcount(keep)
-    kept = cnt[..., -1].to(torch.int64)  # (B, Q)
+    kept = cnt[:, -1, :].to(torch.int64)  # (B, Q)
     m = kept + c  # entries in the attacked multiset
-    i = torch.stack([(m - 1) // 2, m // 2], dim=2).clamp(min=0)  # (B, Q, 2) median order indices
-    c2 = c[..., None]
-    vals = _kth_kept(s, cnt, torch.cat([i - c2, i], dim=2))  # (B, Q, 4)
+    i1, i2 = ((m - 1) // 2).clamp(min=0), m // 2  # median order indices
+    lf = torch.as_tensor(low_fill, dtype=s.dtype, device=s.device)
+    hf = torch.as_tensor(high_fill, dtype=s.dtype, device=s.device)
     # Lower: [fill]*c + U, so entry i is the fill if i < c, else U[i - c].
-    lo_e = torch.where(i < c2, _fill(low_fill, s), vals[..., :2])
+    lo1 = torch.where(i1 < c, lf, _kth_kept(s, cnt, i1 - c))
+    lo2 = torch.where(i2 < c, lf, _kth_kept(s, cnt, i2 - c))
     # Upper: U + [fill]*c, so entry i is U[i] if i < |U|, else the fill.
-    hi_e = torch.where(i < kept[..., None], vals[..., 2:], _fill(high_fill, s))
-    lo = midpoint(lo_e[..., 0], lo_e[..., 1])
-    hi = midpoint(hi_e[..., 0], hi_e[..., 1])
+    hi1 = torch.where(i1 < kept, _kth_kept(s, cnt, i1), hf)
+    hi2 = torch.where(i2 < kept, _kth_kept(s, cnt, i2), hf)
     empty = m == 0
-    return lo.masked_fill(empty, -torch.inf), hi.masked_fill(empty, torch.inf)
+    return midpoint(lo1, lo2).masked_fill(empty, -torch.inf), midpoint(hi1, hi2).masked_fill(empty, torch.inf)
 
 
 def _abs_margin(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -183,7 +177,7 @@ def _interval(lo_q: torch.Tensor, hi_q: torch.Tensor, sets: _Sets) -> tuple[torc
 # ---------------------------------------------------------------------------- per aggregator
 def _median_chunk(votes: torch.Tensor, valid: torch.Tensor, sets: torch.Tensor) -> Certificate:
     st = _prepare(votes, valid, sets)
-    keep = st.valid_s[:, None, :] & ~st.touched
+    keep = st.valid_s[:, :, None] & ~st.touched
     lo, hi = _interval(*_median_bounds(st.s, keep, st.c, -torch.inf, torch.inf), st)
     return Certificate(median(votes, valid), lo, hi, torch.isfinite(lo) & torch.isfinite(hi), st.c.max(1).values)
 
@@ -191,15 +185,17 @@ def _median_chunk(votes: torch.Tensor, valid: torch.Tensor, sets: torch.Tensor) 
 def _trimmed_chunk(votes: torch.Tensor, valid: torch.Tensor, sets: torch.Tensor, trim: int) -> Certificate:
     t = trim
     st = _prepare(votes, valid, sets)
-    keep = st.valid_s[:, None, :] & ~st.touched  # (B, Q, N) untouched valid
-    rank = _cumcount(keep) - 1  # rank among the untouched, at kept entries
-    c = st.c[..., None].to(rank.dtype)  # (B, Q, 1)
-    n = st.n[:, None, None].to(rank.dtype)
-    s64 = st.s.double()[:, None, :]
-    zero = torch.zeros((), dtype=torch.float64, device=votes.device)
+    keep = st.valid_s[:, :, None] & ~st.touched  # (B, N, Q) untouched valid
+    cnt = _cumcount(keep)  # at a kept entry: its rank among the untouched, plus 1
+    c = st.c[:, None, :].to(torch.int16)  # (B, 1, Q)
+    n = st.n[:, None, None].to(torch.int16)
     count = (st.n - 2 * t).double()[:, None]  # (B, 1)
-    lo_sum = torch.where(keep & (rank >= t - c) & (rank < n - t - c), s64, zero).sum(2)
-    hi_sum = torch.where(keep & (rank >= t) & (rank < n - t), s64, zero).sum(2)
+    # Untouched votes of rank in [t - c, n - t - c) (lower bound) and [t, n - t) (upper bound).
+    lo_mask = keep & (cnt > t - c) & (cnt <= n - t - c)
+    hi_mask = keep & (cnt > t) & (cnt <= n - t)
+    s64 = torch.where(st.valid_s, st.s.double(), 0.0)  # no +inf abstentions: 0 * inf would be NaN
+    sums = torch.bmm(s64[:, None, :], torch.cat([lo_mask, hi_mask], 2).double())[:, 0]  # (B, 2Q)
+    lo_sum, hi_sum = sums.chunk(2, dim=1)
     margin = _abs_margin(st.s, st.valid_s)
     bad = (st.c > t) | (st.n <= 2 * t)[:, None]
     lo_q = (lo_sum / count - margin).masked_fill(bad, -torch.inf).to(votes.dtype)
@@ -215,7 +211,7 @@ def _vote_chunk(votes: torch.Tensor, valid: torch.Tensor, sets: torch.Tensor, bi
     k = st.c.max(1).values  # (B,)
     sure = (result.top_count - result.runner_up > 2 * k) & (st.n > 0)
     in_top_s = st.valid_s & (bin_index(st.s, bin_deg) == result.top_bin[:, None])  # (B, N)
-    keep = in_top_s[:, None, :] & ~st.touched  # untouched votes of the winning bin
+    keep = in_top_s[:, :, None] & ~st.touched  # untouched votes of the winning bin
     edge_lo, edge_hi = bin_edges(result.top_bin, bin_deg, votes.dtype)  # (B,)
     lo_q, hi_q = _median_bounds(st.s, keep, st.c, edge_lo[:, None], edge_hi[:, None])
     lo = torch.where(sure, lo_q.min(1).values, torch.full_like(edge_lo, -torch.inf))

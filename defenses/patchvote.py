@@ -4,9 +4,9 @@ The frame (model input, 66x200 by default) is cut into N equally sized regions
 (:mod:`defenses.regions`). All regions are stacked into one batch of crops, (B*N, 3, rh, rw),
 and one shared small CNN maps each crop to a feature vector; a per-region linear head
 (its own weights and bias: the vote knows where its region lies) turns it into the region's
-vote. Vote ``r`` is therefore a function of crop ``r`` alone, exactly: padding is zero, no
-layer mixes batch entries (no batch norm), and the crop is a plain copy of the region's
-pixels. The output aggregates the votes (median by default, :mod:`defenses.aggregate`), and
+vote. Vote ``r`` is therefore a function of region ``r``'s pixels alone, exactly: the colour
+normalisation before the crop is per pixel, the crop is a plain copy, the convolutions are
+unpadded, and no layer mixes batch entries (no batch norm). The output aggregates the votes (median by default, :mod:`defenses.aggregate`), and
 :meth:`PatchVote.certify` bounds it under any patch (:mod:`defenses.certify`).
 
 This is the derandomized-smoothing idea (Levine & Feizi 2020: predictions from image
@@ -157,11 +157,15 @@ class PatchVote(SteeringModel):
         return self.layout.n
 
     def crops(self, x: torch.Tensor) -> torch.Tensor:
-        """The voting regions' pixels, stacked: (B, 3, H, W) -> (B * Na, 3, rh, rw), region-major per image."""
-        b = x.shape[0]
+        """The voting regions' pixels, stacked: (B, C, H, W) -> (B * Na, C, rh, rw), region-major per image.
+
+        A plain copy of each region's pixels, returned in channels-last memory layout (faster
+        convolutions on the CPU; the values are the same in any layout).
+        """
+        b, ch = x.shape[:2]
         rh, rw = self.layout.size
-        c = x[:, :, self.rows, self.cols]  # (B, 3, Na, rh, rw), a copy
-        return c.permute(0, 2, 1, 3, 4).reshape(b * self.active.numel(), 3, rh, rw)
+        c = x.permute(0, 2, 3, 1)[:, self.rows, self.cols]  # (B, Na, rh, rw, C), a copy
+        return c.reshape(b * self.active.numel(), rh, rw, ch).permute(0, 3, 1, 2)
 
     def votes(self, x: torch.Tensor, with_mask: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Every region's vote, in one batched pass.
@@ -176,7 +180,7 @@ class PatchVote(SteeringModel):
         """
         self.check_input(x)
         b, na = x.shape[0], self.active.numel()
-        f = self.trunk(self.features(self.norm(self.crops(x)))).view(b, na, -1)  # (B, Na, F)
+        f = self.trunk(self.features(self.crops(self.norm(x)))).view(b, na, -1)  # (B, Na, F); norm is per pixel
         w = self.head_weight[self.active]  # (Na, F)
         v = ((f * w).sum(2) + self.head_bias[self.active]) * self.out_scale  # (B, Na)
         if na != self.n_regions:
