@@ -85,13 +85,16 @@ def add_attack_commands(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--loss", default="hinge", help="hinge | mse (default hinge)")
     c.add_argument("--size", default="3.5x2.0", help="sticker WIDTHxLENGTH in metres (default 3.5x2.0)")
     c.add_argument("--place", default="road", help="road | billboard (default road)")
+    c.add_argument("--lateral", type=float, default=0.0,
+                   help="sticker centre's offset from the ego-lane centre in metres, + = left (default 0; "
+                        "a billboard's default side is 4.75 m right of it)")
     c.add_argument("--distance", default="5-20", help="camera distances to the sticker, NEAR-FAR metres (default 5-20)")
     c.add_argument("--steps", type=_positive_int, default=300, help="optimisation steps, at most 500 (default 300)")
     c.add_argument("--batch", type=_positive_int, default=32, help="EOT samples per step (default 32)")
     c.add_argument("--lr", type=float, default=0.1, help="Adam learning rate on the texture logits (default 0.1)")
     c.add_argument("--texels", default="32x56", help="texture resolution HxW (default 32x56)")
-    c.add_argument("--nps-weight", type=float, default=0.5, help="non-printability weight (default 0.5)")
-    c.add_argument("--tv-weight", type=float, default=0.5, help="total-variation weight (default 0.5)")
+    c.add_argument("--nps-weight", type=float, default=0.25, help="non-printability weight (default 0.25)")
+    c.add_argument("--tv-weight", type=float, default=0.25, help="total-variation weight (default 0.25)")
     c.add_argument("--palette", help="printer palette CSV (r,g,b in 0-255 or 0-1; default: packaged)")
     c.add_argument("--dirt", action="store_true", help="darken-only grey dirt instead of a printed sticker")
     c.add_argument("--roads", type=_positive_int, default=8, help="world roads used for optimisation (default 8)")
@@ -144,13 +147,19 @@ def _camera(model: Any) -> Any:
     return Camera().with_size(*model.input_size)
 
 
-def _world_placement(kind: str, size: tuple[float, float]) -> Any:
+def _world_placement(kind: str, size: tuple[float, float], lateral_m: float = 0.0) -> Any:
+    """The sticker at ``STICKER_S_M`` on an approach road; ``lateral_m`` from the ego-lane centre
+    (road) or from the billboard's default spot beside the road."""
+    from drivenet_patch.world.road import EGO_LANE_D
     from drivenet_patch.world.sticker import StickerPlacement
 
+    if not math.isfinite(lateral_m) or abs(lateral_m) > 10.0:
+        raise PDNError(f"--lateral must be a number of metres within +-10, got {lateral_m}")
     if kind == "road":
-        return StickerPlacement(s=STICKER_S_M, width_m=size[0], length_m=size[1])
+        return StickerPlacement(s=STICKER_S_M, d=EGO_LANE_D + lateral_m, width_m=size[0], length_m=size[1])
     if kind == "billboard":
-        return StickerPlacement.billboard(s=STICKER_S_M, width_m=size[0], height_m=size[1])
+        default = StickerPlacement.billboard(s=STICKER_S_M)
+        return StickerPlacement.billboard(s=STICKER_S_M, d=default.d + lateral_m, width_m=size[0], height_m=size[1])
     raise PDNError(f"--place must be road or billboard, got {kind!r}")
 
 
@@ -174,7 +183,7 @@ def world_scene_sets(model: Any, placement: Any, distance: tuple[float, float], 
 
 
 def frame_scene_set(model: Any, data: str, fmt: str, frames: int, distance: tuple[float, float],
-                    size: tuple[float, float], device: str, offset: int = 0) -> Any:
+                    size: tuple[float, float], device: str, offset: int = 0, lateral_m: float = 0.0) -> Any:
     """Scenes on real frames: a flat road sticker at 4 distances across ``distance``, one per frame group."""
     import numpy as np
     import pandas as pd
@@ -196,7 +205,7 @@ def frame_scene_set(model: Any, data: str, fmt: str, frames: int, distance: tupl
     dists = np.linspace(distance[0], distance[1], len(groups))
     parts = []
     for g, d in zip(groups, dists, strict=True):
-        sc = frame_scenes(x[g], ds.image_to_ground(), float(d), 0.0, size[0], size[1])
+        sc = frame_scenes(x[g], ds.image_to_ground(), float(d), lateral_m, size[0], size[1])
         sc.info["distance_m"] = float(d)
         sc.info["frame"] = idx[g]
         parts.append(sc)
@@ -223,7 +232,7 @@ def draw_examples(path: Path, clean: Any, adv: Any, clean_deg: Any, adv_deg: Any
     from drivenet_patch.io import atomic_path
 
     n = len(clean)
-    fig, axes = plt.subplots(2, n, figsize=(3.2 * n, 2.6), squeeze=False)
+    fig, axes = plt.subplots(2, n, figsize=(3.2 * n, 3.3), squeeze=False)
     for row, (imgs, degs, label) in enumerate(((clean, clean_deg, "clean"), (adv, adv_deg, "sticker"))):
         for j in range(n):
             ax = axes[row, j]
@@ -270,10 +279,12 @@ def cmd_attack(args: argparse.Namespace) -> int:
                         dirt=args.dirt, palette=args.palette, eot=EOTConfig(), seed=max(int(args.seed), 0))
     model = _load_model(args.model, args.device)
     if args.data:
-        train = frame_scene_set(model, args.data, args.format, args.frames, distance, size, args.device, 0)
-        held = frame_scene_set(model, args.data, args.format, args.frames, distance, size, args.device, 1)
+        train = frame_scene_set(model, args.data, args.format, args.frames, distance, size, args.device, 0,
+                                args.lateral)
+        held = frame_scene_set(model, args.data, args.format, args.frames, distance, size, args.device, 1,
+                               args.lateral)
     else:
-        placement = _world_placement(args.place, size)
+        placement = _world_placement(args.place, size, args.lateral)
         train, held = world_scene_sets(model, placement, distance, args.roads, args.poses, args.seed,
                                        (ATTACK_SEED_BASE, HELDOUT_SEED_BASE), args.device)
     result = optimize_sticker(model, train, cfg, torch.Generator(device=args.device).manual_seed(cfg.seed),
@@ -288,7 +299,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
         metrics["palette_keeps"] = (qsum["mean_dev_deg"] / summary["mean_dev_deg"]
                                     if summary["mean_dev_deg"] > 0 else None)
     extra = {"metrics": metrics, "model": str(args.model), "source": "data" if args.data else "world",
-             "size_m": list(size), "distance_m": list(distance), "seed": int(args.seed),
+             "size_m": list(size), "distance_m": list(distance), "lateral_m": float(args.lateral),
+             "seed": int(args.seed),
              "road_seed_bases": None if args.data else [ATTACK_SEED_BASE, HELDOUT_SEED_BASE]}
     out = save_result(args.out, result, train, extra)
     write_csv(out / "history.csv", result.history, float_format="%.6g")
@@ -373,7 +385,8 @@ def cmd_attack_eval(args: argparse.Namespace) -> int:
     textures = {"sticker": texture, **controls}
     if args.data:
         size = (placement.width_m, placement.length_m)
-        scenes = frame_scene_set(model, args.data, args.format, args.frames, distance, size, args.device, 1)
+        scenes = frame_scene_set(model, args.data, args.format, args.frames, distance, size, args.device, 1,
+                                 float(meta.get("lateral_m", 0.0)))
     else:
         from dataclasses import replace
 

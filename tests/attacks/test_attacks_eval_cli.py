@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from attacks.bench import bench_attack
-from attacks.cli import parse_range, parse_size, route_argv
+from attacks.cli import _world_placement, parse_range, parse_size, route_argv
 from attacks.evaluate import ApproachWindow, approach_table, control_textures, offline_eval
 from attacks.placement import ApproachConfig, world_scenes
 from drivenet_patch.checkpoint import save_model
@@ -116,6 +116,14 @@ def test_parsers() -> None:
         with pytest.raises(PDNError, match="--distance"):
             parse_range(bad)
     assert route_argv(["attack", "eval", "--x"]) == ["attack-eval", "--x"] and route_argv(["attack"]) == ["attack"]
+    from drivenet_patch.world.road import EGO_LANE_D
+
+    p = _world_placement("road", (2.0, 3.5), lateral_m=-1.0)
+    assert (p.kind, p.d, p.width_m, p.length_m) == ("road", EGO_LANE_D - 1.0, 2.0, 3.5)
+    b = _world_placement("billboard", (4.0, 2.5), lateral_m=1.0)
+    assert b.kind == "billboard" and b.d == _world_placement("billboard", (4.0, 2.5)).d + 1.0
+    with pytest.raises(PDNError, match="--lateral"):
+        _world_placement("road", (2.0, 3.5), lateral_m=float("nan"))
 
 
 # ---------------------------------------------------------------------------- CLI
