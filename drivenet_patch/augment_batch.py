@@ -24,12 +24,14 @@ _RGB2YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.31
 _BANK: dict[tuple, torch.Tensor] = {}
 
 
-def _noise_bank(shape: tuple[int, int, int], dtype: torch.dtype, device: torch.device, n: int = 32) -> torch.Tensor:
-    """A fixed bank of n unit Gaussian noise fields (drawn once per shape from a fixed seed)."""
-    key = (shape, dtype, str(device))
+def _noise_bank(shape: tuple[int, int, int], dtype: torch.dtype, device: torch.device, n: int = 64) -> torch.Tensor:
+    """A fixed bank of n unit Gaussian noise fields (drawn once per shape from a fixed seed), stored
+    twice in a row (2n, C, H, W), channels-last, so that any n consecutive fields are a view."""
+    key = (shape, dtype, str(device), n)
     if key not in _BANK:
         g = torch.Generator().manual_seed(0x401CE)
-        _BANK[key] = torch.randn((n, *shape), generator=g, dtype=dtype).to(device)
+        bank = torch.randn((n, *shape), generator=g, dtype=dtype).to(device)
+        _BANK[key] = torch.cat([bank, bank]).contiguous(memory_format=torch.channels_last)
     return _BANK[key]
 
 
@@ -106,16 +108,18 @@ class BatchPhotometric:
         mat = colour * c  # contrast about the frame mean: c x + (1 - c) mean + brightness
         mean = x.mean(dim=(2, 3))  # (B, 3)
         offset = (1.0 - c.view(B, 1)) * torch.bmm(colour, mean.unsqueeze(-1)).squeeze(-1) + p["brightness"].view(B, 1)
-        out = torch.baddbmm(offset.unsqueeze(-1), mat, x.reshape(B, 3, H * W)).view(B, 3, H, W)
-        # Cast shadow: a soft half-plane at a random angle and offset, only for frames that drew one.
-        shaded = torch.nonzero(p["shadow"] > 0).flatten()
-        if len(shaded):
+        # In the channels-last layout (B, H*W, 3) the colour map is one bmm and no copy: a frame
+        # batch made from uint8 HWC arrives in it, and channels_last PilotNet wants it back.
+        flat = x.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(B, H * W, 3)
+        out = torch.baddbmm(offset.unsqueeze(1), flat, mat.transpose(1, 2)).view(B, H, W, 3).permute(0, 3, 1, 2)
+        # Cast shadow: a soft half-plane at a random angle and offset (strength 0: no shadow), one
+        # in-place multiply over the batch (indexing the shaded frames out and back costs more).
+        if bool((p["shadow"] > 0).any()):
             vv = torch.linspace(-0.5, 0.5, H, device=dev, dtype=dt).view(1, H, 1)
             uu = torch.linspace(-0.5, 0.5, W, device=dev, dtype=dt).view(1, 1, W)
-            ang = p["shadow_angle"][shaded].view(-1, 1, 1)
-            side = torch.sigmoid((uu * torch.cos(ang) + vv * torch.sin(ang) - p["shadow_offset"][shaded].view(-1, 1, 1))
-                                 * 40.0)
-            out[shaded] = out[shaded] * (1.0 - p["shadow"][shaded].view(-1, 1, 1) * side).unsqueeze(1)
+            ang = p["shadow_angle"].view(-1, 1, 1)
+            side = torch.sigmoid((uu * torch.cos(ang) + vv * torch.sin(ang) - p["shadow_offset"].view(-1, 1, 1)) * 40.0)
+            out.mul_((1.0 - p["shadow"].view(-1, 1, 1) * side).unsqueeze(1))
         # Blur: blend with a 3x3 Gaussian (sigma ~0.8 px), only for frames that drew it.
         blurred_idx = torch.nonzero(p["blur"] > 0).flatten()
         if len(blurred_idx):
@@ -124,10 +128,13 @@ class BatchPhotometric:
             sub = out[blurred_idx]
             blurred = F.conv2d(F.pad(sub, (1, 1, 1, 1), mode="replicate"), kernel, groups=3)
             out[blurred_idx] = torch.lerp(sub, blurred, p["blur"][blurred_idx].view(-1, 1, 1, 1))
-        # Sensor noise from a fixed bank of noise fields, picked and scaled per frame.
+        # Sensor noise from a fixed bank of noise fields, scaled per frame: frame i takes field
+        # (seed of frame 0 + i) mod n, a view of the doubled bank when B <= n (no gather copy).
         bank = _noise_bank((3, H, W), dt, dev)
-        pick = torch.remainder(p["noise_seed"] + torch.arange(B, device=dev), len(bank))
-        out = out + p["noise"].view(B, 1, 1, 1) * bank[pick]
+        n = len(bank) // 2
+        start = int(p["noise_seed"][0]) % n
+        fields = bank[start : start + B] if B <= n else bank[torch.remainder(start + torch.arange(B, device=dev), n)]
+        out.addcmul_(p["noise"].view(B, 1, 1, 1), fields)
         return out.clamp_(0.0, 1.0)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
