@@ -1,0 +1,117 @@
+"""``pdn certify`` and the adaptive attacks behind ``--attack``: certificates hold against PGD patches."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from defenses.adaptive import count_violations, draw_runs, patch_pgd
+from defenses.cli import parse_delta
+from drivenet_patch.checkpoint import save_model
+from drivenet_patch.cli import main
+from drivenet_patch.errors import PDNError
+from drivenet_patch.models import create_model
+
+
+def tiny(seed: int = 0, **cfg) -> torch.nn.Module:
+    # A large output scale makes the untrained votes spread out and react strongly to pixels.
+    cfg = {"out_scale": 100.0, **cfg}
+    return create_model("patchvote_tiny", generator=torch.Generator().manual_seed(seed), **cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def frames() -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(1, 3, 66, 200, generator=g)
+    return (base + 0.2 * torch.rand(6, 3, 66, 200, generator=g)).clamp(0, 1)
+
+
+@pytest.mark.parametrize("cfg", [{}, {"aggregate": "trimmed"}, {"aggregate": "reject"},
+                                 {"aggregate": "vote", "out_scale": 2.0, "bin_deg": 4.0}])
+def test_pgd_patches_never_leave_the_certificate(frames: torch.Tensor, cfg: dict) -> None:
+    # (the bin vote certifies only frames whose votes agree: smaller votes, wider bins)
+    model = tiny(**cfg)
+    patch = (17, 17)
+    g = torch.Generator().manual_seed(1)
+    f, y0, x0, obj = draw_runs(24, len(frames), (66, 200), patch, g)
+    runs = patch_pgd(model, frames, patch, f, y0, x0, obj, steps=8, step_size=0.2, generator=g)
+    violations, cert = count_violations(model, frames, runs, patch)
+    assert violations == 0
+    # the attack has teeth (it moves the output), and the check can fail: outputs pushed far
+    # outside are counted, for every frame the aggregator certified
+    assert float((runs.output - runs.clean).abs().max()) > (0.01 if cfg.get("aggregate") == "vote" else 0.5)
+    far = dataclasses.replace(runs, output=runs.clean + 1e4)
+    broken, cert = count_violations(model, frames, far, patch)
+    assert broken == int(cert.certified.sum()) > 0
+
+
+def test_draw_runs_is_seeded_and_in_bounds() -> None:
+    a = draw_runs(50, 7, (66, 200), (17, 20), torch.Generator().manual_seed(3))
+    b = draw_runs(50, 7, (66, 200), (17, 20), torch.Generator().manual_seed(3))
+    assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
+    f, y0, x0, obj = a
+    assert f.max() < 7 and y0.max() <= 66 - 17 and x0.max() <= 200 - 20 and set(obj.tolist()) == {0, 1, 2, 3}
+    with pytest.raises(PDNError):
+        draw_runs(0, 7, (66, 200), (17, 20), torch.Generator())
+
+
+def test_parse_delta() -> None:
+    labels = np.array([-3.0, 1.0, 7.0])
+    assert parse_delta("2", labels) == 2.0 and parse_delta("10%", labels) == pytest.approx(1.0)
+    for bad in ("0", "-1", "x", "0%", "150%"):
+        with pytest.raises(PDNError, match="--delta"):
+            parse_delta(bad, labels)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("cert")
+    save_model(root / "pv", tiny())
+    save_model(root / "pilot", create_model("pilotnet_tiny", generator=torch.Generator().manual_seed(0)))
+    return root / "pv", root / "pilot"
+
+
+def test_cli_certify_sweep_and_attack(runs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    pv, _ = runs
+    out = tmp_path / "c"
+    rc = main(["certify", "--model", str(pv), "--world", "--frames", "48", "--sweep", "--attack", "12",
+               "--attack-steps", "3", "--out", str(out), "--json"])
+    assert rc == 0
+    r = json.loads(capsys.readouterr().out)
+    for key in ("certified_acc", "clean_acc", "mae_deg", "median_halfwidth_deg", "k_max", "n_regions", "n"):
+        assert key in r
+    assert r["n"] == 48 and r["violations"] == 0 and r["attack_runs"] == 12
+    assert 0 <= r["certified_acc"] <= r["clean_acc"] <= 1  # a certified frame is also clean-correct
+    frames = pd.read_csv(out / "certify_frames.csv")
+    assert len(frames) == 48 and (frames["lo_deg"] <= frames["output_deg"] + 1e-6).all()
+    assert (frames["output_deg"] <= frames["hi_deg"] + 1e-6).all()
+    assert (~frames["certified_ok"] | frames["clean_ok"]).all()  # whole interval within delta => output too
+    sweep = pd.read_csv(out / "sweep.csv")
+    med = sweep[(sweep["aggregate"] == "median") & (sweep["delta_deg"] == 2.0)].sort_values("ph")
+    assert np.all(np.diff(med["certified_acc"].to_numpy()) <= 1e-12)  # bigger patch, never more certified
+    assert np.all(np.diff(med["k_max"].to_numpy()) >= 0)
+    assert len(pd.read_csv(out / "attacks.csv")) == 12
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--patch", "0x3"], "patch"),
+    (["--delta", "-1"], "--delta"),
+    (["--aggregate", "mean"], "--aggregate"),
+    (["--attack", "-2"], "--attack"),
+])
+def test_cli_certify_bad_input_is_one_line(runs: tuple[Path, Path], capsys: pytest.CaptureFixture,
+                                           argv: list[str], needle: str) -> None:
+    rc = main(["certify", "--model", str(runs[0]), "--frames", "8", *argv])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and needle in err and len(err.splitlines()) == 1
+
+
+def test_cli_certify_refuses_a_model_without_votes(runs: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
+    assert main(["certify", "--model", str(runs[1]), "--frames", "8"]) == 2
+    assert "PatchVote" in capsys.readouterr().err
