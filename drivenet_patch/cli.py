@@ -161,6 +161,22 @@ def cmd_bench_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_defense(args: argparse.Namespace) -> int:
+    from defenses.bench import bench_defense
+    from drivenet_patch.bench import format_table
+
+    model, name = None, "untrained patchvote (seed 0)"
+    if args.model:
+        from attacks.cli import _load_model
+
+        model, name = _load_model(args.model, args.device), str(args.model)
+        if not hasattr(model, "votes"):
+            raise PDNError(f"--model: {args.model} is not a PatchVote model")
+    result = {"model": name, **bench_defense(model, device=args.device, art=not args.no_art)}
+    _emit(result, args.json, format_table(result))
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 def _json(c: argparse.ArgumentParser) -> None:
     c.add_argument("--json", action="store_true", help="print one JSON object")
@@ -270,6 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--model", help="trained run folder (default: an untrained PilotNet; timings only)")
     c.add_argument("--steps", type=_positive_int, default=40, help="optimiser steps of each attack (default 40)")
     c.add_argument("--batch", type=_positive_int, default=16, help="frames per step (default 16)")
+    _device_and_json(c)
+    c = command(bench, "defense", "PatchVote vs PilotNet vs ART derandomized smoothing images/s; certify frames/s",
+                cmd_bench_defense)
+    c.add_argument("--model", help="PatchVote run folder (default: an untrained PatchVote; speed is the same)")
+    c.add_argument("--no-art", action="store_true", help="skip the (slow) ART derandomized smoothing measurement")
     _device_and_json(c)
     return p
 

@@ -115,3 +115,13 @@ def test_cli_certify_bad_input_is_one_line(runs: tuple[Path, Path], capsys: pyte
 def test_cli_certify_refuses_a_model_without_votes(runs: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
     assert main(["certify", "--model", str(runs[1]), "--frames", "8"]) == 2
     assert "PatchVote" in capsys.readouterr().err
+
+
+def test_bench_defense_reports_both_models_and_certify_rate() -> None:
+    from defenses.bench import bench_defense
+
+    r = bench_defense(tiny(), batch=4, repeats=1, cert_frames=2000, art=False)
+    for key in ("patchvote_img_s", "pilotnet_img_s", "certify_frames_s"):
+        assert np.isfinite(r[key]) and r[key] > 0
+    assert r["patchvote_over_pilotnet"] == pytest.approx(r["patchvote_img_s"] / r["pilotnet_img_s"], rel=1e-2)
+    assert r["art_ds_img_s"] is None
