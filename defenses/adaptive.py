@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -130,4 +131,51 @@ def count_violations(model: torch.nn.Module, x: torch.Tensor, runs: AttackRuns, 
     return int(bad.sum()), cert
 
 
-__all__ = ["OBJECTIVES", "AttackRuns", "count_violations", "draw_runs", "patch_pgd"]
+def footprint_touch(layout: Any, mask: torch.Tensor) -> torch.Tensor:
+    """Regions each frame's changed pixels touch: (B, N) bool from a (B, H, W) bool mask."""
+    rows = []
+    for (y0, x0, y1, x1) in layout.boxes():
+        rows.append(mask[:, y0:y1, x0:x1].flatten(1).any(dim=1))
+    return torch.stack(rows, dim=1)
+
+
+@torch.no_grad()
+def sticker_violations(model: torch.nn.Module, clean: torch.Tensor, attacked: torch.Tensor, mask: torch.Tensor,
+                       method: str | None = None, tol: float = 1e-4) -> dict[str, Any]:
+    """Check a physical sticker against the certificate of its own footprint, frame by frame.
+
+    The certificate for the exact set of regions the sticker's pixels touch (any values there) is
+    computed from the clean frame's votes; the attacked frame's output must lie inside it.
+
+    Args:
+        model: a PatchVote.
+        clean, attacked: (B, 3, H, W) the frames without and with the sticker.
+        mask: (B, H, W) bool, the sticker's pixels (every pixel that differs must be inside).
+
+    Returns:
+        ``violations``, ``frames``, ``certified`` (frames with a finite interval), ``mean_shift_deg``,
+        ``max_touched`` (regions), ``outside_mask_changed`` (pixels that changed outside the mask:
+        must be 0, or the check is not about this sticker).
+    """
+    model.eval()
+    outside = int(((clean != attacked).any(dim=1) & ~mask).sum())
+    v = model.votes(clean)
+    touched = footprint_touch(model.layout, mask)  # (B, N)
+    out = model(attacked)
+    lo = torch.empty(len(v))
+    hi = torch.empty(len(v))
+    ok = torch.zeros(len(v), dtype=torch.bool)
+    for row in torch.unique(touched, dim=0):  # frames with the same touched set share one certificate call
+        sel = (touched == row).all(dim=1)
+        cert = certify_votes(v[sel], row[None], model.valid, method or model.aggregate_name, trim=model.trim,
+                             bin_deg=model.bin_deg, tau_deg=model.tau_deg)
+        lo[sel], hi[sel], ok[sel] = cert.lo.cpu().float(), cert.hi.cpu().float(), cert.certified.cpu()
+    o = out.cpu()
+    bad = ok & ((o < lo - tol) | (o > hi + tol))
+    return {"violations": int(bad.sum()), "frames": len(v), "certified": int(ok.sum()),
+            "mean_shift_deg": float((o - model(clean).cpu()).abs().mean()),
+            "max_touched": int(touched.sum(dim=1).max()), "outside_mask_changed": outside}
+
+
+__all__ = ["OBJECTIVES", "AttackRuns", "count_violations", "draw_runs", "footprint_touch", "patch_pgd",
+           "sticker_violations"]

@@ -40,6 +40,8 @@ def add_certify_command(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--sweep", action="store_true", help="also tabulate patch sizes x tolerances (sweep.csv)")
     c.add_argument("--attack", type=int, default=0, help="adaptive attack runs (PGD patches at random positions, "
                    "aimed at the aggregate and at the votes); reports violations")
+    c.add_argument("--sticker", type=Path, help="attack folder (pdn attack): composite its sticker into held-out "
+                   "world approach scenes and check each output against the certificate of the sticker's footprint")
     c.add_argument("--attack-steps", type=_positive_int, default=20, help="PGD steps per attack run (default 20)")
     c.add_argument("--batch", type=_positive_int, default=256, help="frames per forward pass (default 256)")
     c.add_argument("--seed", type=int, default=0, help="seed of --world frames and of the attacks")
@@ -191,6 +193,8 @@ def cmd_certify(args: argparse.Namespace) -> int:
             result["sweep_rows"] = len(sweep)
         if args.attack:
             result.update(_adaptive(model, dataset, labels, patch, method, args, out_dir, limit))
+        if args.sticker:
+            result.update(_sticker_check(model, method, args))
     write_json(out_dir / "certify.json", result)
     result["out"] = str(out_dir)
     text = (f"{result['n']} frames, patch {patch[0]}x{patch[1]} px (touches <= {k} of {model.n_regions} regions), "
@@ -198,6 +202,8 @@ def cmd_certify(args: argparse.Namespace) -> int:
             f"(clean {100 * result['clean_acc']:.1f}%, MAE {result['mae_deg']:.3f} deg, median half-width "
             f"{result['median_halfwidth_deg']:.2f} deg)"
             + (f"; {result['attack_runs']} adaptive attacks, {result['violations']} violations" if args.attack else "")
+            + (f"; sticker on {result['sticker_frames']} frames: {result['sticker_violations']} violations, "
+               f"mean shift {result['sticker_mean_shift_deg']:.2f} deg" if args.sticker else "")
             + f"; written to {out_dir}")
     _emit(result, args.json, text)
     return 0
@@ -232,6 +238,32 @@ def _adaptive(model: Any, dataset: Any, labels: Any, patch: tuple[int, int], met
     moved = (table["attacked_deg"] - table["clean_deg"]).abs()
     return {"attack_runs": len(table), "violations": int(violations), "attack_steps": int(args.attack_steps),
             "attack_mean_shift_deg": float(moved.mean()), "attack_max_shift_deg": float(moved.max())}
+
+
+def _sticker_check(model: Any, method: str, args: argparse.Namespace) -> dict[str, Any]:
+    """``--sticker ATK``: the attack folder's sticker on held-out approach scenes, against its footprint's certificate."""
+    from dataclasses import replace
+
+    import numpy as np
+    import torch
+
+    from attacks.cli import EVAL_SEED_BASE, STICKER_S_M, _camera, _read_attack, _roads
+    from attacks.placement import ApproachConfig, world_scenes
+    from defenses.adaptive import sticker_violations
+    from drivenet_patch.world.render import Renderer
+
+    texture, placement, meta = _read_attack(args.sticker)
+    if meta.get("mode") == "dirt":
+        raise PDNError("--sticker: dirt-mode stickers are not supported here yet")
+    distance = tuple(meta.get("distance_m") or (5.0, 20.0))
+    scenes = world_scenes(Renderer(_camera(model), device=args.device),
+                          _roads(EVAL_SEED_BASE, args.seed, 4, STICKER_S_M + 40.0), replace(placement, s=STICKER_S_M),
+                          ApproachConfig(poses_per_road=32, distance_m=distance),
+                          np.random.default_rng([int(args.seed), EVAL_SEED_BASE]))
+    with torch.no_grad():
+        attacked = scenes.apply(texture.to(scenes.device))
+    r = sticker_violations(model, scenes.background, attacked, scenes.mask.expand(len(scenes), -1, -1), method)
+    return {f"sticker_{k}": v for k, v in r.items()} | {"sticker": str(args.sticker)}
 
 
 __all__ = ["SWEEP_DELTAS_DEG", "SWEEP_PATCHES", "add_certify_command", "collect_votes", "parse_delta", "summarize"]

@@ -125,3 +125,23 @@ def test_bench_defense_reports_both_models_and_certify_rate() -> None:
         assert np.isfinite(r[key]) and r[key] > 0
     assert r["patchvote_over_pilotnet"] == pytest.approx(r["patchvote_img_s"] / r["pilotnet_img_s"], rel=1e-2)
     assert r["art_ds_img_s"] is None
+
+
+def test_sticker_footprint_certificate_holds_for_world_stickers() -> None:
+    from attacks.placement import ApproachConfig, world_scenes
+    from defenses.adaptive import footprint_touch, sticker_violations
+    from drivenet_patch.world import Camera, Renderer, Road, StickerPlacement
+
+    model = tiny()
+    # footprint_touch: one pixel touches exactly the regions whose box holds it
+    mask = torch.zeros(1, 66, 200, dtype=torch.bool)
+    mask[0, 30, 45] = True
+    expect = [y0 <= 30 < y1 and x0 <= 45 < x1 for (y0, x0, y1, x1) in model.layout.boxes()]
+    assert footprint_touch(model.layout, mask)[0].tolist() == expect
+    scenes = world_scenes(Renderer(Camera(height=66, width=200)), Road.straight(120.0), StickerPlacement(s=40.0),
+                          ApproachConfig(poses_per_road=12, distance_m=(5.0, 10.0)), np.random.default_rng(0))
+    for seed in range(3):
+        tex = torch.rand(3, 8, 14, generator=torch.Generator().manual_seed(seed))
+        r = sticker_violations(model, scenes.background, scenes.apply(tex), scenes.mask.expand(len(scenes), -1, -1))
+        assert r["violations"] == 0 and r["outside_mask_changed"] == 0 and r["frames"] == len(scenes)
+        assert r["certified"] > 0 and r["mean_shift_deg"] > 0
