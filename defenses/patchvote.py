@@ -134,6 +134,21 @@ class PatchVote(SteeringModel):
         self.register_buffer("rows", rows[active], persistent=False)  # (Na, rh, 1)
         self.register_buffer("cols", cols[active], persistent=False)  # (Na, 1, rw)
 
+        # The first convolution (stride 2, unpadded) can run once on the whole frame when every
+        # region starts on an even row and column: feature (i, j) of a region's crop is then feature
+        # (y0 / 2 + i, x0 / 2 + j) of the frame, computed from the same pixels, all inside the region,
+        # so each vote still depends on its region alone. Overlapping regions no longer repeat that
+        # layer's work (default bands overlap by half: 40% fewer first-layer activations).
+        _, s1 = CROP_CONVS[0]
+        f1h, f1w = conv_output_size(rh, CROP_CONVS[:1]), conv_output_size(rw, CROP_CONVS[:1])
+        self.shared_first = all(v % s1 == 0 for v in (*self.layout.ys, *self.layout.xs))
+        ys1 = torch.tensor([y // s1 for y in self.layout.ys])
+        xs1 = torch.tensor([x // s1 for x in self.layout.xs])
+        rows1 = (ys1.repeat_interleave(len(xs1))[:, None] + torch.arange(f1h)[None, :])[:, :, None]  # (N, f1h, 1)
+        cols1 = (xs1.repeat(len(ys1))[:, None] + torch.arange(f1w)[None, :])[:, None, :]  # (N, 1, f1w)
+        self.register_buffer("rows1", rows1[active], persistent=False)
+        self.register_buffer("cols1", cols1[active], persistent=False)
+
         self.norm = ColorNorm.pilotnet_yuv()
         stages, c_in = [], 3
         for c_out, (k, s) in zip(channels, CROP_CONVS, strict=True):
@@ -180,7 +195,15 @@ class PatchVote(SteeringModel):
         """
         self.check_input(x)
         b, na = x.shape[0], self.active.numel()
-        f = self.trunk(self.features(self.crops(self.norm(x)))).view(b, na, -1)  # (B, Na, F); norm is per pixel
+        z = self.norm(x)  # per pixel
+        if self.shared_first:
+            f1 = self.features[0](z.contiguous(memory_format=torch.channels_last))  # (B, C1, H1, W1)
+            c1 = f1.permute(0, 2, 3, 1)[:, self.rows1, self.cols1]  # (B, Na, f1h, f1w, C1), a copy
+            c1 = c1.reshape(b * na, *c1.shape[2:]).permute(0, 3, 1, 2)
+            feats = self.features[1:](c1)
+        else:
+            feats = self.features(self.crops(z))
+        f = self.trunk(feats).view(b, na, -1)  # (B, Na, F)
         w = self.head_weight[self.active]  # (Na, F)
         v = ((f * w).sum(2) + self.head_bias[self.active]) * self.out_scale  # (B, Na)
         if na != self.n_regions:

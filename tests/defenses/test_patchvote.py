@@ -155,3 +155,19 @@ def test_training_loss_teaches_every_region(loss_name: str) -> None:
     assert err < 2.0  # degrees, labels span -6..6
     with pytest.raises(PDNError, match="loss must be one of"):
         model.training_loss(x0, y0, "l1")
+
+
+def test_shared_first_layer_equals_the_per_crop_network() -> None:
+    """Default bands start on even pixels: the first conv runs once per frame, with the same votes."""
+    from drivenet_patch.models import create_model
+
+    model = create_model("patchvote", generator=torch.Generator().manual_seed(0)).eval()
+    assert model.shared_first
+    x = torch.rand(3, 3, 66, 200, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        shared = model.votes(x)
+        model.shared_first = False
+        per_crop = model.votes(x)
+    torch.testing.assert_close(shared, per_crop, rtol=1e-5, atol=1e-5)
+    odd = create_model("patchvote", generator=torch.Generator().manual_seed(0), layout="grid")  # rows start at 33
+    assert not odd.shared_first
