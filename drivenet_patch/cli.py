@@ -266,9 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_saliency_command(sub)
     from attacks.cli import add_attack_commands
     from defenses.cli import add_certify_command
+    from drivenet_patch.report_cli import add_report_command
 
     add_attack_commands(sub)
     add_certify_command(sub)
+    add_report_command(sub)
 
     bench = group("bench", "benchmarks (ratios measured side by side in one process)")
     c = command(bench, "world", "frames per second of batched world rendering", cmd_bench_world)
