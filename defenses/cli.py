@@ -34,6 +34,9 @@ def add_certify_command(sub: argparse._SubParsersAction) -> None:
                    "--data uses the first this many (default all)")
     c.add_argument("--patch", default="2%", help="patch HxW pixels at the model input, or a share of its area "
                    "(default 2%%)")
+    c.add_argument("--camera-patch", action="store_true",
+                   help="--patch is in camera pixels (a share: of the camera image); it is mapped through the "
+                        "dataset's crop and resize to the largest patch it can become at the model input")
     c.add_argument("--aggregate", help="median | trimmed | vote | reject (default: the model's)")
     c.add_argument("--delta", default="10%", help="tolerance in degrees, or a share of the labels' range "
                    "(max - min) such as 10%% (default)")
@@ -151,7 +154,6 @@ def cmd_certify(args: argparse.Namespace) -> int:
     if not hasattr(model, "votes") or not hasattr(model, "layout"):
         raise PDNError(f"--model: {run} holds a {model.name} model; pdn certify needs a PatchVote model "
                        "(pdn train --model patchvote)")
-    patch = parse_patch(args.patch, model.input_size)
     method = args.aggregate or model.aggregate_name
     out_dir = args.out or run / "certify"
     with tempfile.TemporaryDirectory() as tmp:
@@ -161,6 +163,14 @@ def cmd_certify(args: argparse.Namespace) -> int:
         else:
             dataset = _world_dataset(model, args.frames or 1000, args.seed, Path(tmp) / "world")
             limit = None
+        if args.camera_patch:
+            from defenses.regions import camera_patch_to_model
+
+            cam = (dataset.camera.height, dataset.camera.width)
+            camera_patch = parse_patch(args.patch, cam)
+            patch = camera_patch_to_model(camera_patch, dataset.crop, cam)
+        else:
+            camera_patch, patch = None, parse_patch(args.patch, model.input_size)
         votes, labels = collect_votes(model, dataset, args.batch, args.device, limit, _progress(args))
         delta = parse_delta(args.delta, labels)
         valid = model.valid.cpu()
@@ -174,12 +184,14 @@ def cmd_certify(args: argparse.Namespace) -> int:
         cert, k = certify(patch, method)
         metrics, frames = summarize(cert, labels, delta, k, model.n_regions)
         result: dict[str, Any] = {**metrics, "patch": list(patch), "patch_spec": args.patch, "aggregate": method,
+                                  "camera_patch": None if camera_patch is None else list(camera_patch),
                                   "model": str(run), "source": "data" if args.data else "world",
                                   "label_range_deg": [float(labels.min()), float(labels.max())]}
         write_csv(out_dir / "certify_frames.csv", frames, float_format="%.6g")
         if args.sweep:
             rows = []
-            specs = list(dict.fromkeys([*SWEEP_PATCHES, args.patch]))
+            own = f"{patch[0]}x{patch[1]}" if camera_patch is not None else args.patch  # sweep is in model pixels
+            specs = list(dict.fromkeys([*SWEEP_PATCHES, own]))
             deltas = sorted({*SWEEP_DELTAS_DEG, round(delta, 6)})
             for spec in specs:
                 p = parse_patch(spec, model.input_size)

@@ -146,3 +146,32 @@ def test_sticker_footprint_certificate_holds_for_world_stickers() -> None:
         r = sticker_violations(model, scenes.background, scenes.apply(tex), scenes.mask.expand(len(scenes), -1, -1))
         assert r["violations"] == 0 and r["outside_mask_changed"] == 0 and r["frames"] == len(scenes)
         assert r["certified"] > 0 and r["mean_shift_deg"] > 0
+
+
+def test_cli_certify_maps_a_camera_patch_through_the_crop(runs: tuple[Path, Path], tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    import cv2
+
+    from defenses.regions import camera_patch_to_model
+    from drivenet_patch.data import open_dataset
+
+    root = tmp_path / "sim"
+    (root / "IMG").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    lines = []
+    for i, s in enumerate((0.1, -0.2, 0.0, 0.3)):
+        names = []
+        for cam in ("center", "left", "right"):
+            name = f"IMG/{cam}_{i:03d}.jpg"
+            cv2.imwrite(str(root / name), rng.integers(0, 255, (160, 320, 3), dtype=np.uint8))
+            names.append(name)
+        lines.append(", ".join([*names, str(s), "0.5", "0", "30.19"]))
+    (root / "driving_log.csv").write_text("\n".join(lines) + "\n")
+    ds = open_dataset(root, size=(66, 200))
+    expect = camera_patch_to_model((16, 16), ds.crop, (ds.camera.height, ds.camera.width))
+    rc = main(["certify", "--model", str(runs[0]), "--data", str(root), "--patch", "16x16", "--camera-patch",
+               "--sweep", "--out", str(tmp_path / "c"), "--json"])
+    assert rc == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["camera_patch"] == [16, 16] and tuple(r["patch"]) == tuple(expect) and r["n"] == 4
+    assert tuple(expect) != (16, 16)  # the resize changes the patch's size at the model input
