@@ -16,7 +16,6 @@ import statistics
 import time
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -31,16 +30,13 @@ def bench_attack(model: nn.Module, steps: int = 40, batch: int = 16, lr: float =
         ``ours_s_per_step``, ``art_s_per_step``, ``speedup`` (ART / ours), ``ours_dev_deg``,
         ``art_dev_deg``, and the settings (``steps``, ``batch``, ``frames``, ``art_patch_px``).
     """
-    from attacks.cli import ATTACK_SEED_BASE, _camera, _roads, _world_placement
+    from attacks.cli import ATTACK_SEED_BASE, _world_placement, approach_scenes
     from attacks.digital import art_patch_attack
-    from attacks.placement import ApproachConfig, world_scenes
+    from attacks.placement import ApproachConfig
     from attacks.sticker import StickerConfig, optimize_sticker
-    from drivenet_patch.world.render import Renderer
 
-    placement = _world_placement("road", (3.5, 2.0))
-    renderer = Renderer(_camera(model), device=device)
-    scenes = world_scenes(renderer, _roads(ATTACK_SEED_BASE, seed, roads, placement.s + 40.0), placement,
-                          ApproachConfig(poses_per_road=poses), np.random.default_rng([seed, 7]))
+    scenes = approach_scenes(model, _world_placement("road", (3.5, 2.0)), ApproachConfig().distance_m, roads, poses,
+                             seed, ATTACK_SEED_BASE, device, rng_key=7)
     x = scenes.background
     model.eval()
     # Ours: the full step (EOT draw, compositing through the UV maps, forward, backward, Adam).

@@ -163,22 +163,28 @@ def _world_placement(kind: str, size: tuple[float, float], lateral_m: float = 0.
     raise PDNError(f"--place must be road or billboard, got {kind!r}")
 
 
-def world_scene_sets(model: Any, placement: Any, distance: tuple[float, float], roads: int, poses: int,
-                     seed: int, bases: tuple[int, int], device: str) -> tuple[Any, Any]:
-    """Approach scenes on two disjoint sets of roads (``bases``: seed bases of each set)."""
+def approach_scenes(model: Any, placement: Any, distance: tuple[float, float], roads: int, poses: int, seed: int,
+                    base: int, device: str, rng_key: int | None = None) -> Any:
+    """World approach scenes for ``model``'s camera: the sticker at ``STICKER_S_M`` on ``roads`` roads of
+    seed base ``base`` (see :func:`_roads`), ``poses`` poses each at camera distances ``distance``;
+    poses and lighting from ``numpy.random.default_rng([seed, rng_key])`` (``rng_key`` defaults to ``base``)."""
+    from dataclasses import replace
+
     import numpy as np
 
     from attacks.placement import ApproachConfig, world_scenes
     from drivenet_patch.world.render import Renderer
 
-    renderer = Renderer(_camera(model), device=device)
-    cfg = ApproachConfig(poses_per_road=poses, distance_m=distance)
-    length = placement.s + 40.0
-    first = world_scenes(renderer, _roads(bases[0], seed, roads, length), placement, cfg,
-                         np.random.default_rng([int(seed), bases[0]]))
-    n2 = max(1, roads // 2)
-    second = world_scenes(renderer, _roads(bases[1], seed, n2, length), placement, cfg,
-                          np.random.default_rng([int(seed), bases[1]]))
+    return world_scenes(Renderer(_camera(model), device=device), _roads(base, seed, roads, STICKER_S_M + 40.0),
+                        replace(placement, s=STICKER_S_M), ApproachConfig(poses_per_road=poses, distance_m=distance),
+                        np.random.default_rng([int(seed), base if rng_key is None else rng_key]))
+
+
+def world_scene_sets(model: Any, placement: Any, distance: tuple[float, float], roads: int, poses: int,
+                     seed: int, bases: tuple[int, int], device: str) -> tuple[Any, Any]:
+    """Approach scenes on two disjoint sets of roads (``bases``: seed bases of each set; the second has half as many)."""
+    first = approach_scenes(model, placement, distance, roads, poses, seed, bases[0], device)
+    second = approach_scenes(model, placement, distance, max(1, roads // 2), poses, seed, bases[1], device)
     return first, second
 
 
@@ -388,18 +394,8 @@ def cmd_attack_eval(args: argparse.Namespace) -> int:
         scenes = frame_scene_set(model, args.data, args.format, args.frames, distance, size, args.device, 1,
                                  float(meta.get("lateral_m", 0.0)))
     else:
-        from dataclasses import replace
-
-        import numpy as np
-
-        from attacks.placement import ApproachConfig, world_scenes
-        from drivenet_patch.world.render import Renderer
-
-        placement_here = replace(placement, s=STICKER_S_M)
-        renderer = Renderer(_camera(model), device=args.device)
-        scenes = world_scenes(renderer, _roads(EVAL_SEED_BASE, args.seed, args.roads, STICKER_S_M + 40.0),
-                              placement_here, ApproachConfig(poses_per_road=args.poses, distance_m=distance),
-                              np.random.default_rng([int(args.seed), EVAL_SEED_BASE]))
+        scenes = approach_scenes(model, placement, distance, args.roads, args.poses, args.seed, EVAL_SEED_BASE,
+                                 args.device)
     results: dict[str, dict[str, Any]] = {}
     frames_tables, approach_tables = [], []
     clean = None

@@ -173,7 +173,7 @@ def sticker_violations(model: torch.nn.Module, clean: torch.Tensor, attacked: to
     o = out.cpu()
     bad = ok & ((o < lo - tol) | (o > hi + tol))
     return {"violations": int(bad.sum()), "frames": len(v), "certified": int(ok.sum()),
-            "mean_shift_deg": float((o - model(clean).cpu()).abs().mean()),
+            "mean_shift_deg": float((o - model.aggregate_votes(v).cpu()).abs().mean()),
             "max_touched": int(touched.sum(dim=1).max()), "outside_mask_changed": outside}
 
 

@@ -135,22 +135,20 @@ def cmd_certify(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
+    from attacks.cli import _load_model
     from defenses.aggregate import METHODS
     from defenses.certify import certify_votes
     from defenses.regions import k_max, parse_patch, touch_matrix
     from drivenet_patch.cli import _emit, _progress
     from drivenet_patch.data import open_dataset
-    from drivenet_patch.drive_cli import load_model
     from drivenet_patch.io import write_csv, write_json
 
     run = Path(args.model)
-    if not run.exists():
-        raise PDNError(f"--model: {run} does not exist")
     if args.aggregate is not None and args.aggregate not in METHODS:
         raise PDNError(f"--aggregate must be one of {', '.join(METHODS)}, got {args.aggregate!r}")
     if args.attack < 0:
         raise PDNError(f"--attack must be >= 0 runs, got {args.attack}")
-    model = load_model(run, args.device)
+    model = _load_model(args.model, args.device)
     if not hasattr(model, "votes") or not hasattr(model, "layout"):
         raise PDNError(f"--model: {run} holds a {model.name} model; pdn certify needs a PatchVote model "
                        "(pdn train --model patchvote)")
@@ -254,24 +252,16 @@ def _adaptive(model: Any, dataset: Any, labels: Any, patch: tuple[int, int], met
 
 def _sticker_check(model: Any, method: str, args: argparse.Namespace) -> dict[str, Any]:
     """``--sticker ATK``: the attack folder's sticker on held-out approach scenes, against its footprint's certificate."""
-    from dataclasses import replace
-
-    import numpy as np
     import torch
 
-    from attacks.cli import EVAL_SEED_BASE, STICKER_S_M, _camera, _read_attack, _roads
-    from attacks.placement import ApproachConfig, world_scenes
+    from attacks.cli import EVAL_SEED_BASE, _read_attack, approach_scenes
     from defenses.adaptive import sticker_violations
-    from drivenet_patch.world.render import Renderer
 
     texture, placement, meta = _read_attack(args.sticker)
     if meta.get("mode") == "dirt":
         raise PDNError("--sticker: dirt-mode stickers are not supported here yet")
     distance = tuple(meta.get("distance_m") or (5.0, 20.0))
-    scenes = world_scenes(Renderer(_camera(model), device=args.device),
-                          _roads(EVAL_SEED_BASE, args.seed, 4, STICKER_S_M + 40.0), replace(placement, s=STICKER_S_M),
-                          ApproachConfig(poses_per_road=32, distance_m=distance),
-                          np.random.default_rng([int(args.seed), EVAL_SEED_BASE]))
+    scenes = approach_scenes(model, placement, distance, 4, 32, args.seed, EVAL_SEED_BASE, args.device)
     with torch.no_grad():
         attacked = scenes.apply(texture.to(scenes.device))
     r = sticker_violations(model, scenes.background, attacked, scenes.mask.expand(len(scenes), -1, -1), method)

@@ -36,13 +36,7 @@ def best_rates(fns: dict[str, Callable[[], Any]], items: dict[str, int], repeats
 
 def best_rate(fn: Callable[[], Any], items: int, repeats: int = 3) -> float:
     """Items per second of ``fn`` (best of ``repeats`` runs, after one warm-up call)."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return items / best
+    return best_rates({"fn": fn}, {"fn": items}, repeats)["fn"]
 
 
 def machine() -> dict[str, Any]:
