@@ -101,13 +101,15 @@ class PathGuard:
     def check(self, path: Path | str, where: str) -> str:
         """Return ``path`` as a string, or raise when it leaves the dataset folder."""
         text = os.fspath(path)
+        if "\x00" in text:
+            raise PDNError(f"{where}: path {text!r} contains a NUL character")
         if self.allow_outside:
             return text
         real = os.path.realpath(text)
         if real != self._real_root and not real.startswith(self._prefix):
             raise PDNError(
                 f"{where}: path {text!r} leaves the dataset folder {self.root} "
-                "(pass allow_outside=True to permit it)"
+                "(pass --allow-outside-paths, or allow_outside=True in Python, to permit it)"
             )
         return text
 

@@ -83,6 +83,13 @@ class DriveDataset:
     def __init__(self, root: str | Path, labels: pd.DataFrame, camera: Camera, crop: CropResize) -> None:
         self.root = Path(root)
         self.labels = labels.reset_index(drop=True)
+        steer = pd.to_numeric(self.labels["steering_deg"], errors="coerce").to_numpy(np.float64)
+        bad = np.flatnonzero(~np.isfinite(steer))
+        if len(bad):  # e.g. a finite raw value divided by a tiny steering ratio
+            i = int(bad[0])
+            where = (f"{self.labels.at[i, 'source_file']}: row {self.labels.at[i, 'source_row']}"
+                     if {"source_file", "source_row"} <= set(self.labels.columns) else f"{self.root}: frame {i}")
+            raise PDNError(f"{where}: steering label {steer[i]} deg is not a finite number (check the unit options)")
         self.camera = camera
         self.crop = crop
         self.size = crop.size

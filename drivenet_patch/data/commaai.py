@@ -223,6 +223,8 @@ def _camera_shape(h5py: Any, path: Path) -> tuple[int, tuple[int, int]]:
             raise PDNError(f"{path}: no dataset 'X' (expected camera frames uint8 (N, 3, H, W))")
         if x.ndim != 4 or x.shape[1] != 3 or x.dtype != np.uint8:
             raise PDNError(f"{path}: 'X' is {x.dtype} {x.shape}, expected uint8 (N, 3, H, W)")
+        if x.shape[2] < 2 or x.shape[3] < 2:
+            raise PDNError(f"{path}: 'X' holds {x.shape[2]}x{x.shape[3]} frames, too small for a camera image")
         return int(x.shape[0]), (int(x.shape[2]), int(x.shape[3]))
 
 

@@ -111,6 +111,7 @@ def open_dataset(
         raise PDNError(f"unknown dataset format {format!r}; valid formats: auto, {_valid()}")
     p = Path(path)
     if cls is SynthDataset:
+        options.pop("allow_outside", None)  # a synth dataset names no files, so nothing can leave it
         if options:
             raise PDNError(f"format 'synth' takes no options, got {', '.join(sorted(options))}")
         ds = SynthDataset(p.parent if p.is_file() else p)

@@ -8,6 +8,7 @@ A synth dataset folder holds ``images.npy`` (uint8 N x H x W x 3, opened memory-
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -28,21 +29,21 @@ class SynthDataset(DriveDataset):
         for name in ("images.npy", "labels.csv", "meta.json"):
             if not (root / name).is_file():
                 raise PDNError(f"{root / name}: missing (a synth dataset needs images.npy, labels.csv, meta.json)")
-        try:
-            meta = json.loads((root / "meta.json").read_text())
-            cam = Camera(**meta["camera"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise PDNError(f"{root / 'meta.json'}: not a valid synth meta file ({exc})") from None
+        meta, cam = _read_meta(root / "meta.json")
         try:
             images = np.load(root / "images.npy", mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, EOFError) as exc:
             raise PDNError(f"{root / 'images.npy'}: cannot read ({exc})") from None
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise PDNError(f"{root / 'images.npy'}: expected uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+        if len(images) == 0:
+            raise PDNError(f"{root / 'images.npy'}: no frames (the dataset is empty)")
+        if min(images.shape[1:3]) < 8:
+            raise PDNError(f"{root / 'images.npy'}: frames of {images.shape[1]}x{images.shape[2]} are smaller than 8x8")
         try:
             labels = pd.read_csv(root / "labels.csv")
-        except (ValueError, pd.errors.ParserError) as exc:
-            raise PDNError(f"{root / 'labels.csv'}: cannot parse ({exc})") from None
+        except (ValueError, OSError, pd.errors.ParserError) as exc:  # EmptyDataError, UnicodeDecodeError: ValueError
+            raise PDNError(f"{root / 'labels.csv'}: cannot parse ({_first_line(exc)})") from None
         if "steering_deg" not in labels.columns:
             raise PDNError(f"{root / 'labels.csv'}: no steering_deg column")
         if len(labels) != len(images):
@@ -51,6 +52,7 @@ class SynthDataset(DriveDataset):
         bad = np.flatnonzero(~np.isfinite(steer.to_numpy(dtype=np.float64)))
         if len(bad):
             raise PDNError(f"{root / 'labels.csv'}: row {int(bad[0]) + 2}: steering_deg is not a finite number")
+        labels["steering_deg"] = steer.astype(np.float64)
         self.meta = meta
         self.images = images
         super().__init__(root, labels, cam, CropResize(size=(int(images.shape[1]), int(images.shape[2]))))
@@ -62,3 +64,32 @@ class SynthDataset(DriveDataset):
         idx = np.asarray(indices, dtype=np.int64)
         return np.asarray(self.images[np.sort(idx)])[np.argsort(np.argsort(idx))] if len(idx) else self.images[:0].copy()
 
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _read_meta(path: Path) -> tuple[dict, Camera]:
+    """``meta.json`` as a dict and its source camera; a one-line PDNError naming the file otherwise."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise PDNError(f"{path}: not valid JSON ({_first_line(exc)})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("camera"), dict):
+        raise PDNError(f"{path}: not a valid synth meta file (expected an object with a 'camera' object)")
+    for key, value in meta["camera"].items():
+        integral = key in ("height", "width")
+        if isinstance(value, bool) or not isinstance(value, int if integral else (int, float)) or not math.isfinite(value):
+            kind = "an integer" if integral else "a finite number"
+            raise PDNError(f"{path}: not a valid synth meta file (camera.{key} must be {kind}, got {value!r})")
+    try:
+        cam = Camera(**meta["camera"])
+    except (TypeError, ValueError, PDNError) as exc:
+        raise PDNError(f"{path}: not a valid synth meta file (camera: {_first_line(exc)})") from None
+    drive = meta.get("drive")
+    if drive is not None:  # training reads the expert's lookahead from here
+        look = drive.get("lookahead_m") if isinstance(drive, dict) else None
+        if isinstance(look, bool) or not isinstance(look, (int, float)) or not (math.isfinite(look) and look > 0):
+            raise PDNError(f"{path}: drive.lookahead_m must be a positive number, got {look!r}")
+    return meta, cam
