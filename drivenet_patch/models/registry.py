@@ -36,7 +36,12 @@ class _Entry:
 _REGISTRY: dict[str, _Entry] = {}
 # ``defenses.patchvote`` registers "patchvote" (an import by name: drivenet_patch never imports
 # the defenses package at module level).
-_BUILTIN = ("drivenet_patch.models.pilotnet", "drivenet_patch.models.resnet", "defenses.patchvote")
+_BUILTIN = (
+    "drivenet_patch.models.pilotnet",
+    "drivenet_patch.models.resnet",
+    "drivenet_patch.models.patchdrive",
+    "defenses.patchvote",
+)
 
 
 def _ensure_builtin() -> None:

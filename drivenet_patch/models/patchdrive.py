@@ -1,0 +1,344 @@
+"""PatchDrive: look at the whole road coarsely, then at a few places sharply, and steer.
+
+A glimpse model in the line of Mnih et al. ("Recurrent Models of Visual Attention", NeurIPS
+2014) and Elsayed et al. ("Saccader", NeurIPS 2019), with the driving-specific idea that a
+steering network should attend to a few image regions (Kim & Canny, "Interpretable Learning for
+Self-Driving Cars by Visualizing Causal Attention", ICCV 2017). Unlike those, the glimpses here
+are all taken at once (no recurrence), so the whole model is one batched forward pass::
+
+    x (B, 3, H, W) in [0, 1] ── YUV norm ──┬── avg-pool /ds ── global CNN ── (B, C, gh, gw)  grid of cells
+                                           │                      │               │
+                                           │          1x1 conv: saliency logits   2x2/2 conv: global tokens
+                                           │                      │  (B, gh, gw)      (B, G, d)  + position
+                                           │     top-k cells (peak NMS) ─┐                 │ queries
+                                           └── crop k patches P x P ◄────┘                 ▼
+                                                 (B*k, 3, P, P) ── shared patch CNN ── patch tokens (B, k, d)
+                                                                        + cell embedding, x straight-through
+                                                                        weight ──► keys/values of multi-head
+                                                                                   attention ──► + residual
+                                                                                   ──► flatten ──► MLP ──► (B,)
+
+* **Grid.** The global CNN downsamples the low-resolution frame by 4, so one cell of the
+  saliency grid is ``cell = 4 * ds`` input pixels (16 at the default ``ds = 4``). A patch is
+  centred on its cell and clamped into the frame, so it always lies wholly inside it.
+* **Selection.** Hard top-k over the cells. With ``nms`` only local maxima of the saliency
+  map (3x3 cells) compete first, so the k patches spread out instead of stacking on one blob;
+  the rest fill in when there are fewer than k peaks. All of it is tensor ops on the batch.
+* **Straight-through weights.** The crops are discrete, so the saliency head gets its
+  gradient through the patch tokens: each is multiplied by ``w / stop_grad(w)`` (= 1 in value)
+  where ``w`` is the cell's softmax probability over the grid. A patch whose features helped
+  the loss pulls its cell's logit up (the straight-through estimator of Bengio et al. 2013).
+* **Cost.** At the default 160x320 with k = 8 patches of 32x32: 32.5 M multiply-accumulates
+  counted by :func:`~drivenet_patch.models.base.count_macs` (convolutions and linear layers:
+  global CNN 15.9 M, patch CNN 8 x 1.86 M, tokens and head 1.6 M) plus 0.5 M in the
+  attention's own projections (:func:`patchdrive_macs`): 33.0 M, 1.23x PilotNet's 26.9 M at
+  66x200 and 0.23x its 144 M at 160x320. 565,480 parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from drivenet_patch.errors import PDNError
+from drivenet_patch.models.base import ColorNorm, SteeringModel, count_macs
+from drivenet_patch.models.registry import register_model
+
+GLOBAL_STRIDE = 4  # the global CNN's downsampling of the low-resolution frame
+
+
+class PatchDriveOutput(NamedTuple):
+    """Everything one forward pass decides.
+
+    Attributes:
+        steering: (B,) road-wheel degrees, positive = left.
+        saliency: (B, gh, gw) saliency logits over the grid cells.
+        index: (B, k) flat indices ``row * gw + col`` of the selected cells, most salient first.
+        corners: (B, k, 2) integer ``(y0, x0)`` top-left input pixel of each selected patch.
+    """
+
+    steering: torch.Tensor
+    saliency: torch.Tensor
+    index: torch.Tensor
+    corners: torch.Tensor
+
+
+# ---------------------------------------------------------------------------- functional core
+def select_cells(logits: torch.Tensor, k: int, nms: bool = True) -> torch.Tensor:
+    """Indices of the k most salient cells of each map.
+
+    Args:
+        logits: (B, gh, gw) saliency logits.
+        k: cells to select (at most ``gh * gw``).
+        nms: prefer local maxima (3x3 neighbourhood): a cell that has a strictly larger
+            neighbour is ranked after every peak (its order among non-peaks is kept).
+
+    Returns:
+        (B, k) long flat indices ``row * gw + col``, in decreasing order of preference.
+    """
+    s = logits.detach()
+    if nms:
+        peak = s == F.max_pool2d(s[:, None], 3, stride=1, padding=1)[:, 0]  # (B, gh, gw)
+        span = (s.amax(dim=(1, 2), keepdim=True) - s.amin(dim=(1, 2), keepdim=True)).clamp_min(1.0)
+        s = torch.where(peak, s, s - 2.0 * span - 1.0)  # every non-peak ranks below every peak
+    return s.flatten(1).topk(k, dim=1).indices
+
+
+def cell_corners(index: torch.Tensor, grid_w: int, cell: int, patch: int, size: tuple[int, int]) -> torch.Tensor:
+    """Top-left input pixels of patches centred on the given cells, clamped into the frame.
+
+    Args:
+        index: (B, k) flat cell indices.
+        grid_w: cells per row.
+        cell: cell side in input pixels.
+        patch: patch side in input pixels.
+        size: input ``(H, W)``.
+
+    Returns:
+        (B, k, 2) long ``(y0, x0)`` with ``0 <= y0 <= H - patch`` and ``0 <= x0 <= W - patch``.
+    """
+    row, col = index // grid_w, index % grid_w
+    y0 = (row * cell + (cell - patch) // 2).clamp(0, size[0] - patch)
+    x0 = (col * cell + (cell - patch) // 2).clamp(0, size[1] - patch)
+    return torch.stack([y0, x0], dim=-1)
+
+
+def crop_patches(x: torch.Tensor, corners: torch.Tensor, patch: int) -> torch.Tensor:
+    """Cut ``patch x patch`` windows out of a batch, all at once (differentiable in ``x``).
+
+    One advanced-indexing gather on the channels-last view of ``x``: no loop over images or
+    patches, and a channels-last input is read without a copy.
+
+    Args:
+        x: (B, C, H, W).
+        corners: (B, k, 2) long top-left ``(y0, x0)``; windows must lie inside the frame.
+        patch: window side.
+
+    Returns:
+        (B * k, C, patch, patch) in channels-last memory format, image-major (the k windows of
+        image 0 first).
+    """
+    B, C = x.shape[:2]
+    k = corners.shape[1]
+    ar = torch.arange(patch, device=x.device)
+    rows = (corners[..., 0, None] + ar)[:, :, :, None]  # (B, k, P, 1)
+    cols = (corners[..., 1, None] + ar)[:, :, None, :]  # (B, k, 1, P)
+    b = torch.arange(B, device=x.device).view(B, 1, 1, 1)
+    crops = x.permute(0, 2, 3, 1)[b, rows, cols]  # (B, k, P, P, C)
+    return crops.reshape(B * k, patch, patch, C).permute(0, 3, 1, 2)
+
+
+def straight_through_weights(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``w / stop_grad(w)`` for the selected cells, ``w`` = softmax over the whole grid.
+
+    Equal to 1 in value; its gradient reaches every logit of the map.
+
+    Shape:
+        logits (B, gh, gw), index (B, k) -> (B, k).
+    """
+    w = logits.flatten(1).softmax(dim=1).gather(1, index)  # (B, k)
+    return w / w.detach()
+
+
+def patch_coverage(mask: torch.Tensor, corners: torch.Tensor, patch: int) -> torch.Tensor:
+    """How many pixels of ``mask`` each selected patch holds (e.g. a sticker's footprint).
+
+    Shape:
+        mask (B, H, W) bool or float, corners (B, k, 2) -> (B, k) float pixel counts.
+    """
+    B, k = corners.shape[:2]
+    crops = crop_patches(mask[:, None].float(), corners, patch)  # (B*k, 1, P, P)
+    return crops.sum(dim=(1, 2, 3)).view(B, k)
+
+
+def has_patches(model: object) -> bool:
+    """Whether ``model`` selects image patches itself: it has ``forward_details`` (returning a
+    :class:`PatchDriveOutput`) and a ``patch`` side, as :class:`PatchDrive`."""
+    return callable(getattr(model, "forward_details", None)) and isinstance(getattr(model, "patch", None), int)
+
+
+# ---------------------------------------------------------------------------- the model
+def _conv(c_in: int, c_out: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1), nn.ELU())
+
+
+class PatchDrive(SteeringModel):
+    """Global low-resolution stream + top-k high-resolution patches + attention fusion.
+
+    Args:
+        input_size: ``(H, W)``; both must be multiples of the cell (``4 * downscale``).
+        k: patches per frame.
+        patch: patch side in input pixels (a multiple of 8, at most min(H, W)).
+        downscale: the global stream sees the frame average-pooled by this factor.
+        nms: spread the patches over distinct saliency peaks (see :func:`select_cells`).
+        global_channels: widths of the global CNN's four 3x3 convolutions (strides 1, 2, 2, 1).
+        patch_channels: widths of the patch CNN's four 3x3 convolutions (strides 2, 2, 2, 1).
+        dim: token width.
+        heads: attention heads (must divide ``dim``).
+        hidden: widths of the head's hidden layers.
+        dropout: dropout before every layer of the head.
+        out_scale: the head's output is multiplied by this (as in PilotNet).
+
+    Shape:
+        (B, 3, H, W) float in [0, 1] -> (B,) road-wheel degrees, positive = left.
+    """
+
+    def __init__(
+        self,
+        input_size: tuple[int, int] = (160, 320),
+        k: int = 8,
+        patch: int = 32,
+        downscale: int = 4,
+        nms: bool = True,
+        global_channels: Sequence[int] = (24, 32, 48, 64),
+        patch_channels: Sequence[int] = (24, 48, 64, 64),
+        dim: int = 64,
+        heads: int = 4,
+        hidden: Sequence[int] = (100, 50, 10),
+        dropout: float = 0.0,
+        out_scale: float = 10.0,
+    ) -> None:
+        super().__init__(input_size)
+        H, W = self.input_size
+        self.downscale, self.k, self.patch, self.nms = int(downscale), int(k), int(patch), bool(nms)
+        self.cell = GLOBAL_STRIDE * self.downscale
+        if H % (2 * self.cell) or W % (2 * self.cell):
+            raise PDNError(f"patchdrive: input_size {H}x{W} must be a multiple of {2 * self.cell} on both sides "
+                           f"(twice the saliency cell of {self.cell} px at downscale {self.downscale})")
+        if self.patch % 8 or not 8 <= self.patch <= min(H, W):
+            raise PDNError(f"patchdrive: patch must be a multiple of 8 between 8 and {min(H, W)}, got {self.patch}")
+        self.grid = (H // self.cell, W // self.cell)
+        n_cells = self.grid[0] * self.grid[1]
+        if not 1 <= self.k <= n_cells:
+            raise PDNError(f"patchdrive: k must lie in [1, {n_cells}] (cells of the {self.grid[0]}x{self.grid[1]} "
+                           f"saliency grid), got {self.k}")
+        if len(global_channels) != 4 or len(patch_channels) != 4:
+            raise PDNError("patchdrive: global_channels and patch_channels need 4 widths each")
+        if dim % heads:
+            raise PDNError(f"patchdrive: heads ({heads}) must divide dim ({dim})")
+        self.out_scale = float(out_scale)
+        self.norm = ColorNorm.pilotnet_yuv()
+
+        g = list(global_channels)
+        self.global_net = nn.Sequential(_conv(3, g[0], 1), _conv(g[0], g[1], 2), _conv(g[1], g[2], 2),
+                                        _conv(g[2], g[3], 1))  # (B, g3, gh, gw)
+        self.saliency_head = nn.Conv2d(g[3], 1, 1)
+        self.global_tokens = nn.Conv2d(g[3], dim, 2, stride=2)  # (B, dim, gh/2, gw/2)
+        n_tokens = (self.grid[0] // 2) * (self.grid[1] // 2)
+        self.global_pos = nn.Parameter(torch.randn(n_tokens, dim) * 0.02)
+
+        p = list(patch_channels)
+        self.patch_net = nn.Sequential(_conv(3, p[0], 2), _conv(p[0], p[1], 2), _conv(p[1], p[2], 2),
+                                       _conv(p[2], p[3], 1), nn.Flatten())
+        self.patch_proj = nn.Linear(p[3] * (self.patch // 8) ** 2, dim)
+        self.cell_embed = nn.Embedding(n_cells, dim)
+        nn.init.normal_(self.cell_embed.weight, std=0.02)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.fuse_norm = nn.LayerNorm(dim)
+
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = n_tokens * dim
+        for h_out in hidden:
+            layers += [nn.Dropout(dropout), nn.Linear(width, h_out), nn.ELU()]
+            width = h_out
+        layers += [nn.Dropout(dropout), nn.Linear(width, 1)]
+        self.head = nn.Sequential(*layers)
+
+    def saliency(self, x: torch.Tensor) -> torch.Tensor:
+        """Saliency logits (B, gh, gw) of images (B, 3, H, W) (the global stream only)."""
+        self.check_input(x)
+        return self.saliency_head(self.global_net(F.avg_pool2d(self.norm(x), self.downscale)))[:, 0]
+
+    def forward_details(self, x: torch.Tensor) -> PatchDriveOutput:
+        """One forward pass, returning the steering and the selection behind it.
+
+        Args:
+            x: (B, 3, H, W) images in [0, 1].
+
+        Returns:
+            :class:`PatchDriveOutput` (steering, saliency logits, selected cells, patch corners).
+        """
+        self.check_input(x)
+        B = x.shape[0]
+        z = self.norm(x)  # (B, 3, H, W) YUV in [-1, 1]
+        feat = self.global_net(F.avg_pool2d(z, self.downscale))  # (B, Cg, gh, gw)
+        logits = self.saliency_head(feat)[:, 0]  # (B, gh, gw)
+        index = select_cells(logits, self.k, self.nms)  # (B, k)
+        corners = cell_corners(index, self.grid[1], self.cell, self.patch, self.input_size)  # (B, k, 2)
+        crops = crop_patches(z, corners, self.patch)  # (B*k, 3, P, P)
+        tokens = self.patch_proj(self.patch_net(crops)).view(B, self.k, -1)  # (B, k, d)
+        tokens = (tokens + self.cell_embed(index)) * straight_through_weights(logits, index)[..., None]
+        query = self.global_tokens(feat).flatten(2).transpose(1, 2) + self.global_pos  # (B, G, d)
+        fused, _ = self.attn(query, tokens, tokens, need_weights=False)  # (B, G, d)
+        steering = self.head(self.fuse_norm(query + fused))[:, 0] * self.out_scale  # (B,)
+        return PatchDriveOutput(steering, logits, index, corners)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Steering (B,) in degrees for images (B, 3, H, W) in [0, 1]."""
+        return self.forward_details(x).steering
+
+
+def attention_macs(model: PatchDrive) -> int:
+    """Multiply-accumulates of the attention that :func:`count_macs` cannot see, per image.
+
+    ``nn.MultiheadAttention`` applies its input and output projections as raw weights, so no
+    layer hook fires: query projection ``G d^2``, key and value projections ``2 k d^2``, scores
+    and weighted sum ``2 G k d``, output projection ``G d^2``.
+    """
+    d = model.attn.embed_dim
+    G = model.global_pos.shape[0]
+    return 2 * G * d * d + 2 * model.k * d * d + 2 * G * model.k * d
+
+
+def patchdrive_macs(model: PatchDrive) -> int:
+    """All multiply-accumulates of one image: :func:`count_macs` plus :func:`attention_macs`."""
+    return count_macs(model) + attention_macs(model)
+
+
+def _check_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PDNError(f"model 'patchdrive': {name} must be an integer, got {value!r}")
+    return value
+
+
+@register_model("patchdrive")
+def patchdrive(
+    *,
+    input_size: tuple[int, int] = (160, 320),
+    k: int = 8,
+    patch: int = 32,
+    downscale: int = 4,
+    nms: bool = True,
+    dropout: float = 0.0,
+    out_scale: float = 10.0,
+) -> PatchDrive:
+    """Global 1/4-resolution CNN, saliency top-k 32x32 high-resolution patches, attention fusion."""
+    for name, v in (("k", k), ("patch", patch), ("downscale", downscale)):
+        if _check_int(name, v) < 1:
+            raise PDNError(f"model 'patchdrive': {name} must be >= 1, got {v}")
+    return PatchDrive(input_size, k=k, patch=patch, downscale=downscale, nms=bool(nms), dropout=dropout,
+                      out_scale=out_scale)
+
+
+@register_model("patchdrive_tiny")
+def patchdrive_tiny(
+    *,
+    input_size: tuple[int, int] = (64, 128),
+    k: int = 3,
+    patch: int = 16,
+    downscale: int = 2,
+    nms: bool = True,
+    dropout: float = 0.0,
+    out_scale: float = 10.0,
+) -> PatchDrive:
+    """PatchDrive's structure with tiny widths (4-6-8-8 / 4-6-8-8, 16-dim tokens) for fast tests."""
+    for name, v in (("k", k), ("patch", patch), ("downscale", downscale)):
+        if _check_int(name, v) < 1:
+            raise PDNError(f"model 'patchdrive_tiny': {name} must be >= 1, got {v}")
+    return PatchDrive(input_size, k=k, patch=patch, downscale=downscale, nms=bool(nms),
+                      global_channels=(4, 6, 8, 8), patch_channels=(4, 6, 8, 8), dim=16, heads=2, hidden=(16, 8),
+                      dropout=dropout, out_scale=out_scale)
