@@ -20,6 +20,11 @@ images with an all-zero product, while shifting each map's minimum to 0 keeps "w
 network most active" in every stage. A constant map (e.g. all zero) becomes 0. Any model
 whose ``saliency_stages()`` lists its stages (:class:`~drivenet_patch.models.SaliencyStage`)
 is supported.
+
+A model that chooses where to look itself (PatchDrive, :mod:`drivenet_patch.models.patchdrive`:
+it has ``forward_details``) is shown by its own decision instead: the softmax of its saliency
+logits over the grid cells, and the high-resolution patches it selected drawn as boxes
+(:func:`patch_saliency`).
 """
 
 from __future__ import annotations
@@ -37,9 +42,11 @@ import torch.nn.functional as F
 from drivenet_patch.errors import PDNError
 from drivenet_patch.io import atomic_path, write_json
 from drivenet_patch.models import SaliencyStage, SteeringModel, use_mode
+from drivenet_patch.models.patchdrive import has_patches
 from drivenet_patch.tensors import check_frames, to_tensor
 
 OVERLAY_COLOR = (0, 255, 0)  # RGB tint of salient pixels
+BOX_COLOR = (255, 40, 40)  # RGB outline of a selected patch
 
 
 def upscale_mask(mask: torch.Tensor, stage: SaliencyStage, size: tuple[int, int]) -> torch.Tensor:
@@ -138,6 +145,44 @@ def _masks_and_steering(model: SteeringModel, x: torch.Tensor) -> tuple[torch.Te
     return backprop_maps(maps, stages, (x.shape[-2], x.shape[-1])), steering
 
 
+def patch_saliency(model: SteeringModel, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A patch-selecting model's own saliency: one forward pass in eval mode, without gradients.
+
+    Args:
+        model: a model with ``forward_details(x)`` returning steering, saliency logits
+            (B, gh, gw) and patch corners (B, k, 2), and a ``patch`` side (PatchDrive).
+        x: (B, 3, H, W) float images in [0, 1].
+
+    Returns:
+        ``(masks, steering, corners)``: (B, H, W) softmax saliency over the cells, each cell
+        filling its block of pixels and scaled to [0, 1] per image; (B,) degrees; (B, k, 2)
+        long top-left ``(y0, x0)`` of the selected patches, most salient first.
+    """
+    check_frames(x, "saliency frames")
+    with use_mode(model, False), torch.no_grad():
+        out = model.forward_details(x)
+    prob = out.saliency.float().flatten(1).softmax(dim=1).view_as(out.saliency)  # (B, gh, gw)
+    masks = F.interpolate(prob[:, None], size=tuple(x.shape[-2:]), mode="nearest")[:, 0]  # (B, H, W)
+    return unit_range(masks), out.steering, out.corners
+
+
+def draw_boxes(images: np.ndarray, corners: np.ndarray | torch.Tensor, size: int) -> np.ndarray:
+    """Outline square boxes on uint8 RGB images (a copy); the first box of each image is drawn thicker.
+
+    Args:
+        images: (N, H, W, 3) uint8.
+        corners: (N, k, 2) top-left ``(y0, x0)``.
+        size: box side in pixels.
+    """
+    c = corners.detach().cpu().numpy() if isinstance(corners, torch.Tensor) else np.asarray(corners)
+    out = np.ascontiguousarray(images).copy()
+    for img, boxes in zip(out, c):
+        for rank, (y0, x0) in reversed(list(enumerate(boxes.tolist()))):  # the most salient drawn last, on top
+            cv2.rectangle(img, (int(x0), int(y0)), (int(x0) + size - 1, int(y0) + size - 1), BOX_COLOR,
+                          2 if rank == 0 else 1)
+    return out
+
+
 def overlay(frames: np.ndarray, masks: np.ndarray | torch.Tensor, alpha: float = 0.7) -> np.ndarray:
     """Tint salient pixels green: ``out = (1 - a m) frame + a m green`` with ``a = alpha``.
 
@@ -164,7 +209,10 @@ def save_saliency(
     """Write VisualBackProp overlays of ``n`` frames spread evenly over a dataset.
 
     Writes, each atomically: ``saliency_{index:06d}.png`` per frame (the overlay), a captioned
-    grid ``saliency_grid.png`` and ``saliency.json`` (indices, labels, predictions).
+    grid ``saliency_grid.png`` and ``saliency.json`` (indices, labels, predictions). For a
+    patch-selecting model (``has_patches``) the overlay is its saliency map with the
+    selected patches outlined, and ``saliency.json`` also lists them (``patches``: per frame,
+    ``[y0, x0]`` of each, most salient first; ``patch_size``).
 
     Args:
         model: steering model with conv stages; its input size must match the frames.
@@ -175,7 +223,8 @@ def save_saliency(
         cols: grid columns.
 
     Returns:
-        ``{"out", "grid", "frames", "indices", "files", "steering_deg", "prediction_deg"}``.
+        ``{"out", "grid", "frames", "indices", "files", "steering_deg", "prediction_deg", "method"}``
+        (plus ``"patches"`` and ``"patch_size"`` for a patch-selecting model).
     """
     if n <= 0:
         raise PDNError(f"--n: expected a positive number of frames, got {n}")
@@ -191,13 +240,19 @@ def save_saliency(
     indices = np.unique(np.linspace(0, total - 1, min(n, total)).round().astype(np.int64))
     device = next(model.parameters()).device
     out = Path(out_dir)
-    overlays, preds = [], []
+    patches = has_patches(model)
+    overlays, preds, boxes = [], [], []
     for start in range(0, len(indices), batch_size):
         frames = dataset.frames(indices[start : start + batch_size])  # (b, H, W, 3) uint8
         x = to_tensor(frames, device)
-        masks, steering = _masks_and_steering(model, x)
+        if patches:
+            masks, steering, corners = patch_saliency(model, x)
+            boxes.append(corners.cpu().numpy())
+            overlays.append(draw_boxes(overlay(frames, masks, alpha=0.5), corners, int(model.patch)))
+        else:
+            masks, steering = _masks_and_steering(model, x)
+            overlays.append(overlay(frames, masks))
         preds.append(steering.float().cpu().numpy())
-        overlays.append(overlay(frames, masks))
     images = np.concatenate(overlays)
     prediction = np.concatenate(preds).astype(float)
     labels = np.asarray([float(dataset.steering(int(i))) for i in indices])
@@ -214,7 +269,11 @@ def save_saliency(
         "files": [str(f) for f in files],
         "steering_deg": [round(float(v), 4) for v in labels],
         "prediction_deg": [round(float(v), 4) for v in prediction],
+        "method": "patches" if patches else "visualbackprop",
     }
+    if patches:
+        result["patch_size"] = int(model.patch)
+        result["patches"] = np.concatenate(boxes).astype(int).tolist()
     write_json(out / "saliency.json", result)
     return result
 

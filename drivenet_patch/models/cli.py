@@ -1,5 +1,8 @@
 """``pdn saliency``: VisualBackProp overlays of a trained model on a dataset.
 
+For a patch-selecting model (PatchDrive) it shows the model's own saliency map with the
+selected high-resolution patches outlined instead.
+
 The main CLI registers it with one line: ``add_saliency_command(sub)``.
 """
 
@@ -13,7 +16,8 @@ def add_saliency_command(sub: argparse._SubParsersAction) -> None:
     """Add ``saliency`` to the ``pdn`` sub-command parsers ``sub``."""
     from drivenet_patch.cli import _positive_int
 
-    help_ = "VisualBackProp saliency overlays of a trained model on frames of a dataset"
+    help_ = ("saliency overlays of a trained model on frames of a dataset (VisualBackProp; PatchDrive: "
+             "its saliency map with the selected patches outlined)")
     c = sub.add_parser("saliency", help=help_, description=help_)
     c.add_argument("--model", required=True, help="run folder (model.safetensors + config.json) or .safetensors file")
     c.add_argument("--data", required=True, help="dataset folder or log file")
@@ -36,6 +40,6 @@ def cmd_saliency(args: argparse.Namespace) -> int:
     dataset = open_dataset(args.data, format=args.format, size=model.input_size)
     result = save_saliency(model, dataset, args.out, n=args.n)
     summary = {"model": str(args.model), "data": str(args.data), "out": result["out"], "grid": result["grid"],
-               "frames": result["frames"], "indices": result["indices"]}
+               "frames": result["frames"], "indices": result["indices"], "method": result["method"]}
     _emit(summary, args.json, f"wrote {result['frames']} saliency overlays and {result['grid']}")
     return 0
