@@ -97,6 +97,9 @@ def add_attack_commands(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--tv-weight", type=float, default=0.25, help="total-variation weight (default 0.25)")
     c.add_argument("--palette", help="printer palette CSV (r,g,b in 0-255 or 0-1; default: packaged)")
     c.add_argument("--dirt", action="store_true", help="darken-only grey dirt instead of a printed sticker")
+    c.add_argument("--saliency-weight", type=float, default=0.0,
+                   help="patchdrive only: weight of an extra objective that pulls the model's saliency (its "
+                        "selected high-resolution patches) onto the sticker (default 0: off)")
     c.add_argument("--roads", type=_positive_int, default=8, help="world roads used for optimisation (default 8)")
     c.add_argument("--poses", type=_positive_int, default=32, help="approach poses per road (default 32)")
     c.add_argument("--paper", default="A4", help="print paper: A4 | Letter | A3 (default A4)")
@@ -265,9 +268,10 @@ def cmd_attack(args: argparse.Namespace) -> int:
     from attacks.evaluate import offline_eval
     from attacks.export import export_print_pdf, save_palette_png
     from attacks.printability import load_palette, quantize
-    from attacks.sticker import EOTConfig, StickerConfig, optimize_sticker, save_result
+    from attacks.sticker import EOTConfig, StickerConfig, optimize_sticker, saliency_capture, save_result
     from drivenet_patch.cli import _emit, _progress
     from drivenet_patch.io import write_csv
+    from drivenet_patch.models.patchdrive import has_patches
     from drivenet_patch.models.registry import parse_input_size
 
     size = parse_size(args.size)
@@ -282,7 +286,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
     palette = load_palette(args.palette)
     cfg = StickerConfig(steps=args.steps, lr=args.lr, batch=args.batch, texture_hw=texels, target=args.target,
                         angle_deg=args.angle, loss=args.loss, nps_weight=args.nps_weight, tv_weight=args.tv_weight,
-                        dirt=args.dirt, palette=args.palette, eot=EOTConfig(), seed=max(int(args.seed), 0))
+                        dirt=args.dirt, palette=args.palette, eot=EOTConfig(), seed=max(int(args.seed), 0),
+                        saliency_weight=args.saliency_weight)
     model = _load_model(args.model, args.device)
     if args.data:
         train = frame_scene_set(model, args.data, args.format, args.frames, distance, size, args.device, 0,
@@ -304,6 +309,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
         metrics["heldout_palette"] = qsum
         metrics["palette_keeps"] = (qsum["mean_dev_deg"] / summary["mean_dev_deg"]
                                     if summary["mean_dev_deg"] > 0 else None)
+    if has_patches(model):  # patchdrive: how often the sticker sits in one of the selected patches
+        metrics["heldout_saliency"] = saliency_capture(model, held, texture, args.dirt)
     extra = {"metrics": metrics, "model": str(args.model), "source": "data" if args.data else "world",
              "size_m": list(size), "distance_m": list(distance), "lateral_m": float(args.lateral),
              "seed": int(args.seed),
@@ -320,6 +327,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
               "mean_dev_5_15m_deg": metrics["heldout"].get("mean_dev_5_15m_deg"),
               "palette_keeps": metrics.get("palette_keeps"), "steps": cfg.steps,
               "final_train_deviation_deg": float(result.history["deviation_deg"].iloc[-1])}
+    if "heldout_saliency" in metrics:
+        report["in_topk_rate"] = metrics["heldout_saliency"]["in_topk_rate"]
     text = (f"sticker written to {out}: held-out mean |dev| {report['mean_dev_deg']:.2f} deg, "
             f"success {100 * report['success_rate']:.0f}% over {report['n_frames']} frames"
             + (f", palette keeps {100 * report['palette_keeps']:.0f}%" if report["palette_keeps"] is not None else "")
@@ -370,9 +379,11 @@ def cmd_attack_eval(args: argparse.Namespace) -> int:
 
     from attacks.base import model_device
     from attacks.evaluate import CONTROLS, closed_loop_eval, control_textures, offline_eval
+    from attacks.sticker import saliency_capture
     from drivenet_patch.cli import _emit, _progress
     from drivenet_patch.drive import ClosedLoopConfig, make_roads
     from drivenet_patch.io import write_csv, write_json
+    from drivenet_patch.models.patchdrive import has_patches
 
     if not (math.isfinite(args.threshold) and args.threshold > 0):
         raise PDNError(f"--threshold must be > 0 degrees, got {args.threshold}")
@@ -405,6 +416,8 @@ def cmd_attack_eval(args: argparse.Namespace) -> int:
         frames.insert(0, "texture", name)
         frames_tables.append(frames)
         results[name] = summary
+        if has_patches(model):  # patchdrive: share of frames whose sticker is inside a selected patch
+            results[name].update(saliency_capture(model, scenes, tex, dirt))
     n_approaches = 0
     if args.loop_roads and not args.data:
         if dirt:
@@ -426,6 +439,8 @@ def cmd_attack_eval(args: argparse.Namespace) -> int:
     out_dir = args.out or args.sticker
     result = {**{k: results["sticker"].get(k) for k in ("mean_dev_deg", "mean_signed_dev_deg", "success_rate",
                                                           "departure_rate", "mean_dev_5_15m_deg", "autonomy_pct")},
+              **({k: results["sticker"][k] for k in ("in_topk_rate", "clean_in_topk_rate")}
+                 if "in_topk_rate" in results["sticker"] else {}),
               **{f"control_{c}": results[c] for c in CONTROLS},
               "n_frames": results["sticker"]["n_frames"], "n_approaches": n_approaches,
               "target": target, "threshold_deg": float(args.threshold), "seed": int(args.seed),

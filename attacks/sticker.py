@@ -19,6 +19,10 @@ Robust Adversarial Examples", ICML 2018)::
 * The objective is a parameter (:mod:`attacks.base`); the config's ``target``/``angle_deg``/
   ``loss`` name the built-in ones. ``f(scene)``, the clean prediction, is computed once on the
   untransformed scenes.
+* Against a model that chooses where to look (PatchDrive, :mod:`drivenet_patch.models.patchdrive`)
+  ``saliency_weight > 0`` adds ``w_sal * -log(saliency mass on the sticker's cells)``
+  (:func:`saliency_grab_loss`): the sticker learns to pull the high-resolution patches onto
+  itself, so the model "follows the patch". :func:`saliency_capture` measures how often it does.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from drivenet_patch.world.sticker import StickerPlacement
 
 MAX_STEPS = 500
 HISTORY_COLUMNS = ("step", "loss", "objective", "deviation_deg", "nps", "tv")
+SALIENCY_COLUMN = "saliency_mass"  # added to the history when saliency_weight > 0
 
 
 def _range(name: str, value: tuple[float, float], low: float, high: float) -> tuple[float, float]:
@@ -125,6 +130,8 @@ class StickerConfig:
         init_std: spread of the initial logits around mid grey.
         eot: the transformation ranges.
         seed: seeds the default generator when none is passed.
+        saliency_weight: weight of :func:`saliency_grab_loss` (0 = off; > 0 needs a
+            patch-selecting model such as ``patchdrive``).
     """
 
     steps: int = 300
@@ -142,6 +149,7 @@ class StickerConfig:
     init_std: float = 0.5
     eot: EOTConfig = field(default_factory=EOTConfig)
     seed: int = 0
+    saliency_weight: float = 0.0
 
     def __post_init__(self) -> None:
         def integer(name: str, low: int, high: int | None = None) -> None:
@@ -164,7 +172,7 @@ class StickerConfig:
             v = float(getattr(self, name))
             if not (math.isfinite(v) and v > 0):
                 raise PDNError(f"{name} must be a finite number > 0, got {getattr(self, name)!r}")
-        for name in ("nps_weight", "tv_weight", "init_std"):
+        for name in ("nps_weight", "tv_weight", "init_std", "saliency_weight"):
             v = float(getattr(self, name))
             if not (math.isfinite(v) and v >= 0):
                 raise PDNError(f"{name} must be a finite number >= 0, got {getattr(self, name)!r}")
@@ -305,6 +313,110 @@ def eot_frames(scenes: StickerScenes, texture: torch.Tensor, params: EOTParams, 
     return photometric(frames, params, math.ceil(3.0 * cfg.blur_sigma[1]))
 
 
+def eot_footprint(scenes: StickerScenes, params: EOTParams) -> torch.Tensor:
+    """Where the sticker lies in the frames :func:`eot_frames` makes from ``params`` (jitter included).
+
+    Shape:
+        -> (B, H, W) bool.
+    """
+    _, uv, mask, _, _ = scenes.maps(params.idx)
+    if params.shift is not None:
+        uv, mask = shift_maps(uv, mask, params.shift)
+    return mask
+
+
+def sticker_cells(footprint: torch.Tensor, cell: int) -> torch.Tensor:
+    """Which saliency-grid cells hold at least one sticker pixel.
+
+    Shape:
+        footprint (B, H, W) bool, H and W multiples of ``cell`` -> (B, H / cell, W / cell) bool.
+    """
+    return F.max_pool2d(footprint[:, None].float(), cell)[:, 0] > 0
+
+
+def saliency_grab_loss(logits: torch.Tensor, footprint: torch.Tensor, cell: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``-log`` of the saliency probability mass that falls on the sticker's cells.
+
+    The mass is the softmax of the logits over the whole grid, summed over the cells the sticker
+    touches; minimising ``-log mass`` raises those cells' logits against all others, which is
+    what wins them a place among the top-k. Frames in which the sticker is not visible are left
+    out (the loss is 0 when none shows it).
+
+    Args:
+        logits: (B, gh, gw) saliency logits.
+        footprint: (B, H, W) bool sticker pixels, ``H = gh * cell``, ``W = gw * cell``.
+        cell: grid cell side in pixels.
+
+    Returns:
+        ``(loss, mass)``: the scalar loss and the mean mass (B,) -> () over the visible frames.
+    """
+    on = sticker_cells(footprint, cell).flatten(1)  # (B, N)
+    visible = on.any(dim=1)  # (B,)
+    if not bool(visible.any()):
+        zero = logits.sum() * 0.0
+        return zero, zero.detach()
+    on = on[visible]  # rows without the sticker would give logsumexp(-inf...) and NaN gradients
+    logp = logits.flatten(1)[visible].log_softmax(dim=1)  # (V, N)
+    log_mass = torch.logsumexp(logp.masked_fill(~on, float("-inf")), dim=1)  # (V,)
+    return -log_mass.mean(), log_mass.detach().exp().mean()
+
+
+@torch.no_grad()
+def saliency_capture(model: nn.Module, scenes: StickerScenes, texture: torch.Tensor, dirt: bool = False,
+                     chunk: int = 128) -> dict[str, Any]:
+    """How often a patch-selecting model looks at the sticker, with and without it.
+
+    A frame counts as *captured* when one of the model's k selected patches holds at least one
+    sticker pixel; only frames in which the sticker is visible count. On the clean frame the
+    same footprint is checked (the patches land where the sticker would be anyway: the baseline).
+
+    Args:
+        model: a patch-selecting model (``forward_details`` and ``patch``, e.g. PatchDrive).
+        scenes: the frames and sticker maps.
+        texture: (3, h, w) sticker (dirt mode: the multiplier).
+        dirt: composite in dirt mode.
+        chunk: frames per forward pass.
+
+    Returns:
+        ``in_topk_rate`` (share of frames with the sticker inside a selected patch),
+        ``in_top1_rate`` (inside the most salient one), ``clean_in_topk_rate`` (the same footprint
+        on the clean frame), ``patch_sticker_share`` (sticker pixels per selected-patch pixel,
+        mean over frames) and ``n_visible``.
+    """
+    from drivenet_patch.models.patchdrive import has_patches, patch_coverage
+
+    if not has_patches(model):
+        raise PDNError(f"saliency capture needs a patch-selecting model (e.g. patchdrive), got "
+                       f"{getattr(model, 'name', type(model).__name__)!r}")
+    device = model_device(model)
+    scenes = scenes.to(device)
+    texture = texture.to(device, torch.float32)
+    patch = int(model.patch)
+    adv_cov, clean_cov, vis = [], [], []
+    with attack_mode(model):
+        for i in range(0, len(scenes), chunk):
+            idx = torch.arange(i, min(i + chunk, len(scenes)), device=device)
+            mask = scenes.maps(idx)[2]  # (b, H, W)
+            adv = model.forward_details(scenes.apply(texture, idx, dirt))
+            clean = model.forward_details(scenes.background[idx])
+            adv_cov.append(patch_coverage(mask, adv.corners, patch))  # (b, k)
+            clean_cov.append(patch_coverage(mask, clean.corners, patch))
+            vis.append(mask.flatten(1).any(dim=1))
+    a, c, v = torch.cat(adv_cov), torch.cat(clean_cov), torch.cat(vis)
+    n = int(v.sum())
+    if n == 0:
+        return {"in_topk_rate": None, "in_top1_rate": None, "clean_in_topk_rate": None,
+                "patch_sticker_share": None, "n_visible": 0}
+    a, c = a[v], c[v]
+    return {
+        "in_topk_rate": float((a.sum(dim=1) > 0).float().mean()),
+        "in_top1_rate": float((a[:, 0] > 0).float().mean()),
+        "clean_in_topk_rate": float((c.sum(dim=1) > 0).float().mean()),
+        "patch_sticker_share": float((a.sum(dim=1) / (a.shape[1] * patch * patch)).mean()),
+        "n_visible": n,
+    }
+
+
 # ---------------------------------------------------------------------------- the attack
 def optimize_sticker(
     model: nn.Module, scenes: StickerScenes, cfg: StickerConfig, generator: torch.Generator | None = None,
@@ -329,16 +441,25 @@ def optimize_sticker(
     Returns:
         :class:`~attacks.base.StickerResult`: the texture (3, h, w) on the model's device and
         the per-step history (``loss``, ``objective``, ``deviation_deg``: mean deviation of the
-        batch in the attack's direction, raw ``nps``, ``tv``).
+        batch in the attack's direction, raw ``nps``, ``tv``; with ``saliency_weight > 0`` also
+        ``saliency_mass``, the saliency probability on the sticker's cells).
 
     Raises:
-        PDNError: scenes of another size than the model's input.
+        PDNError: scenes of another size than the model's input; ``saliency_weight > 0``
+            against a model that does not select patches.
     """
     device = model_device(model)
     input_size = getattr(model, "input_size", None)
     if input_size is not None and tuple(input_size) != scenes.size:
         raise PDNError(f"scenes are {scenes.size[0]}x{scenes.size[1]} but the model expects "
                        f"{input_size[0]}x{input_size[1]}")
+    grab = cfg.saliency_weight > 0
+    if grab:
+        from drivenet_patch.models.patchdrive import has_patches
+
+        if not has_patches(model):
+            raise PDNError(f"saliency_weight needs a patch-selecting model (e.g. patchdrive), got "
+                           f"{getattr(model, 'name', type(model).__name__)!r}")
     scenes = scenes.to(device)
     if generator is None:
         generator = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -362,7 +483,13 @@ def optimize_sticker(
             frames = eot_frames(scenes, texture, params, cfg.eot, cfg.dirt)
             # channels-last input: mkldnn's faster convolution layout on CPU (measured 0.052 -> 0.046 s
             # per step at batch 16 for PilotNet); values and gradients are the same.
-            pred = model(frames.contiguous(memory_format=torch.channels_last))  # (B,)
+            frames = frames.contiguous(memory_format=torch.channels_last)
+            if grab:  # one forward pass gives the steering and the saliency logits
+                out = model.forward_details(frames)
+                pred = out.steering  # (B,)
+                grab_loss, mass = saliency_grab_loss(out.saliency, eot_footprint(scenes, params), model.cell)
+            else:
+                pred = model(frames)  # (B,)
             ref = clean[params.idx]
             obj = objective(pred, ref)
             tv = total_variation(texture)
@@ -370,15 +497,18 @@ def optimize_sticker(
             loss = obj + cfg.tv_weight * tv
             if use_nps and cfg.nps_weight > 0:
                 loss = loss + cfg.nps_weight * score / nps_ref
+            if grab:
+                loss = loss + cfg.saliency_weight * grab_loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             dev_deg = deviation(pred.detach(), ref, cfg.target).mean()
-            rows.append(torch.stack([loss.detach(), obj.detach(), dev_deg, score.detach(), tv.detach()]))
+            row = [loss.detach(), obj.detach(), dev_deg, score.detach(), tv.detach()]
+            rows.append(torch.stack([*row, mass] if grab else row))
             if progress and (step % 10 == 0 or step == cfg.steps - 1):
                 bar.set_postfix(loss=f"{float(loss):.3g}", dev=f"{float(dev_deg):.2f}")
     values = torch.stack(rows).cpu().double().numpy()
-    history = pd.DataFrame(values, columns=list(HISTORY_COLUMNS[1:]))
+    history = pd.DataFrame(values, columns=list(HISTORY_COLUMNS[1:]) + ([SALIENCY_COLUMN] if grab else []))
     history.insert(0, "step", range(len(history)))
     with torch.no_grad():
         texture = layer.texture().detach().clone()
@@ -431,14 +561,19 @@ class EOTStickerAttack:
 __all__ = [
     "HISTORY_COLUMNS",
     "MAX_STEPS",
+    "SALIENCY_COLUMN",
     "EOTConfig",
     "EOTParams",
     "EOTStickerAttack",
     "StickerConfig",
     "draw_eot",
+    "eot_footprint",
     "eot_frames",
     "gaussian_blur",
     "optimize_sticker",
     "photometric",
+    "saliency_capture",
+    "saliency_grab_loss",
     "save_result",
+    "sticker_cells",
 ]
