@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -180,15 +181,15 @@ def test_saliency_shows_the_map_and_the_selected_patches(tmp_path: Path) -> None
     assert boxed[0, 10, 16].sum() == 0  # inside the box: untouched
 
 
-def test_pdn_train_and_saliency_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """``pdn train --model patchdrive`` on a few rendered 160x320 frames, then ``pdn saliency`` on the run."""
+def test_pdn_train_and_saliency_cli(tmp_path: Path, make_tiny_synth: Callable[..., Path],
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """``pdn train --model patchdrive`` on a tiny 160x320 synth dataset, then ``pdn saliency`` on the run."""
     from drivenet_patch.cli import main
-    from drivenet_patch.data.synthesize import synthesize
 
-    synthesize(tmp_path / "ds", 24, seed=3, size=(160, 320), episode_steps=24, progress=False)
+    make_tiny_synth(tmp_path / "ds", n=40, size=(160, 320))  # two episodes: one trains, one validates
     run = tmp_path / "run"
     code = main(["train", "--data", str(tmp_path / "ds"), "--model", "patchdrive", "--epochs", "1", "--batch", "8",
-                 "--samples-per-epoch", "8", "--no-augment", "--out", str(run), "--json"])
+                 "--samples-per-epoch", "16", "--out", str(run), "--json"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["epochs"] == 1 and (run / "model.safetensors").is_file()
