@@ -64,7 +64,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 def cmd_data_check(args: argparse.Namespace) -> int:
     from drivenet_patch.data.check import check_dataset, format_report
 
-    report = check_dataset(args.path, format=args.format)
+    report = check_dataset(args.path, format=args.format, allow_outside=args.allow_outside_paths)
     _emit(report, args.json, format_report(report))
     return 0
 
@@ -101,7 +101,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(model=args.model, model_cfg=model_cfg, seed=args.seed, loss=args.loss, photometric=args.photometric,
                       balance=not args.no_balance, augment=not args.no_augment, compile=args.compile,
                       channels_last=not args.no_channels_last, device=args.device, **settings)
-    summary = train(args.data, args.out, cfg, val=args.val, resume=args.resume, progress=_progress(args))
+    summary = train(args.data, args.out, cfg, val=args.val, resume=args.resume, progress=_progress(args),
+                    allow_outside=args.allow_outside_paths)
+    if summary["rank"] != 0:  # under torchrun only rank 0 reports
+        return 0
     best = summary["best_val_rmse_deg"]
     text = (f"trained {cfg.model} for {summary['epochs']} epochs into {args.out}"
             + (f"; best validation RMSE {best:.3f} deg" if best is not None else ""))
@@ -116,6 +119,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not Path(args.model).is_dir():
         out_csv = Path(args.out or "predictions.csv")
     metrics = evaluate(args.model, args.data, out_csv=out_csv, device=args.device, progress=_progress(args),
+                       allow_outside=args.allow_outside_paths, allow_pickle=args.allow_pickle,
                        **({} if args.format == "auto" else {"format": args.format}))
     metrics["predictions_csv"] = str(out_csv)
     text = (f"n={metrics['n']}  RMSE {metrics['rmse_deg']:.3f} deg  MAE {metrics['mae_deg']:.3f} deg  "
@@ -182,6 +186,11 @@ def _json(c: argparse.ArgumentParser) -> None:
     c.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def _allow_outside(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--allow-outside-paths", action="store_true",
+                   help="let dataset logs name images outside the dataset folder (refused by default)")
+
+
 def _device_and_json(c: argparse.ArgumentParser) -> None:
     c.add_argument("--device", default="cpu", help="torch device (default cpu)")
     _json(c)
@@ -221,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("path", help="dataset folder or log file")
     c.add_argument("--format", default="auto",
                    help="auto|synth|udacity-sim|udacity-ch2|sullychen|commaai (default auto)")
+    _allow_outside(c)
     _json(c)
 
     world = group("world", "the built-in driving world")
@@ -250,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--compile", action="store_true", help="torch.compile the model")
     c.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
     c.add_argument("--quick", action="store_true", help="a short recipe (about 2 minutes on 2 cores)")
+    _allow_outside(c)
     _device_and_json(c)
 
     c = command(sub, "eval", "evaluate a trained run on a dataset", cmd_eval)
@@ -257,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--data", required=True, help="dataset folder or log file")
     c.add_argument("--format", default="auto", help="dataset format (default auto)")
     c.add_argument("--out", help="per-frame predictions CSV (default RUN/predictions.csv)")
+    c.add_argument("--allow-pickle", action="store_true",
+                   help="accept a .pt/.pth state dict (read with torch.load(weights_only=True); trusted files only)")
+    _allow_outside(c)
     _device_and_json(c)
 
     from drivenet_patch.drive_cli import add_drive_command
@@ -271,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_attack_commands(sub)
     add_certify_command(sub)
     add_report_command(sub)
+    from drivenet_patch.demo import add_demo_command
+
+    add_demo_command(sub)
 
     bench = group("bench", "benchmarks (ratios measured side by side in one process)")
     c = command(bench, "world", "frames per second of batched world rendering", cmd_bench_world)

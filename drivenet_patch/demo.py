@@ -1,0 +1,244 @@
+"""``pdn demo``: the main job end to end, as resumable stages.
+
+World data -> PilotNet -> held-out eval and closed-loop drive -> saliency -> a printable road
+sticker -> its evaluation offline and closed loop against two controls -> stickers of smaller
+sizes -> PatchVote -> certificate sweep with adaptive attacks -> an adaptive sticker against
+the defended model -> the HTML report.
+
+Every stage is an ordinary ``pdn`` command run in this process (so the demo exercises exactly
+what a user types; the commands are listed in ``demo.json``). A stage that finishes writes
+``stages/NAME.json`` (its command, seconds, result); a re-run skips finished stages, so a
+killed demo resumes at the stage it was killed in (training stages also resume inside the
+stage, from their last finished epoch). The JSON each command prints is kept in
+``logs/NAME.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from drivenet_patch.errors import PDNError
+from drivenet_patch.io import write_json, write_text
+
+__all__ = ["DemoSettings", "Stage", "plan", "run_demo"]
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Sizes of one demo flavour (``full`` or ``quick``)."""
+
+    train_frames: int
+    heldout_frames: int
+    cameras: str
+    train_args: tuple[str, ...]
+    patchvote_args: tuple[str, ...]
+    drive_roads: int
+    drive_km: float
+    saliency_n: int
+    attack_steps: int
+    attack_roads: int
+    attack_poses: int
+    loop_roads: int
+    loop_km: float
+    size_sweep: tuple[str, ...]
+    size_steps: int
+    certify_attack_runs: int
+    pv_attack_steps: int
+
+
+FULL = DemoSettings(
+    train_frames=30000, heldout_frames=3000, cameras="center,left,right",
+    train_args=(), patchvote_args=("--epochs", "10", "--lr", "0.002", "--samples-per-epoch", "20000"),
+    drive_roads=10, drive_km=1.0, saliency_n=16,
+    attack_steps=300, attack_roads=16, attack_poses=24, loop_roads=10, loop_km=0.5,
+    size_sweep=("1.0x1.75", "1.5x2.6"), size_steps=300, certify_attack_runs=256, pv_attack_steps=300)
+
+QUICK = DemoSettings(
+    train_frames=4000, heldout_frames=800, cameras="center,left,right",
+    train_args=("--quick",), patchvote_args=("--quick",),
+    drive_roads=2, drive_km=0.3, saliency_n=6,
+    attack_steps=100, attack_roads=8, attack_poses=16, loop_roads=2, loop_km=0.3,
+    size_sweep=("1.0x1.75",), size_steps=60, certify_attack_runs=32, pv_attack_steps=60)
+
+#: The sticker every attack stage optimises: 2.0 m wide, 3.5 m along the road, judged 5-15 m before it.
+STICKER_SIZE = "2.0x3.5"
+STICKER_DISTANCE = "5-15"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the demo: a name, a one-line description and the ``pdn`` commands it runs."""
+
+    name: str
+    title: str
+    commands: tuple[tuple[str, ...], ...]
+
+
+def plan(out: Path, quick: bool, seed: int = 0) -> list[Stage]:
+    """The demo's stages for output folder ``out`` (paths inside ``out``)."""
+    s = QUICK if quick else FULL
+    o = str(out)
+    data, held, pilot, pv = f"{o}/data", f"{o}/heldout", f"{o}/pilotnet", f"{o}/patchvote"
+    atk, atk_pv = f"{o}/attack", f"{o}/attack_patchvote"
+    sticker = ("--size", STICKER_SIZE, "--distance", STICKER_DISTANCE, "--roads", str(s.attack_roads),
+               "--poses", str(s.attack_poses), "--seed", str(seed))
+    loop = ("--loop-roads", str(s.loop_roads), "--km", str(s.loop_km), "--seed", str(seed))
+    sizes = []
+    for size in s.size_sweep:
+        folder = f"{o}/attack_{size}"
+        sizes += [("attack", "--model", pilot, "--out", folder, "--size", size, "--distance", STICKER_DISTANCE,
+                   "--roads", str(s.attack_roads), "--poses", str(s.attack_poses), "--steps", str(s.size_steps),
+                   "--seed", str(seed), "--json"),
+                  ("attack", "eval", "--model", pilot, "--sticker", folder, "--loop-roads", "0", "--seed", str(seed),
+                   "--json")]
+    report_inputs = (data, pilot, f"{o}/saliency", f"{o}/drive", atk, *(f"{o}/attack_{z}" for z in s.size_sweep),
+                     pv, atk_pv, f"{o}/certify")
+    return [
+        Stage("preview", "render a preview of the driving world",
+              (("world", "preview", "--out", f"{o}/world_preview.png", "--seed", str(seed), "--json"),)),
+        Stage("data", f"render {s.train_frames} training and {s.heldout_frames} held-out frames",
+              (("data", "synth", "--out", data, "--frames", str(s.train_frames), "--seed", str(seed + 1),
+                "--cameras", s.cameras, "--json"),
+               ("data", "synth", "--out", held, "--frames", str(s.heldout_frames), "--seed", str(seed + 2), "--json"),
+               ("data", "check", data, "--json"))),
+        Stage("train", "train PilotNet" + (" (--quick)" if quick else " (default recipe)"),
+              (("train", "--data", data, "--model", "pilotnet", *s.train_args, "--seed", str(seed), "--out", pilot,
+                "--resume", "--json"),)),
+        Stage("eval", "evaluate PilotNet on held-out roads",
+              (("eval", "--model", pilot, "--data", held, "--json"),)),
+        Stage("drive", f"drive {s.drive_roads} held-out roads of {s.drive_km} km closed loop",
+              (("drive", "--model", pilot, "--roads", str(s.drive_roads), "--km", str(s.drive_km),
+                "--out", f"{o}/drive", "--video", f"{o}/drive/road0.mp4", "--json"),)),
+        Stage("saliency", "VisualBackProp saliency overlays",
+              (("saliency", "--model", pilot, "--data", held, "--out", f"{o}/saliency", "--n", str(s.saliency_n),
+                "--json"),)),
+        Stage("attack", f"optimise a {STICKER_SIZE} m road sticker against PilotNet ({s.attack_steps} steps)",
+              (("attack", "--model", pilot, "--out", atk, *sticker, "--steps", str(s.attack_steps), "--json"),)),
+        Stage("attack_eval", "evaluate the sticker and its controls offline and closed loop",
+              (("attack", "eval", "--model", pilot, "--sticker", atk, *loop, "--json"),)),
+        Stage("attack_sizes", f"smaller stickers ({', '.join(s.size_sweep)} m), offline", tuple(sizes)),
+        Stage("patchvote", "train the PatchVote defended model" + (" (--quick)" if quick else ""),
+              (("train", "--data", data, "--model", "patchvote", *s.patchvote_args, "--seed", str(seed),
+                "--out", pv, "--resume", "--json"),)),
+        Stage("certify", "certify PatchVote: sweep of patch sizes and tolerances, adaptive patch attacks",
+              (("certify", "--model", pv, "--data", held, "--sweep", "--attack", str(s.certify_attack_runs),
+                "--sticker", atk, "--out", f"{o}/certify", "--seed", str(seed), "--json"),)),
+        Stage("attack_patchvote", "an adaptive sticker against PatchVote, with controls",
+              (("attack", "--model", pv, "--out", atk_pv, *sticker, "--steps", str(s.pv_attack_steps), "--json"),
+               ("attack", "eval", "--model", pv, "--sticker", atk_pv, *loop, "--json"))),
+        Stage("report", "write the HTML report",
+              (("report", *report_inputs, "--out", f"{o}/report", "--json"),)),
+    ]
+
+
+def _run_command(argv: Sequence[str], log: io.StringIO) -> dict[str, Any] | None:
+    """Run one ``pdn`` command in this process; its stdout goes to ``log``. Returns its JSON, if any."""
+    from drivenet_patch.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    if code != 0:
+        last = err.getvalue().strip().splitlines()
+        raise PDNError(f"`pdn {' '.join(argv)}` failed: {last[-1] if last else f'exit code {code}'}")
+    text = log.getvalue().strip().splitlines()
+    try:
+        return json.loads(text[-1]) if text else None
+    except json.JSONDecodeError:
+        return None
+
+
+def run_demo(out: str | Path, quick: bool = False, seed: int = 0, restart: bool = False,
+             echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or resume) the demo into ``out``.
+
+    Args:
+        out: output folder; ``out/report/index.html`` is the end product.
+        quick: the small settings (a few minutes on 2 cores) instead of the full ones.
+        seed: base seed of the data, training and attacks.
+        restart: forget finished stages and run everything again (files are overwritten).
+        echo: receives one line per stage.
+
+    Returns:
+        ``{"out", "report", "quick", "stages": [{"name", "seconds", "skipped"}], "seconds"}``.
+
+    Raises:
+        PDNError: ``out`` holds a demo of the other flavour or seed, or a stage failed (the
+        stage is named; finished stages stay finished for the next run).
+    """
+    out = Path(out)
+    stages = plan(out, quick, seed)
+    meta_path = out / "demo.json"
+    meta = {"quick": bool(quick), "seed": int(seed),
+            "stages": [{"name": st.name, "title": st.title, "commands": [" ".join(("pdn", *c)) for c in st.commands]}
+                       for st in stages]}
+    if meta_path.is_file() and not restart:
+        try:
+            old = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            old = {}
+        if (old.get("quick"), old.get("seed")) != (meta["quick"], meta["seed"]):
+            raise PDNError(f"{out} holds a demo made with quick={old.get('quick')} seed={old.get('seed')}; "
+                           f"use another --out or pass --restart")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(meta_path, meta)
+    done_dir = out / "stages"
+    if restart:
+        for f in done_dir.glob("*.json"):
+            f.unlink()
+    summary = []
+    t_all = time.perf_counter()
+    for i, st in enumerate(stages, 1):
+        marker = done_dir / f"{st.name}.json"
+        head = f"[{i:2d}/{len(stages)}] {st.name:16s} {st.title}"
+        if marker.is_file():
+            echo(f"{head} ... done before, skipped")
+            summary.append({"name": st.name, "seconds": 0.0, "skipped": True})
+            continue
+        echo(f"{head} ...")
+        t0 = time.perf_counter()
+        results = []
+        log = io.StringIO()
+        try:
+            for argv in st.commands:
+                results.append(_run_command(argv, log))
+        finally:
+            write_text(out / "logs" / f"{st.name}.log", log.getvalue())
+        dt = time.perf_counter() - t0
+        write_json(marker, {"name": st.name, "seconds": round(dt, 2), "commands": meta["stages"][i - 1]["commands"],
+                            "results": results})
+        echo(f"{'':8s}{st.name} finished in {dt:.1f} s")
+        summary.append({"name": st.name, "seconds": round(dt, 2), "skipped": False})
+    report = out / "report" / "index.html"
+    return {"out": str(out), "report": str(report), "quick": bool(quick), "stages": summary,
+            "seconds": round(time.perf_counter() - t_all, 2)}
+
+
+def cmd_demo(args: Any) -> int:
+    """Run ``pdn demo``; returns the exit code (0)."""
+    from drivenet_patch.cli import _emit
+
+    echo = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else print
+    result = run_demo(args.out, quick=args.quick, seed=args.seed, restart=args.restart, echo=echo)
+    _emit(result, args.json, f"report: {result['report']}")
+    return 0
+
+
+def add_demo_command(sub: Any) -> None:
+    """Add ``demo`` to the ``pdn`` sub-command parsers ``sub``."""
+    help_ = "the main job end to end (world data -> PilotNet -> sticker attack -> PatchVote -> report), resumable"
+    c = sub.add_parser("demo", help=help_, description=help_ + ". Finished stages are skipped on a re-run.")
+    c.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
+    c.add_argument("--quick", action="store_true", help="small settings: a few minutes on 2 cores (full: ~25 min)")
+    c.add_argument("--seed", type=int, default=0, help="base seed of data, training and attacks (default 0)")
+    c.add_argument("--restart", action="store_true", help="run every stage again, even those already finished")
+    c.add_argument("--json", action="store_true", help="print one JSON object (stage lines go to stderr)")
+    c.set_defaults(fn=cmd_demo)

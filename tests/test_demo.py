@@ -1,0 +1,114 @@
+"""``pdn demo``: every stage's command is valid, and the quick demo runs, survives a kill and resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import cv2
+import pytest
+
+from attacks.cli import route_argv
+from drivenet_patch.cli import build_parser
+from drivenet_patch.demo import plan, run_demo
+from drivenet_patch.errors import PDNError
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_every_stage_command_parses(quick: bool) -> None:
+    parser = build_parser()
+    stages = plan(Path("out"), quick)
+    assert len({s.name for s in stages}) == len(stages)
+    assert stages[-1].name == "report"
+    for st in stages:
+        assert st.commands, st.name
+        for argv in st.commands:
+            args = parser.parse_args(route_argv(list(argv)))
+            assert callable(args.fn), argv
+            assert "--json" in argv  # the demo keeps every command's JSON in its log
+
+
+def test_refuses_a_folder_of_the_other_flavour(tmp_path: Path) -> None:
+    (tmp_path / "demo.json").write_text(json.dumps({"quick": False, "seed": 0}))
+    with pytest.raises(PDNError, match="quick=False"):
+        run_demo(tmp_path, quick=True)
+    assert not (tmp_path / "stages").exists()  # refused before anything ran
+
+
+class _Images(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.imgs: list[str] = []
+        self.h2: list[str] = []
+        self._in_h2 = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "img":
+            self.imgs.append(str(dict(attrs)["src"]))
+        self._in_h2 = tag == "h2"
+
+    def handle_data(self, data: str) -> None:
+        if self._in_h2:
+            self.h2.append(data.strip())
+            self._in_h2 = False
+
+
+def _stage_result(out: Path, name: str, i: int = 0) -> dict:
+    return json.loads((out / "stages" / f"{name}.json").read_text())["results"][i]
+
+
+def test_quick_demo_killed_mid_training_resumes_and_reports(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "drivenet_patch.cli", "demo", "--quick", "--out", str(out)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    metrics = out / "pilotnet" / "metrics.csv"
+    try:  # kill it once PilotNet has finished its first epoch (the middle of the train stage)
+        while proc.poll() is None and not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 2):
+            time.sleep(0.5)
+        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done_at_kill = {p.stem for p in (out / "stages").glob("*.json")}
+    assert {"preview", "data"} <= done_at_kill and "train" not in done_at_kill
+
+    rerun = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    minutes = (time.perf_counter() - t0) / 60
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    lines = rerun.stdout.splitlines()
+    skipped = {ln.split()[2] for ln in lines if ln.endswith("done before, skipped")}
+    assert skipped == done_at_kill
+    assert lines[-1] == f"report: {out / 'report' / 'index.html'}"
+    # Training resumed inside the stage: the epochs before the kill were not trained again.
+    assert _stage_result(out, "train")["start_epoch"] >= 1
+    assert minutes < 8, f"quick demo took {minutes:.1f} min"  # ~3 min on a quiet 2-core machine
+
+    # The results are real and say what they should.
+    ev = _stage_result(out, "eval")
+    assert ev["rmse_deg"] < 0.6 * ev["zero_rmse_deg"]
+    atk = json.loads((out / "attack" / "eval.json").read_text())
+    assert atk["mean_dev_deg"] > 2 * max(atk["control_noise"]["mean_dev_deg"], atk["control_grey"]["mean_dev_deg"])
+    assert atk["n_approaches"] > 0 and (out / "attack" / "eval_tracks.csv").is_file()
+    cert = json.loads((out / "certify" / "certify.json").read_text())
+    assert cert["violations"] == 0 and cert["sticker_violations"] == 0 and 0 < cert["certified_acc"] <= 1
+
+    page = _Images()
+    page.feed((out / "report" / "index.html").read_text(encoding="utf-8"))
+    assert page.h2 == ["Data", "Model", "Attack", "Defense"]
+    assert len(page.imgs) >= 25
+    for src in page.imgs:
+        img = cv2.imread(str(out / "report" / src))
+        assert img is not None and img.std() > 0, src  # a real picture, not a blank placeholder
+    for name in ("defended_vs_undefended.png", "attack_vs_size.png", "certify1_votes.png",
+                 "attack1_trajectories.png", "data1_samples.png"):
+        assert name in page.imgs
