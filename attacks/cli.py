@@ -381,9 +381,10 @@ def cmd_attack_eval(args: argparse.Namespace) -> int:
     from attacks.evaluate import CONTROLS, closed_loop_eval, control_textures, offline_eval
     from attacks.sticker import saliency_capture
     from drivenet_patch.cli import _emit, _progress
-    from drivenet_patch.drive import ClosedLoopConfig, make_roads
+    from drivenet_patch.drive import LANE_DEPARTURE_M, ClosedLoopConfig, make_roads
     from drivenet_patch.io import write_csv, write_json
     from drivenet_patch.models.patchdrive import has_patches
+    from drivenet_patch.world.road import EGO_LANE_D, LANE_WIDTH_M
 
     if not (math.isfinite(args.threshold) and args.threshold > 0):
         raise PDNError(f"--threshold must be > 0 degrees, got {args.threshold}")
@@ -408,7 +409,7 @@ def cmd_attack_eval(args: argparse.Namespace) -> int:
         scenes = approach_scenes(model, placement, distance, args.roads, args.poses, args.seed, EVAL_SEED_BASE,
                                  args.device)
     results: dict[str, dict[str, Any]] = {}
-    frames_tables, approach_tables = [], []
+    frames_tables, approach_tables, track_tables = [], [], []
     clean = None
     for name, tex in textures.items():
         frames, summary = offline_eval(model, scenes, tex, target, args.threshold, dirt, clean=clean)
@@ -426,12 +427,14 @@ def cmd_attack_eval(args: argparse.Namespace) -> int:
         cfg = ClosedLoopConfig()
         steps = cfg.steps_for(float(args.km))
         roads = make_roads(args.loop_roads, steps, cfg, LOOP_SEED_BASE + 1000 * int(args.seed))
-        for name, tex in textures.items():
-            approaches, summary = closed_loop_eval(model, tex, placement, roads, steps, _camera(model), cfg,
-                                                   seed=int(args.seed), progress=_progress(args))
+        for name, tex in [*textures.items(), ("none", None)]:  # "none": the same roads without any sticker
+            approaches, summary, tracks = closed_loop_eval(model, tex, placement, roads, steps, _camera(model), cfg,
+                                                           seed=int(args.seed), progress=_progress(args), tracks=True)
             approaches.insert(0, "texture", name)
+            tracks.insert(0, "texture", name)
             approach_tables.append(approaches)
-            results[name].update(summary)
+            track_tables.append(tracks)
+            results.setdefault(name, {}).update(summary)
             n_approaches = summary["n_approaches"]
     else:
         for r in results.values():
@@ -443,6 +446,10 @@ def cmd_attack_eval(args: argparse.Namespace) -> int:
                  if "in_topk_rate" in results["sticker"] else {}),
               **{f"control_{c}": results[c] for c in CONTROLS},
               "n_frames": results["sticker"]["n_frames"], "n_approaches": n_approaches,
+              **({"no_sticker": results["none"]} if "none" in results else {}),
+              "placement": {"width_m": placement.width_m, "length_m": placement.length_m, "kind": placement.kind,
+                            "lateral_m": placement.d - EGO_LANE_D},
+              "lane_departure_m": LANE_DEPARTURE_M, "lane_width_m": LANE_WIDTH_M,
               "target": target, "threshold_deg": float(args.threshold), "seed": int(args.seed),
               "model": str(args.model), "sticker": str(args.sticker), "source": "data" if args.data else "world"}
     import pandas as pd
@@ -451,6 +458,7 @@ def cmd_attack_eval(args: argparse.Namespace) -> int:
     if approach_tables:
         write_csv(Path(out_dir) / "eval_approaches.csv", pd.concat(approach_tables, ignore_index=True),
                   float_format="%.6g")
+        write_csv(Path(out_dir) / "eval_tracks.csv", pd.concat(track_tables, ignore_index=True), float_format="%.5g")
     write_json(Path(out_dir) / "eval.json", result)
 
     def line(name: str, r: dict) -> str:

@@ -177,10 +177,29 @@ def approach_table(log: pd.DataFrame, roads: Sequence[Road], placement: StickerP
                                        "max_abs_offset_m"])
 
 
+def approach_tracks(log: pd.DataFrame, approaches: pd.DataFrame, window: ApproachWindow = ApproachWindow()
+                    ) -> pd.DataFrame:
+    """The car's path through every approach in road coordinates, for top-down plots.
+
+    Returns:
+        One row per logged step inside an approach window: ``road``, ``sticker_s``, ``rel_s``
+        (metres along the road from the sticker's centre, negative before it) and ``offset_m``
+        (lateral offset from the lane centre, positive = left).
+    """
+    parts = []
+    for road, s_c in zip(approaches["road"], approaches["sticker_s"]):
+        steps = log[(log["road"] == road) & log["s"].between(s_c - window.before_m, s_c + window.after_m)]
+        parts.append(pd.DataFrame({"road": road, "sticker_s": s_c, "rel_s": steps["s"].to_numpy() - s_c,
+                                   "offset_m": steps["offset_m"].to_numpy()}))
+    if not parts:
+        return pd.DataFrame(columns=["road", "sticker_s", "rel_s", "offset_m"])
+    return pd.concat(parts, ignore_index=True)
+
+
 def closed_loop_eval(model: nn.Module, texture: torch.Tensor | None, placement: StickerPlacement,
                      roads: Sequence[Road], steps_per_road: int, camera: Any, cfg: Any, seed: int,
-                     window: ApproachWindow = ApproachWindow(), progress: bool = False
-                     ) -> tuple[pd.DataFrame, dict[str, Any]]:
+                     window: ApproachWindow = ApproachWindow(), progress: bool = False, tracks: bool = False
+                     ) -> tuple[pd.DataFrame, dict[str, Any]] | tuple[pd.DataFrame, dict[str, Any], pd.DataFrame]:
     """Drive ``roads`` with sticker copies (``texture=None``: no sticker, copies still mark approaches).
 
     Every call draws the roads' lighting from ``numpy.random.default_rng(seed)``, so the attack
@@ -188,7 +207,8 @@ def closed_loop_eval(model: nn.Module, texture: torch.Tensor | None, placement: 
 
     Returns:
         ``(approaches, summary)``: :func:`approach_table` and ``departure_rate``,
-        ``n_approaches``, ``interventions``, ``autonomy_pct``.
+        ``n_approaches``, ``interventions``, ``autonomy_pct``; with ``tracks=True`` also
+        :func:`approach_tracks` as a third item.
     """
     from drivenet_patch.drive import drive_closed_loop
 
@@ -205,6 +225,8 @@ def closed_loop_eval(model: nn.Module, texture: torch.Tensor | None, placement: 
         "interventions": int(metrics["interventions"]),
         "autonomy_pct": float(metrics["autonomy_pct"]),
     }
+    if tracks:
+        return approaches, summary, approach_tracks(log, approaches, window)
     return approaches, summary
 
 
@@ -217,6 +239,7 @@ __all__ = [
     "SUMMARY_KEYS",
     "ApproachWindow",
     "approach_table",
+    "approach_tracks",
     "closed_loop_eval",
     "control_textures",
     "offline_eval",

@@ -134,6 +134,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
     import tempfile
 
     import pandas as pd
+    import torch
 
     from attacks.cli import _load_model
     from defenses.aggregate import METHODS
@@ -142,6 +143,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
     from drivenet_patch.cli import _emit, _progress
     from drivenet_patch.data import open_dataset
     from drivenet_patch.io import write_csv, write_json
+    from drivenet_patch.tensors import to_tensor
 
     run = Path(args.model)
     if args.aggregate is not None and args.aggregate not in METHODS:
@@ -201,10 +203,19 @@ def cmd_certify(args: argparse.Namespace) -> int:
             sweep = pd.DataFrame(rows)
             write_csv(out_dir / "sweep.csv", sweep, float_format="%.6g")
             result["sweep_rows"] = len(sweep)
+        pick = _example_index(labels, frames)
+        with torch.no_grad():
+            frame = to_tensor(dataset.frames([pick]), args.device)
+        result["examples"] = {"clean": write_vote_example(
+            out_dir, "example_clean", model, frame, method,
+            {"frame": pick, "label_deg": float(labels[pick]), "lo_deg": float(frames["lo_deg"].iloc[pick]),
+             "hi_deg": float(frames["hi_deg"].iloc[pick])})}
         if args.attack:
             result.update(_adaptive(model, dataset, labels, patch, method, args, out_dir, limit))
         if args.sticker:
-            result.update(_sticker_check(model, method, args))
+            sticker_result, example = _sticker_check(model, method, args, out_dir)
+            result.update(sticker_result)
+            result["examples"]["sticker"] = example
     write_json(out_dir / "certify.json", result)
     result["out"] = str(out_dir)
     text = (f"{result['n']} frames, patch {patch[0]}x{patch[1]} px (touches <= {k} of {model.n_regions} regions), "
@@ -250,8 +261,59 @@ def _adaptive(model: Any, dataset: Any, labels: Any, patch: tuple[int, int], met
             "attack_mean_shift_deg": float(moved.mean()), "attack_max_shift_deg": float(moved.max())}
 
 
-def _sticker_check(model: Any, method: str, args: argparse.Namespace) -> dict[str, Any]:
-    """``--sticker ATK``: the attack folder's sticker on held-out approach scenes, against its footprint's certificate."""
+def _example_index(labels: Any, frames: Any) -> int:
+    """A frame worth drawing: certified, on a curve (|label| nearest its 80th percentile)."""
+    import numpy as np
+
+    y = np.abs(np.asarray(labels, np.float64))
+    ok = frames["certified"].to_numpy(bool)
+    cand = np.flatnonzero(ok) if ok.any() else np.arange(len(y))
+    target = np.quantile(y[cand], 0.8)
+    return int(cand[np.argmin(np.abs(y[cand] - target))])
+
+
+def write_vote_example(out_dir: Path, name: str, model: Any, frame: Any, method: str,
+                       info: dict[str, Any]) -> dict[str, Any]:
+    """Save one frame and its region votes for the report: ``NAME.png`` and ``NAME_votes.csv``.
+
+    Args:
+        out_dir: certify output folder.
+        name: file stem.
+        model: the PatchVote.
+        frame: (1, 3, H, W) float frame in [0, 1] at the model's input size.
+        method: aggregate that turns the votes into the output.
+        info: extra facts to keep (frame index, label, certified interval...).
+
+    Returns:
+        ``info`` with ``image``, ``votes``, ``output_deg`` and ``aggregate`` added (for certify.json).
+    """
+    import cv2
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from drivenet_patch.io import write_bytes, write_csv
+
+    with torch.no_grad():
+        votes = model.votes(frame).float().cpu()
+        output = float(model.aggregate_votes(votes.to(frame.device), method).cpu()[0])
+    rgb = (frame[0].detach().cpu().permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise PDNError(f"could not encode {name}.png")
+    write_bytes(out_dir / f"{name}.png", png.tobytes())
+    boxes = np.asarray(model.layout.boxes())
+    table = pd.DataFrame({"region": np.arange(len(boxes)), "y0": boxes[:, 0], "x0": boxes[:, 1], "y1": boxes[:, 2],
+                          "x1": boxes[:, 3], "vote_deg": votes[0].numpy(),
+                          "valid": model.valid.cpu().numpy().astype(bool)})
+    write_csv(out_dir / f"{name}_votes.csv", table, float_format="%.6g")
+    return {**info, "image": f"{name}.png", "votes": f"{name}_votes.csv", "output_deg": output, "aggregate": method}
+
+
+def _sticker_check(model: Any, method: str, args: argparse.Namespace,
+                   out_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``--sticker ATK``: the attack folder's sticker on held-out approach scenes, against its footprint's
+    certificate. Also returns the vote example of the scene the sticker moves most."""
     import torch
 
     from attacks.cli import EVAL_SEED_BASE, _read_attack, approach_scenes
@@ -265,7 +327,15 @@ def _sticker_check(model: Any, method: str, args: argparse.Namespace) -> dict[st
     with torch.no_grad():
         attacked = scenes.apply(texture.to(scenes.device))
     r = sticker_violations(model, scenes.background, attacked, scenes.mask.expand(len(scenes), -1, -1), method)
-    return {f"sticker_{k}": v for k, v in r.items()} | {"sticker": str(args.sticker)}
+    with torch.no_grad():
+        moved = (model.votes(attacked) - model.votes(scenes.background)).abs().amax(dim=1)
+    i = int(moved.argmax())
+    info = {"scene": i, "distance_m": float(scenes.info["distance_m"].iloc[i]) if "distance_m" in scenes.info else None}
+    clean_info = write_vote_example(out_dir, "example_sticker_clean", model, scenes.background[i:i + 1], method, info)
+    example = write_vote_example(out_dir, "example_sticker", model, attacked[i:i + 1], method,
+                                 {**info, "clean": clean_info})
+    return {f"sticker_{k}": v for k, v in r.items()} | {"sticker": str(args.sticker)}, example
 
 
-__all__ = ["SWEEP_DELTAS_DEG", "SWEEP_PATCHES", "add_certify_command", "collect_votes", "parse_delta", "summarize"]
+__all__ = ["SWEEP_DELTAS_DEG", "SWEEP_PATCHES", "add_certify_command", "collect_votes", "parse_delta", "summarize",
+           "write_vote_example"]

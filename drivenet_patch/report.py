@@ -29,23 +29,26 @@ from drivenet_patch.io import atomic_path, write_bytes, write_text
 
 __all__ = ["SECTIONS", "build_report", "detect_kind"]
 
-#: Section titles in page order, keyed by input kind.
-SECTIONS: dict[str, str] = {"train": "Model", "drive": "Drive", "attack": "Attack", "certify": "Defense",
-                            "bench": "Benchmarks"}
+#: Section title of each input kind; sections appear in the order of their first kind here.
+SECTIONS: dict[str, str] = {"data": "Data", "train": "Model", "saliency": "Model", "drive": "Model",
+                            "attack": "Attack", "certify": "Defense", "bench": "Benchmarks"}
 
 # Marker files per kind, checked in this order (a folder may hold several; the first wins).
+# A folder with none of them that holds a dataset of a known format is a "data" input.
 _MARKERS: list[tuple[str, tuple[str, ...]]] = [
     ("attack", ("attack.json", "sticker.png")),
     ("certify", ("certify.json", "certify_frames.csv")),
     ("drive", ("drive.json", "drive_log.csv")),
     ("train", ("config.json", "metrics.csv")),
+    ("saliency", ("saliency.json", "saliency_grid.png")),
 ]
 _TEXTURES = ("sticker", "noise", "grey")
 _TEXTURE_COLOURS = {"sticker": "tab:red", "noise": "tab:blue", "grey": "tab:gray"}
 
 
 def detect_kind(path: str | os.PathLike[str]) -> str:
-    """Return the kind of a toolkit output: ``train``, ``drive``, ``attack``, ``certify`` or ``bench``.
+    """Return the kind of an input: ``data``, ``train``, ``saliency``, ``drive``, ``attack``, ``certify`` or
+    ``bench``.
 
     Raises:
         PDNError: the path does not exist, is empty, or holds none of the known file sets.
@@ -62,8 +65,15 @@ def detect_kind(path: str | os.PathLike[str]) -> str:
     for kind, names in _MARKERS:
         if all((p / n).is_file() for n in names):
             return kind
+    from drivenet_patch.data import detect_format
+
+    try:
+        detect_format(p)
+        return "data"
+    except PDNError:
+        pass
     known = "; ".join(" + ".join(n) for _, n in _MARKERS)
-    raise PDNError(f"{p}: not a toolkit output folder (expected one of: {known})")
+    raise PDNError(f"{p}: not a toolkit output folder or dataset (expected one of: {known}; or a dataset)")
 
 
 def build_report(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) -> dict[str, Any]:
@@ -88,16 +98,22 @@ def build_report(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike
     out.mkdir(parents=True, exist_ok=True)
     page = _Page(out)
     renderers: dict[str, Callable[[_Page, Path, str], str]] = {
-        "train": _train_section, "drive": _drive_section, "attack": _attack_section,
-        "certify": _certify_section, "bench": _bench_section}
-    blocks: dict[str, list[str]] = {k: [] for k in SECTIONS}
+        "data": _data_section, "train": _train_section, "saliency": _saliency_section, "drive": _drive_section,
+        "attack": _attack_section, "certify": _certify_section, "bench": _bench_section}
+    titles = list(dict.fromkeys(SECTIONS.values()))
+    blocks: dict[str, list[str]] = {t: [] for t in titles}
     counts: dict[str, int] = dict.fromkeys(SECTIONS, 0)
-    for path, kind in inputs:
-        counts[kind] += 1
-        blocks[kind].append(renderers[kind](page, path, f"{kind}{counts[kind]}"))
-    sections = [SECTIONS[k] for k in SECTIONS if blocks[k]]
-    body = "".join(f'<section id="{SECTIONS[k].lower()}"><h2>{SECTIONS[k]}</h2>{"".join(blocks[k])}</section>\n'
-                   for k in SECTIONS if blocks[k])
+    for kind in SECTIONS:  # page order: by kind, then in the order given
+        for path, k in inputs:
+            if k == kind:
+                counts[kind] += 1
+                blocks[SECTIONS[kind]].append(renderers[kind](page, path, f"{kind}{counts[kind]}"))
+    attacks = [p for p, k in inputs if k == "attack"]
+    blocks["Attack"].append(_attack_summary(page, attacks))
+    blocks["Defense"].append(_defended_vs_undefended(page, attacks))
+    sections = [t for t in titles if any(blocks[t])]
+    body = "".join(f'<section id="{t.lower()}"><h2>{t}</h2>{"".join(blocks[t])}</section>\n'
+                   for t in sections)
     nav = " · ".join(f'<a href="#{s.lower()}">{s}</a>' for s in sections)
     index = out / "index.html"
     write_text(index, _HTML.format(title="PatchDriveNet report", nav=nav, body=body))
@@ -300,11 +316,15 @@ def _attack_section(page: _Page, path: Path, tag: str) -> str:
             ctrl = ev.get(f"control_{name}")
             if isinstance(ctrl, dict):
                 trows.append([f"control: {name}", *(ctrl.get(c) for c in cols)])
+        if isinstance(ev.get("no_sticker"), dict):
+            trows.append(["no sticker", None, None, ev["no_sticker"].get("departure_rate")])
         parts += ["<h4>Attack vs controls</h4>", _table(trows, ["texture", *cols]),
                   f"<p>success = deviation toward the target above {_fmt(ev.get('threshold_deg'))} deg; "
                   f"{_fmt(ev.get('n_frames'))} frames, {_fmt(ev.get('n_approaches'))} closed-loop approaches.</p>"]
 
     figs: list[str] = []
+    if ev_path.is_file() and (path / "eval_tracks.csv").is_file():
+        parts.append(_trajectory_figure(page, path, tag, _read_json(ev_path)))
     hist_path = path / "history.csv"
     if hist_path.is_file():
         h = _read_csv(hist_path, ["step", "deviation_deg"])
@@ -394,6 +414,16 @@ def _certify_section(page: _Page, path: Path, tag: str) -> str:
         ax.legend(fontsize=8, title="aggregate")
         figs.append(page.figure(fig, f"{tag}_vs_patch", "Certified accuracy vs patch size, one line per aggregate"))
 
+    examples = c.get("examples") or {}
+    shown: list[tuple[str, dict[str, Any]]] = []
+    if isinstance(examples.get("clean"), dict):
+        shown.append(("held-out frame", examples["clean"]))
+    if isinstance(examples.get("sticker"), dict):
+        if isinstance(examples["sticker"].get("clean"), dict):
+            shown.append(("approach, no sticker", examples["sticker"]["clean"]))
+        shown.append(("same approach with the sticker", examples["sticker"]))
+    if shown:
+        figs.append(_vote_figure(page, path, tag, shown))
     half = (fr["hi_deg"] - fr["lo_deg"]) / 2
     half = half[np.isfinite(half)]
     fig = Figure(figsize=(5.5, 3.6))
@@ -407,6 +437,239 @@ def _certify_section(page: _Page, path: Path, tag: str) -> str:
     figs.append(page.figure(fig, f"{tag}_halfwidth", "Histogram of certified interval half-widths"))
     parts += ['<div class="figs">', *figs, "</div>"]
     return "".join(parts)
+
+
+def _data_section(page: _Page, path: Path, tag: str) -> str:
+    from drivenet_patch.data import detect_format, open_dataset
+
+    fmt = detect_format(path)
+    ds = open_dataset(path)
+    labels = ds.labels
+    y = labels["steering_deg"].to_numpy(np.float64)
+    if len(y) == 0:
+        raise PDNError(f"{path}: the dataset has no frames")
+    rows: list[tuple[str, Any]] = [
+        ("format", fmt), ("frames", len(y)), ("frame size (HxW)", f"{ds.size[0]}x{ds.size[1]}"),
+        ("steering mean / std (deg)", f"{y.mean():.3g} / {y.std():.3g}"),
+        ("steering min / max (deg)", f"{y.min():.3g} / {y.max():.3g}"),
+        ("share of |steering| < 1 deg", float((np.abs(y) < 1).mean()))]
+    cams = labels["camera"].astype(str) if "camera" in labels.columns else pd.Series(["all"] * len(y))
+    fig = Figure(figsize=(5.5, 3.6))
+    ax = fig.subplots()
+    bins = np.linspace(y.min(), y.max() + 1e-9, 50)
+    for cam in sorted(cams.unique()):
+        ax.hist(y[(cams == cam).to_numpy()], bins=bins, alpha=0.6, label=cam)
+    ax.set(xlabel="steering label (deg, + = left)", ylabel="frames", title=f"Label histogram (n={len(y)})")
+    if cams.nunique() > 1:
+        ax.legend(title="camera")
+    figs = [page.figure(fig, f"{tag}_labels", "Histogram of the steering labels, per camera")]
+
+    pick = np.linspace(0, len(y) - 1, min(8, len(y))).round().astype(int)
+    images = ds.frames(pick)
+    cols = min(4, len(pick))
+    nrows = -(-len(pick) // cols)
+    fig = Figure(figsize=(3.2 * cols, 1.25 * nrows * 3.2 * ds.size[0] / ds.size[1] + 0.4))
+    axes = np.atleast_1d(fig.subplots(nrows, cols)).ravel()
+    for ax, i, img in zip(axes, pick, images):
+        ax.imshow(img)
+        ax.set_title(f"#{i}  {y[i]:+.2f} deg", fontsize=8)
+        ax.axis("off")
+    for ax in axes[len(pick):]:
+        ax.axis("off")
+    figs.append(page.figure(fig, f"{tag}_samples", "Sample frames at the model's input size with their labels"))
+    return "".join([_head(path), _table(rows), '<div class="figs">', *figs, "</div>"])
+
+
+def _saliency_section(page: _Page, path: Path, tag: str) -> str:
+    meta = _read_json(path / "saliency.json")
+    rows = [(k, meta[k]) for k in ("frames", "indices", "prediction_deg") if k in meta]
+    img = page.copy_image(path / "saliency_grid.png", f"{tag}_grid.png",
+                          "VisualBackProp: where the model looks (green: pixels that drive the prediction)",
+                          "max-width: 100%")
+    return "".join([_head(path), "<h4>Saliency</h4>", _table(rows), img])
+
+
+def _lane_axes(ax: Any, ev: dict[str, Any], before: float, after: float) -> None:
+    """Lane edges, the departure limits and the sticker's footprint on a top-down road-frame axis."""
+    from matplotlib.patches import Rectangle
+
+    half = float(ev.get("lane_width_m", 3.5)) / 2
+    dep = ev.get("lane_departure_m")
+    for sgn in (-1, 1):
+        ax.axhline(sgn * half, c="k", lw=1.2)
+        if dep is not None:
+            ax.axhline(sgn * float(dep), c="r", ls="--", lw=0.8)
+    pl = ev.get("placement") or {}
+    if pl.get("kind", "road") == "road" and "width_m" in pl:
+        w, length, lat = float(pl["width_m"]), float(pl["length_m"]), float(pl.get("lateral_m", 0.0))
+        ax.add_patch(Rectangle((-length / 2, lat - w / 2), length, w, fc="tab:orange", alpha=0.35, ec="tab:orange"))
+    ax.set_xlim(-before, after)
+    ax.set_ylim(-half - 0.4, half + 0.4)
+
+
+def _trajectory_figure(page: _Page, path: Path, tag: str, ev: dict[str, Any]) -> str:
+    t = _read_csv(path / "eval_tracks.csv", ["texture", "road", "sticker_s", "rel_s", "offset_m"])
+    order = [n for n in ("none", *_TEXTURES) if n in set(t["texture"])]
+    stats = {"none": ev.get("no_sticker") or {}, "sticker": ev,
+             **{n: ev.get(f"control_{n}") or {} for n in ("noise", "grey")}}
+    before, after = float(-t["rel_s"].min()), float(t["rel_s"].max())
+    fig = Figure(figsize=(10, 1.9 * len(order) + 0.6))
+    axes = np.atleast_1d(fig.subplots(len(order), 1, sharex=True))
+    for ax, name in zip(axes, order):
+        _lane_axes(ax, ev, before, after)
+        g = t[t["texture"] == name]
+        for _, a in g.groupby(["road", "sticker_s"]):
+            ax.plot(a["rel_s"], a["offset_m"], lw=0.9, color=_TEXTURE_COLOURS.get(name, "tab:green"), alpha=0.8)
+        st = stats.get(name, {})
+        rate = st.get("departure_rate")
+        label = {"none": "no sticker", "sticker": "adversarial sticker"}.get(name, f"control: {name}")
+        ax.set_title(f"{label}: departures {_fmt(None if rate is None else 100 * rate)} % of "
+                     f"{_fmt(st.get('n_approaches'))} approaches", fontsize=9)
+        ax.set_ylabel("offset (m)")
+    axes[-1].set_xlabel("metres from the sticker's centre along the road (car drives left to right)")
+    return page.figure(fig, f"{tag}_trajectories",
+                       "Closed-loop approaches seen from above in road coordinates (up = left): black lane edges, "
+                       "red dashed departure limit, orange the sticker's footprint")
+
+
+def _attack_rows(attacks: Sequence[Path]) -> pd.DataFrame:
+    """One row per attack folder that has ``eval.json``: model, size and the sticker's and controls' numbers."""
+    rows = []
+    for path in attacks:
+        if not (path / "eval.json").is_file():
+            continue
+        a, ev = _read_json(path / "attack.json"), _read_json(path / "eval.json")
+        model = str(a.get("model", ev.get("model", "?")))
+        try:
+            name = str(_read_json(Path(model) / "config.json").get("model", {}).get("name", "?"))
+        except PDNError:
+            name = "?"
+        size = a.get("size_m") or [float("nan"), float("nan")]
+        row = {"attack": str(path), "model": model, "model_name": name, "width_m": float(size[0]),
+               "length_m": float(size[1]), "area_m2": float(size[0]) * float(size[1])}
+        for key in ("mean_dev_deg", "success_rate", "departure_rate"):
+            row[key] = ev.get(key)
+            for c in ("noise", "grey"):
+                row[f"{c}_{key}"] = (ev.get(f"control_{c}") or {}).get(key)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _attack_summary(page: _Page, attacks: Sequence[Path]) -> str:
+    """Success rate and deviation vs sticker size, for models attacked with stickers of several sizes."""
+    df = _attack_rows(attacks)
+    if df.empty:
+        return ""
+    groups = [(m, g.sort_values("area_m2")) for m, g in df.groupby("model") if g["area_m2"].nunique() > 1]
+    if not groups:
+        return ""
+    fig = Figure(figsize=(10, 3.6))
+    ax1, ax2 = fig.subplots(1, 2)
+    for i, (model, g) in enumerate(groups):
+        lab = f"{g['model_name'].iloc[0]} ({Path(model).name})"
+        mk = "osD^v"[i % 5]
+        ax1.plot(g["area_m2"], g["success_rate"].astype(float), marker=mk, c="tab:red", label=f"sticker, {lab}")
+        ax2.plot(g["area_m2"], g["mean_dev_deg"].astype(float), marker=mk, c="tab:red", label=f"sticker, {lab}")
+        for c in ("noise", "grey"):
+            ax1.plot(g["area_m2"], g[f"{c}_success_rate"].astype(float), marker=mk, ls="--",
+                     c=_TEXTURE_COLOURS[c], label=f"{c}, {lab}")
+            ax2.plot(g["area_m2"], g[f"{c}_mean_dev_deg"].astype(float), marker=mk, ls="--", c=_TEXTURE_COLOURS[c],
+                     label=f"{c}, {lab}")
+    ax1.set(xlabel="sticker area (m²)", ylabel="success rate", ylim=(-0.02, 1.02), title="Success rate vs sticker size")
+    ax2.set(xlabel="sticker area (m²)", ylabel="mean |steering change| (deg)", title="Deviation vs sticker size")
+    ax1.legend(fontsize=7)
+    fig_html = page.figure(fig, "attack_vs_size", "Held-out success rate and mean deviation vs sticker area, "
+                                                  "each size optimised separately, with the two controls")
+    table = _table([[Path(r.attack).name, r.model_name, f"{r.width_m:g} x {r.length_m:g}", r.mean_dev_deg,
+                     r.success_rate, r.departure_rate, r.noise_mean_dev_deg, r.grey_mean_dev_deg]
+                    for r in df.itertuples()],
+                   ["attack", "model", "size (m)", "mean |dev| (deg)", "success", "departures",
+                    "noise |dev|", "grey |dev|"])
+    return "<h3>Sticker size</h3>" + table + f'<div class="figs">{fig_html}</div>'
+
+
+def _defended_vs_undefended(page: _Page, attacks: Sequence[Path]) -> str:
+    """Stickers against the undefended model(s) beside stickers against PatchVote (largest size each)."""
+    df = _attack_rows(attacks)
+    if df.empty:
+        return ""
+    df = df.assign(defended=df["model_name"].str.startswith("patchvote"))
+    if df["defended"].nunique() < 2:
+        return ""
+    df = df.sort_values("area_m2").groupby("model").tail(1).sort_values("defended")
+    labels = [f"{n} ({Path(m).name})\n{'defended' if d else 'undefended'}"
+              for n, m, d in zip(df["model_name"], df["model"], df["defended"])]
+    x = np.arange(len(df))
+    fig = Figure(figsize=(10, 3.8))
+    axes = fig.subplots(1, 3)
+    for ax, key, title in zip(axes, ("mean_dev_deg", "success_rate", "departure_rate"),
+                              ("mean |steering change| (deg)", "success rate", "lane departures")):
+        for j, (c, prefix) in enumerate((("sticker", ""), ("noise", "noise_"), ("grey", "grey_"))):
+            vals = pd.to_numeric(df[f"{prefix}{key}"], errors="coerce").to_numpy(np.float64)
+            bars = ax.bar(x + (j - 1) * 0.27, np.nan_to_num(vals), width=0.27, color=_TEXTURE_COLOURS[c], label=c)
+            ax.bar_label(bars, labels=["n/a" if not np.isfinite(v) else f"{v:.2g}" for v in vals], fontsize=6)
+        ax.set_xticks(x, labels, fontsize=8)
+        ax.set_title(title, fontsize=10)
+    axes[0].legend(fontsize=8)
+    fig_html = page.figure(fig, "defended_vs_undefended",
+                           "The same attack (a sticker optimised white-box against each model) on the undefended "
+                           "and the PatchVote-defended model, with the controls")
+    return f'<h3>Undefended vs defended under attack</h3><div class="figs">{fig_html}</div>'
+
+
+def _votes_grid(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The region votes as a (rows, cols) grid in layout order, and its validity mask."""
+    ys, xs = np.sort(table["y0"].unique()), np.sort(table["x0"].unique())
+    grid = np.full((len(ys), len(xs)), np.nan)
+    ok = np.zeros_like(grid, dtype=bool)
+    for r in table.itertuples():
+        i, j = np.searchsorted(ys, r.y0), np.searchsorted(xs, r.x0)
+        grid[i, j], ok[i, j] = r.vote_deg, bool(r.valid)
+    return grid, ok
+
+
+def _heat(image: np.ndarray, table: pd.DataFrame) -> np.ndarray:
+    """Per pixel: the mean vote of the valid regions covering it (NaN where none does)."""
+    h, w = image.shape[:2]
+    total, count = np.zeros((h, w)), np.zeros((h, w))
+    for r in table[table["valid"].astype(bool)].itertuples():
+        total[r.y0:r.y1, r.x0:r.x1] += r.vote_deg
+        count[r.y0:r.y1, r.x0:r.x1] += 1
+    with np.errstate(invalid="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def _vote_figure(page: _Page, path: Path, tag: str, examples: list[tuple[str, dict[str, Any]]]) -> str:
+    import cv2
+
+    loaded = []
+    for title, ex in examples:
+        img = cv2.imread(str(path / str(ex["image"])), cv2.IMREAD_COLOR)
+        if img is None:
+            raise PDNError(f"{path / str(ex['image'])}: not a readable image")
+        table = _read_csv(path / str(ex["votes"]), ["y0", "x0", "y1", "x1", "vote_deg", "valid"])
+        loaded.append((title, ex, cv2.cvtColor(img, cv2.COLOR_BGR2RGB), table))
+    lim = max(float(np.nanmax(np.abs(t["vote_deg"]))) for *_, t in loaded) or 1.0
+    fig = Figure(figsize=(11, 2.6 * len(loaded) + 0.3))
+    axes = np.atleast_2d(fig.subplots(len(loaded), 2, gridspec_kw={"width_ratios": [2, 1]}))
+    for (title, ex, img, table), (a1, a2) in zip(loaded, axes):
+        a1.imshow(img)
+        im = a1.imshow(_heat(img, table), cmap="coolwarm", vmin=-lim, vmax=lim, alpha=0.55)
+        a1.axis("off")
+        facts = [f"output {ex['output_deg']:+.2f} deg ({ex.get('aggregate', '')})"]
+        if "label_deg" in ex:
+            facts.append(f"label {ex['label_deg']:+.2f}")
+        if "lo_deg" in ex and np.isfinite(ex["lo_deg"]):
+            facts.append(f"certified [{ex['lo_deg']:+.2f}, {ex['hi_deg']:+.2f}]")
+        a1.set_title(f"{title}: " + ", ".join(facts), fontsize=8)
+        grid, ok = _votes_grid(table)
+        a2.imshow(np.where(ok, grid, np.nan), cmap="coolwarm", vmin=-lim, vmax=lim, aspect="auto")
+        for (i, j), v in np.ndenumerate(grid):
+            a2.text(j, i, f"{v:+.1f}" if ok[i, j] else "×", ha="center", va="center", fontsize=7)
+        a2.set(xticks=[], yticks=[], title="region votes (deg)")
+        fig.colorbar(im, ax=a2, fraction=0.05, label="vote (deg, + = left)")
+    return page.figure(fig, f"{tag}_votes", "Region votes of one frame as a heat map over the image (mean vote of "
+                                            "the regions covering each pixel) and as the grid of votes")
 
 
 def _bench_section(page: _Page, path: Path, tag: str) -> str:

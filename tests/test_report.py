@@ -95,11 +95,20 @@ def _drive(root: Path) -> Path:
     return d
 
 
-def _attack(root: Path) -> Path:
-    d = root / "atk"
+def _model_dir(root: Path, name: str) -> Path:
+    d = root / f"model_{name}"
+    d.mkdir(exist_ok=True)
+    (d / "config.json").write_text(json.dumps({"format_version": 1, "model": {"name": name}}))
+    return d
+
+
+def _attack(root: Path, name: str = "atk", model: str = "pilotnet", size: tuple[float, float] = (2.0, 3.5),
+            scale: float = 4.0) -> Path:
+    d = root / name
     d.mkdir()
     (d / "attack.json").write_text(json.dumps({"attack": {"target": "left", "steps": 5, "texture_hw": [8, 14]},
-                                               "distance_m": [5.0, 15.0]}))
+                                               "distance_m": [5.0, 15.0], "size_m": list(size),
+                                               "model": str(_model_dir(root, model))}))
     sticker = (np.random.default_rng(1).random((8, 14, 3)) * 255).astype(np.uint8)
     assert cv2.imwrite(str(d / "sticker.png"), sticker)
     assert cv2.imwrite(str(d / "sticker_palette.png"), sticker // 64 * 64)
@@ -109,21 +118,58 @@ def _attack(root: Path) -> Path:
     n = 8
     dist = np.linspace(5, 15, n)
     frames = []
-    for tex, scale in (("sticker", 4.0), ("noise", 0.1), ("grey", 0.05)):
-        dev = scale * (15 - dist) / 10
+    for tex, k in (("sticker", scale), ("noise", 0.1), ("grey", 0.05)):
+        dev = k * (15 - dist) / 10
         frames.append(pd.DataFrame({"texture": tex, "road": 0, "distance_m": dist, "clean_deg": 0.1,
                                     "adv_deg": 0.1 + dev, "delta_deg": dev, "deviation_deg": dev,
                                     "success": dev > 3.0}))
     pd.concat(frames).to_csv(d / "eval_frames.csv", index=False)
-    (d / "eval.json").write_text(json.dumps(EVAL))
+    rel = np.linspace(-25, 20, 30)
+    tracks = [pd.DataFrame({"texture": tex, "road": 0, "sticker_s": s_c, "rel_s": rel,
+                            "offset_m": k * np.exp(-((rel - 2) / 6) ** 2)})
+              for tex, k in (("none", 0.05), ("sticker", 1.2), ("noise", 0.1), ("grey", 0.08)) for s_c in (60, 160)]
+    pd.concat(tracks).to_csv(d / "eval_tracks.csv", index=False)
+    ev = {**EVAL, "mean_dev_deg": EVAL["mean_dev_deg"] * scale / 4, "no_sticker": {"departure_rate": 0.0,
+                                                                                   "n_approaches": 2},
+          "placement": {"width_m": size[0], "length_m": size[1], "kind": "road", "lateral_m": 0.0},
+          "lane_departure_m": 0.85, "lane_width_m": 3.5}
+    (d / "eval.json").write_text(json.dumps(ev))
     return d
+
+
+def _data(root: Path) -> Path:
+    from drivenet_patch.data.synthesize import synthesize
+
+    d = root / "data"
+    synthesize(d, 12, seed=3, episode_steps=40, progress=False)
+    return d
+
+
+def _saliency(root: Path) -> Path:
+    d = root / "sal"
+    d.mkdir()
+    assert cv2.imwrite(str(d / "saliency_grid.png"), np.full((40, 120, 3), 90, np.uint8))
+    (d / "saliency.json").write_text(json.dumps({"frames": 2, "indices": [0, 5], "prediction_deg": [0.5, -1.0]}))
+    return d
+
+
+def _write_example(d: Path, name: str, votes: list[float]) -> dict:
+    assert cv2.imwrite(str(d / f"{name}.png"), np.full((66, 200, 3), 100, np.uint8))
+    x0 = np.arange(len(votes)) * 20
+    _write_csv(d / f"{name}_votes.csv", {"region": range(len(votes)), "y0": 0, "x0": x0, "y1": 66, "x1": x0 + 40,
+                                         "vote_deg": votes, "valid": [True] * (len(votes) - 1) + [False]})
+    return {"image": f"{name}.png", "votes": f"{name}_votes.csv", "output_deg": float(np.median(votes[:-1])),
+            "aggregate": "median", "label_deg": 1.0, "lo_deg": -0.5, "hi_deg": 2.0}
 
 
 def _certify(root: Path) -> Path:
     d = root / "cert"
     d.mkdir()
+    clean = _write_example(d, "example_clean", [1.0, 1.2, 0.8, 1.1, 0.9, 1.3, 1.0, 0.7, 5.0])
+    stuck = _write_example(d, "example_sticker", [1.0, 1.2, -9.0, -8.0, 0.9, 1.3, 1.0, 0.7, 5.0])
     (d / "certify.json").write_text(json.dumps({"certified_acc": 0.613, "clean_acc": 0.998, "violations": 0,
-                                                "delta_deg": 1.39259, "aggregate": "median", "patch": [17, 17]}))
+                                                "delta_deg": 1.39259, "aggregate": "median", "patch": [17, 17],
+                                                "examples": {"clean": clean, "sticker": {**stuck, "clean": clean}}}))
     lo = np.linspace(-3, 2, 30)
     _write_csv(d / "certify_frames.csv", {"label_deg": lo + 0.5, "output_deg": lo + 0.6, "lo_deg": lo,
                                           "hi_deg": lo + np.linspace(0.5, 2.0, 30), "certified": True,
@@ -153,6 +199,14 @@ def inputs(tmp_path: Path) -> list[Path]:
     return [_train_run(src), _drive(src), _attack(src), _certify(src), _bench(src)]
 
 
+@pytest.fixture
+def more(inputs: list[Path]) -> list[Path]:
+    """A dataset, saliency, a smaller sticker against the same model and one against a PatchVote."""
+    src = inputs[0].parent
+    return [_data(src), _saliency(src), _attack(src, "atk_small", size=(1.0, 1.75), scale=1.5),
+            _attack(src, "atk_pv", model="patchvote", scale=0.5)]
+
+
 def _parse(index: Path) -> _Collect:
     page = _Collect()
     page.feed(index.read_text(encoding="utf-8"))
@@ -166,16 +220,17 @@ def _check_png(path: Path) -> None:
     assert img is not None and img.shape[0] > 0 and img.shape[1] > 0, path
 
 
-def test_detect_kind(inputs: list[Path]) -> None:
+def test_detect_kind(inputs: list[Path], more: list[Path]) -> None:
     assert [detect_kind(p) for p in inputs] == ["train", "drive", "attack", "certify", "bench"]
+    assert [detect_kind(p) for p in more] == ["data", "saliency", "attack", "attack"]
 
 
-def test_report_all_sections(inputs: list[Path], tmp_path: Path) -> None:
+def test_report_all_sections(inputs: list[Path], more: list[Path], tmp_path: Path) -> None:
     out = tmp_path / "report"
-    result = build_report(inputs, out)
+    result = build_report([*inputs, *more], out)
     index = Path(result["index"])
     assert index == out / "index.html"
-    assert result["sections"] == ["Model", "Drive", "Attack", "Defense", "Benchmarks"]
+    assert result["sections"] == ["Data", "Model", "Attack", "Defense", "Benchmarks"]
     page = _parse(index)
     assert page.h2 == result["sections"]
     # Every image referenced exists and is a real PNG; copied attack images keep their size.
@@ -186,8 +241,9 @@ def test_report_all_sections(inputs: list[Path], tmp_path: Path) -> None:
     assert sticker.shape == (8, 14, 3)
     # Every generated figure is on the page and has its PDF.
     expected = {"curves", "scatter", "trajectory", "offset", "optimisation", "distance", "delta_hist", "vs_delta",
-                "vs_patch", "halfwidth"}
+                "vs_patch", "halfwidth", "labels", "samples", "trajectories", "votes", "vs_size", "vs_undefended"}
     assert {f.split("_", 1)[1].removesuffix(".png") for f in result["figures"]} == expected
+    assert "saliency1_grid.png" in page.imgs
     for fig in result["figures"]:
         assert fig in page.imgs
         pdf = out / fig.replace(".png", ".pdf")
@@ -217,8 +273,37 @@ def test_bench_table_and_only_present_sections(inputs: list[Path], tmp_path: Pat
 def test_optional_files_absent(inputs: list[Path], tmp_path: Path) -> None:
     (inputs[0] / "predictions.csv").unlink()
     (inputs[3] / "sweep.csv").unlink()
-    result = build_report([inputs[0], inputs[3]], tmp_path / "r")
-    assert {f.split("_", 1)[1] for f in result["figures"]} == {"curves.png", "halfwidth.png"}
+    (inputs[2] / "eval_tracks.csv").unlink()
+    cert = json.loads((inputs[3] / "certify.json").read_text())
+    del cert["examples"]
+    (inputs[3] / "certify.json").write_text(json.dumps(cert))
+    result = build_report([inputs[0], inputs[2], inputs[3]], tmp_path / "r")
+    assert {f.split("_", 1)[1] for f in result["figures"]} == {"curves.png", "halfwidth.png", "optimisation.png",
+                                                               "distance.png", "delta_hist.png"}
+
+
+def test_cross_attack_figures_need_their_inputs(inputs: list[Path], more: list[Path], tmp_path: Path) -> None:
+    # One size per model: no size figure; no PatchVote attack: no defended-vs-undefended figure.
+    names = build_report([inputs[2], more[3]], tmp_path / "a")["figures"]
+    assert "defended_vs_undefended.png" in names and "attack_vs_size.png" not in names
+    names = build_report([inputs[2], more[2]], tmp_path / "b")["figures"]
+    assert "attack_vs_size.png" in names and "defended_vs_undefended.png" not in names
+    page = _parse(tmp_path / "b" / "index.html")
+    row = next(r for r in page.rows if r and r[0] == "atk_small")
+    assert row[1:3] == ["pilotnet", "1 x 1.75"]
+
+
+def test_vote_heat_is_the_mean_of_covering_valid_regions() -> None:
+    from drivenet_patch.report import _heat, _votes_grid
+
+    table = pd.DataFrame({"y0": [0, 0, 0], "x0": [0, 2, 4], "y1": [2, 2, 2], "x1": [4, 6, 8],
+                          "vote_deg": [1.0, 3.0, 100.0], "valid": [True, True, False]})
+    heat = _heat(np.zeros((3, 8, 3)), table)
+    assert heat[0, :2].tolist() == [1.0, 1.0] and heat[0, 2:4].tolist() == [2.0, 2.0]
+    assert heat[1, 4:6].tolist() == [3.0, 3.0]  # the invalid region's 100 is ignored
+    assert np.isnan(heat[0, 6:]).all() and np.isnan(heat[2]).all()
+    grid, ok = _votes_grid(table)
+    assert grid.tolist() == [[1.0, 3.0, 100.0]] and ok.tolist() == [[True, True, False]]
 
 
 @pytest.mark.parametrize("make", ["missing", "empty", "unknown", "text_file", "bad_csv"])
@@ -249,5 +334,5 @@ def test_cli_command(inputs: list[Path], tmp_path: Path, capsys: pytest.CaptureF
     args = parser.parse_args(["report", str(inputs[1]), str(inputs[4]), "--out", str(out), "--json"])
     assert args.fn(args) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["sections"] == ["Drive", "Benchmarks"]
+    assert summary["sections"] == ["Model", "Benchmarks"]
     assert Path(summary["index"]).is_file() and len(summary["figures"]) == 2

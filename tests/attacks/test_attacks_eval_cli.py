@@ -158,7 +158,17 @@ def test_cli_attack_then_eval_writes_everything(run_dir: Path, tmp_path: Path, c
     per = {name: g["clean_deg"].to_numpy() for name, g in frames.groupby("texture")}
     np.testing.assert_array_equal(per["sticker"], per["noise"])
     np.testing.assert_array_equal(per["sticker"], per["grey"])
-    assert set(pd.read_csv(atk / "eval_approaches.csv")["texture"]) == {"sticker", "noise", "grey"}
+    approaches = pd.read_csv(atk / "eval_approaches.csv")
+    assert set(approaches["texture"]) == {"sticker", "noise", "grey", "none"}  # "none": no sticker at all
+    assert result["no_sticker"]["n_approaches"] == result["n_approaches"]
+    # The tracks are the approaches' steps: one group per approach, within the window, offsets as logged.
+    tracks = pd.read_csv(atk / "eval_tracks.csv")
+    assert set(tracks["texture"]) == set(approaches["texture"])
+    assert tracks.groupby(["texture", "road", "sticker_s"]).ngroups == len(approaches)
+    assert tracks["rel_s"].between(-25.0, 20.0).all()
+    worst = tracks.assign(a=tracks["offset_m"].abs()).groupby(["texture", "road", "sticker_s"])["a"].max()
+    ref = approaches.set_index(["texture", "road", "sticker_s"])["max_abs_offset_m"]
+    np.testing.assert_allclose(worst.sort_index().to_numpy(), ref.sort_index().to_numpy(), atol=1e-3)
 
 
 @pytest.mark.parametrize("argv, needle", [

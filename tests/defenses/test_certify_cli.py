@@ -6,6 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,7 +14,7 @@ import torch
 
 from defenses.adaptive import count_violations, draw_runs, patch_pgd
 from defenses.cli import parse_delta
-from drivenet_patch.checkpoint import save_model
+from drivenet_patch.checkpoint import load_model, save_model
 from drivenet_patch.cli import main
 from drivenet_patch.errors import PDNError
 from drivenet_patch.models import create_model
@@ -97,6 +98,18 @@ def test_cli_certify_sweep_and_attack(runs: tuple[Path, Path], tmp_path: Path, c
     assert np.all(np.diff(med["certified_acc"].to_numpy()) <= 1e-12)  # bigger patch, never more certified
     assert np.all(np.diff(med["k_max"].to_numpy()) >= 0)
     assert len(pd.read_csv(out / "attacks.csv")) == 12
+    # The report's vote example: a certified frame; its saved votes and output are the model's own.
+    ex = r["examples"]["clean"]
+    assert frames["certified"].iloc[ex["frame"]]
+    img = cv2.cvtColor(cv2.imread(str(out / ex["image"])), cv2.COLOR_BGR2RGB)
+    model = load_model(pv)
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+    votes = pd.read_csv(out / ex["votes"])
+    assert len(votes) == model.n_regions and votes["valid"].tolist() == model.valid.tolist()
+    with torch.no_grad():
+        np.testing.assert_allclose(votes["vote_deg"], model.votes(x)[0].numpy(), atol=1e-4)  # uint8 frames: lossless
+    assert ex["output_deg"] == pytest.approx(frames["output_deg"].iloc[ex["frame"]], abs=1e-4)
+    assert ex["lo_deg"] <= ex["output_deg"] + 1e-6 and ex["output_deg"] <= ex["hi_deg"] + 1e-6
 
 
 @pytest.mark.parametrize("argv, needle", [
