@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from drivenet_patch.errors import PDNError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+# mkstemp's names: ".<target name>." + 8 random characters + ".tmp" + <target suffix>
+_TEMP_RE = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[^.]+)?$")
 
 
 @contextlib.contextmanager
@@ -25,22 +30,64 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is renamed over ``path``.
 
     The temporary name keeps the target's suffix so that writers which pick a format by
-    extension (matplotlib, OpenCV, numpy) behave as they would on the real name.
+    extension (matplotlib, OpenCV, numpy) behave as they would on the real name. A kill
+    part-way leaves at most a ``.<name>.*.tmp<suffix>`` file, never a half-written ``path``
+    (:func:`remove_stale_temps` clears those).
+
+    Raises:
+        PDNError: the folder or file cannot be created or replaced (no permission, no space, a
+            file where a folder should be, a folder where the file should be), naming ``path``.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent)
+    except OSError as exc:
+        raise _write_error(target, exc) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the permissions a plain open() would
-        os.replace(tmp, target)
+        try:
+            yield tmp
+        except OSError as exc:  # the writer's own I/O on the temporary file (e.g. disk full)
+            if exc.filename not in (None, tmp_name, str(tmp)):
+                raise
+            raise _write_error(target, exc) from None
+        try:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the permissions a plain open() would
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise _write_error(target, exc) from None
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _write_error(target: Path, exc: OSError) -> PDNError:
+    return PDNError(f"{target}: cannot write ({exc.strerror or exc})")
+
+
+def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files a killed :func:`atomic_path` writer left in ``folder``.
+
+    Only names of the form ``.<name>.<random>.tmp<suffix>`` are touched. Call it where this
+    process is the folder's only writer (e.g. a run folder being resumed).
+
+    Returns:
+        The paths removed.
+    """
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for p in folder.glob(".*.tmp*"):
+        if p.is_file() and _TEMP_RE.match(p.name):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed.append(p)
+    return removed
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

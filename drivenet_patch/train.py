@@ -1,20 +1,31 @@
 """Training and evaluation of steering models (``pdn train``, ``pdn eval``).
 
 A run folder holds ``config.json`` (model + training configuration), ``model.safetensors``
-(the best checkpoint by validation RMSE), ``last.safetensors`` + ``train_state.safetensors`` /
-``train_state.json`` (optimizer and progress, for ``--resume``) and ``metrics.csv`` (one row per
-epoch). Nothing is pickled.
+(the best checkpoint by validation RMSE), ``last.safetensors`` (the latest weights),
+``train_state.safetensors`` (weights, optimizer, epoch and metrics history in one file: the
+resume point) and ``metrics.csv`` (one row per epoch). Nothing is pickled.
+
+Crash safety: every file is written to a temporary name and renamed into place, and the resume
+point is one file renamed last in each epoch, so a run killed at any moment (even ``kill -9``
+during a write) resumes from its last complete epoch; files of a later, unfinished epoch are
+simply rewritten.
 
 Determinism: model initialisation, sampling, augmentation and dropout are all seeded from the run
-seed and the epoch number, inside ``torch.random.fork_rng`` so the caller's global RNG is left
-alone; a run resumed at an epoch boundary therefore ends with the same metrics as an
-uninterrupted run.
+seed and the epoch number (no RNG state needs saving), inside ``torch.random.fork_rng`` so the
+caller's global RNG is left alone; a resumed run therefore ends with the same metrics and
+weights as an uninterrupted run.
+
+Several processes: under ``torchrun`` (``WORLD_SIZE`` > 1) :func:`train` joins the process group
+(gloo on CPU, nccl on CUDA) and wraps the model in ``DistributedDataParallel``. Every rank draws
+the same frames per epoch from the run seed and takes a disjoint share of each batch, so
+``--batch`` stays the global batch; validation is split the same way; only rank 0 writes files.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -27,19 +38,33 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from drivenet_patch.augment import Augmenter
-from drivenet_patch.checkpoint import load_model, save_model
+from drivenet_patch.checkpoint import (
+    load_model,
+    load_state,
+    pack_state,
+    read_state_meta,
+    save_model,
+    save_state,
+    unpack_state,
+)
 from drivenet_patch.data import DriveDataset, open_dataset
 from drivenet_patch.errors import PDNError
-from drivenet_patch.io import atomic_path, write_csv, write_json
+from drivenet_patch.io import remove_stale_temps, write_csv, write_json
 from drivenet_patch.models import create_model
 from drivenet_patch.tensors import to_tensor
 
 LOSSES = ("mse", "huber")
 PHOTOMETRIC = ("albumentations", "torch")
+#: Upper bounds that catch typos and absurd values before they exhaust memory or time.
+MAX_SEED = 2**32 - 1
+MAX_EPOCHS = 100_000
+MAX_BATCH = 1 << 20
+MAX_SAMPLES_PER_EPOCH = 100_000_000
+STATE_NAME = "train_state.safetensors"
+STATE_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -93,12 +118,28 @@ class TrainConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise PDNError(f"--epochs must be >= 1, got {self.epochs}")
-        if self.batch < 1:
-            raise PDNError(f"--batch must be >= 1, got {self.batch}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
+        _check_int(self.epochs, "--epochs", 1, MAX_EPOCHS)
+        _check_int(self.batch, "--batch", 1, MAX_BATCH)
+        _check_int(self.seed, "--seed", 0, MAX_SEED)
+        if self.samples_per_epoch is not None:
+            _check_int(self.samples_per_epoch, "--samples-per-epoch", 1, MAX_SAMPLES_PER_EPOCH)
+        if not isinstance(self.model, str) or not isinstance(self.model_cfg, dict) or not isinstance(self.device, str):
+            raise PDNError("model and device must be strings and model_cfg an object")
+        for name in ("lr", "weight_decay", "val_fraction", "shift_m", "rot_deg", "horizon_s"):
+            value = getattr(self, name)
+            if value is None and name == "horizon_s":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise PDNError(f"{name} must be a finite number, got {value!r}")
+        if not self.lr > 0:
             raise PDNError(f"--lr must be a positive number, got {self.lr}")
+        if self.weight_decay < 0 or self.shift_m < 0 or self.rot_deg < 0:
+            raise PDNError("weight_decay, shift_m and rot_deg must be >= 0")
+        if self.horizon_s is not None and not self.horizon_s > 0:
+            raise PDNError(f"horizon_s must be > 0, got {self.horizon_s}")
+        for name in ("balance", "augment", "channels_last", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise PDNError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.loss not in LOSSES:
             raise PDNError(f"--loss must be one of {LOSSES}, got {self.loss!r}")
         if not 0.0 <= self.val_fraction < 0.9:
@@ -113,6 +154,103 @@ class TrainConfig:
 
 
 QUICK = dict(epochs=4, samples_per_epoch=6144, batch=64, lr=2e-3)
+
+
+def _check_int(value: Any, name: str, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise PDNError(f"{name} must be an integer, got {value!r}")
+    if not lo <= value <= hi:
+        raise PDNError(f"{name} must lie in [{lo}, {hi}], got {value}")
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device that exists here; a one-line PDNError otherwise."""
+    try:
+        dev = torch.device(device)
+        torch.empty(0, device=dev)
+    except (RuntimeError, AssertionError, ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PDNError(f"--device {str(device)!r}: not usable here ({first})") from None
+    return dev
+
+
+# ----------------------------------------------------------------------------- processes
+@dataclass(frozen=True)
+class Dist:
+    """Where this process stands in a (possibly one-process) training job."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    owns_group: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _env_int(name: str, default: int) -> int:
+    text = os.environ.get(name, "")
+    if not text.strip():
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise PDNError(f"environment variable {name}={text!r} is not an integer") from None
+
+
+def init_distributed(device: torch.device) -> Dist:
+    """Join the process group ``torchrun`` describes (``WORLD_SIZE``, ``RANK``, ``MASTER_ADDR`` ...).
+
+    One process (no ``WORLD_SIZE`` or ``WORLD_SIZE=1``): nothing to do. A group the caller already
+    initialised is used as it is. Otherwise gloo (CPU) or nccl (CUDA) through ``env://``.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return Dist(dist.get_rank(), dist.get_world_size(), _env_int("LOCAL_RANK", 0), owns_group=False)
+    world = _env_int("WORLD_SIZE", 1)
+    if world <= 1:
+        return Dist()
+    if not dist.is_available():
+        raise PDNError(f"WORLD_SIZE={world} but this torch build has no torch.distributed")
+    rank, local = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(local)
+    dist.init_process_group(backend=backend)
+    return Dist(rank, world, local, owns_group=True)
+
+
+def _all_same(value: int, d: Dist, device: torch.device) -> bool:
+    """True when every rank holds the same ``value`` (a collective call: all ranks must make it)."""
+    if d.world == 1:
+        return True
+    import torch.distributed as dist
+
+    t = torch.tensor([value, -value], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t[0]) == -int(t[1]) == value
+
+
+class _Objective(torch.nn.Module):
+    """The training loss as a module, so DistributedDataParallel sees the parameters it uses.
+
+    A model with its own objective defines ``training_loss(x, y, loss_name) -> scalar``
+    (e.g. PatchVote: every region vote and the aggregate); otherwise MSE or Huber (delta 1 deg).
+    """
+
+    def __init__(self, model: torch.nn.Module, loss: str) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        own = getattr(self.model, "training_loss", None)
+        if own is not None:
+            return own(x, y, self.loss)
+        pred = self.model(x)
+        return F.mse_loss(pred, y) if self.loss == "mse" else F.huber_loss(pred, y, delta=1.0)
 
 
 # ----------------------------------------------------------------------------- data
@@ -191,8 +329,14 @@ def balanced_weights(steering: np.ndarray, bin_deg: float = 1.0, max_ratio: floa
     return w / w.sum()
 
 
-def batches(data: Subset | Concat, cfg: TrainConfig, epoch: int, augmenter: Augmenter | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield (frames uint8 (B,H,W,3), labels (B,)) for one epoch, reproducibly from (seed, epoch)."""
+def batches(data: Subset | Concat, cfg: TrainConfig, epoch: int, augmenter: Augmenter | None,
+            rank: int = 0, world: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield (frames uint8 (B,H,W,3), labels (B,)) for one epoch, reproducibly from (seed, epoch).
+
+    With ``world`` processes every rank draws the same global order and takes the disjoint share
+    ``batch[rank::world]`` of each global batch of ``cfg.batch`` frames (B = batch / world);
+    augmentation then draws from a per-rank stream. One process is the case ``rank=0, world=1``.
+    """
     rng = np.random.default_rng([cfg.seed, epoch, 0xBA7C])
     n = cfg.samples_per_epoch or len(data)
     steering = data.steering
@@ -200,11 +344,12 @@ def batches(data: Subset | Concat, cfg: TrainConfig, epoch: int, augmenter: Augm
         order = rng.choice(len(data), size=n, replace=True, p=balanced_weights(steering))
     else:
         order = rng.permutation(len(data))[:n] if n <= len(data) else rng.choice(len(data), size=n)
+    aug_rng = rng if world == 1 else np.random.default_rng([cfg.seed, epoch, 0xBA7C, rank, world])
     for start in range(0, n - cfg.batch + 1, cfg.batch):  # drop the ragged last batch
-        idx = order[start : start + cfg.batch]
+        idx = order[start : start + cfg.batch][rank::world]
         frames, labels = data.frames(idx), steering[idx]
         if augmenter is not None:
-            frames, labels = augmenter(frames, labels, rng)
+            frames, labels = augmenter(frames, labels, aug_rng)
         yield frames, np.asarray(labels, dtype=np.float32)
 
 
@@ -226,7 +371,8 @@ def correction_horizon_s(data: Subset | Concat, cfg: TrainConfig, default: float
 
 
 def tensor_batches(data: Subset | Concat, cfg: TrainConfig, epoch: int, augmenter: Augmenter | None,
-                   device: str | torch.device = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                   device: str | torch.device = "cpu", rank: int = 0,
+                   world: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """:func:`batches` as model-ready tensors (x (B,3,H,W) float, y (B,)), with batched photometric
     jitter when ``cfg.photometric == "torch"``; meant to run inside :func:`prefetch`."""
     batch_photo = None
@@ -234,8 +380,8 @@ def tensor_batches(data: Subset | Concat, cfg: TrainConfig, epoch: int, augmente
         from drivenet_patch.augment_batch import BatchPhotometric
 
         batch_photo = BatchPhotometric()
-        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-    for frames, labels in batches(data, cfg, epoch, augmenter):
+        gen = torch.Generator().manual_seed((cfg.seed * 100_003 + epoch) * world + rank)
+    for frames, labels in batches(data, cfg, epoch, augmenter, rank, world):
         x = to_tensor(frames, device)
         if batch_photo is not None:
             x = batch_photo(x, gen)
@@ -306,9 +452,16 @@ def regression_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 
 
 def evaluate(run: str | Path, data: str | Path, out_csv: str | Path | None = None, device: str = "cpu",
-             batch: int = 256, progress: bool = False, **data_options: Any) -> dict[str, Any]:
-    """``pdn eval``: metrics of a trained run on a dataset, plus a per-frame predictions CSV."""
-    model = load_model(run, device=device)
+             batch: int = 256, progress: bool = False, allow_pickle: bool = False,
+             **data_options: Any) -> dict[str, Any]:
+    """``pdn eval``: metrics of a trained run on a dataset, plus a per-frame predictions CSV.
+
+    ``allow_pickle`` accepts a ``.pt``-style state dict (see :func:`~drivenet_patch.checkpoint.load_model`).
+    ``data_options`` go to :func:`~drivenet_patch.data.open_dataset` (e.g. ``format``,
+    ``allow_outside=True`` for logs whose images lie outside the dataset folder).
+    """
+    check_device(device)
+    model = load_model(run, device=device, allow_pickle=allow_pickle)
     ds = open_dataset(data, size=tuple(model.input_size), **data_options)
     pred = predict(model, ds, batch=batch, device=device, progress=progress)
     truth = ds.labels["steering_deg"].to_numpy(np.float64)
@@ -324,31 +477,33 @@ def evaluate(run: str | Path, data: str | Path, out_csv: str | Path | None = Non
     return metrics
 
 
+class _Rows:
+    """Frames ``idx`` of a dataset as a dataset of their own (for :func:`predict` on a shard)."""
+
+    def __init__(self, data: Subset | Concat, idx: np.ndarray) -> None:
+        self.data, self.idx = data, idx
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def frames(self, i: np.ndarray) -> np.ndarray:
+        return self.data.frames(self.idx[np.asarray(i)])
+
+
+def _predict_all(model: torch.nn.Module, data: Subset | Concat, d: Dist, device: torch.device) -> np.ndarray:
+    """:func:`predict` over ``data``, each rank taking every ``world``-th frame, gathered on all ranks."""
+    if d.world == 1:
+        return predict(model, data, device=str(device))
+    import torch.distributed as dist
+
+    idx = np.arange(d.rank, len(data), d.world)
+    out = torch.zeros(len(data), dtype=torch.float64, device=device)
+    out[torch.from_numpy(idx).to(device)] = torch.from_numpy(predict(model, _Rows(data, idx), device=str(device))).to(device)
+    dist.all_reduce(out)  # every frame is predicted by exactly one rank, the others add zeros
+    return out.cpu().numpy()
+
+
 # ----------------------------------------------------------------------------- training
-def _state_tensors(model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """Optimizer state as flat tensors + JSON (safetensors holds tensors only; never pickle)."""
-    sd = opt.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict[str, float]] = {}
-    for pid, st in sd["state"].items():
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                tensors[f"opt.{pid}.{k}"] = v.detach().cpu().contiguous()
-            else:
-                scalars.setdefault(str(pid), {})[k] = v
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
-
-
-def _load_opt_state(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    state: dict[int, dict[str, Any]] = {}
-    for key, v in tensors.items():
-        _, pid, name = key.split(".", 2)
-        state.setdefault(int(pid), {})[name] = v
-    for pid, sc in meta["scalars"].items():
-        state.setdefault(int(pid), {}).update(sc)
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-
-
 def _lr_at(cfg: TrainConfig, epoch: int) -> float:
     """Cosine decay from lr to 5% of it over the run (per epoch)."""
     frac = epoch / max(cfg.epochs - 1, 1)
@@ -356,13 +511,14 @@ def _lr_at(cfg: TrainConfig, epoch: int) -> float:
 
 
 def load_training_data(paths: Sequence[str | Path], val: str | Path | None, cfg: TrainConfig,
-                       size: tuple[int, int] | None) -> tuple[Subset | Concat, Subset | None]:
+                       size: tuple[int, int] | None,
+                       allow_outside: bool = False) -> tuple[Subset | Concat, Subset | None]:
     """Open the training sets (and a validation set, or hold out episodes of the training sets)."""
     if not paths:
         raise PDNError("--data: give at least one dataset")
     train_parts, val_parts = [], []
     for p in paths:
-        ds = open_dataset(p, size=size)
+        ds = open_dataset(p, size=size, allow_outside=allow_outside)
         if val is None:
             tr, va = split_by_episode(ds, cfg.val_fraction, cfg.seed)
             train_parts.append(Subset(ds, tr))
@@ -371,13 +527,55 @@ def load_training_data(paths: Sequence[str | Path], val: str | Path | None, cfg:
         else:
             train_parts.append(Subset(ds, np.arange(len(ds))))
     if val is not None:
-        vds = open_dataset(val, size=size)
+        vds = open_dataset(val, size=size, allow_outside=allow_outside)
         val_parts = [Subset(vds, np.arange(len(vds)))]
     train = train_parts[0] if len(train_parts) == 1 else Concat(train_parts)
     valid = None if not val_parts else (val_parts[0] if len(val_parts) == 1 else Concat(val_parts))
     if len(train) < cfg.batch:
         raise PDNError(f"--data: {len(train)} training frames is fewer than one batch of {cfg.batch}")
     return train, valid
+
+
+def _saved_config(out: Path) -> TrainConfig:
+    """The training configuration recorded in ``out/config.json``; a PDNError if it is unreadable."""
+    path = out / "config.json"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))["train"]
+        return TrainConfig(**saved)
+    except PDNError as exc:
+        raise PDNError(f"{path}: invalid training configuration ({exc})") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PDNError(f"{path}: not a readable run configuration ({type(exc).__name__}: {exc})") from None
+
+
+def _save_train_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, epoch: int,
+                      history: list[dict[str, Any]], best: float) -> None:
+    """The resume point: weights, optimizer, epoch, metrics history and best score in one atomic file."""
+    opt_tensors, skeleton = pack_state(opt.state_dict())
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors.update({f"opt.{k}": v for k, v in opt_tensors.items()})
+    columns = list(dict.fromkeys(k for row in history for k in row))  # JSON objects lose their key order
+    meta = {"format": STATE_FORMAT, "epoch": epoch, "history": [[row.get(c) for c in columns] for row in history],
+            "columns": columns, "best": best, "optimizer": skeleton}
+    save_state(path, tensors, meta)
+
+
+def _load_train_state(path: Path, device: torch.device) -> tuple[int, list[dict[str, Any]], float, dict, dict]:
+    """(last finished epoch, history, best score, model state dict, optimizer state dict)."""
+    meta = read_state_meta(path)
+    tensors = load_state(path, device=device)
+    try:
+        if meta.get("format") != STATE_FORMAT:
+            raise ValueError(f"format {meta.get('format')!r}, this version reads {STATE_FORMAT}")
+        epoch, best, columns = int(meta["epoch"]), float(meta["best"]), list(meta["columns"])
+        history = [{c: v for c, v in zip(columns, row, strict=True) if v is not None} for row in meta["history"]]
+        model_sd = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        opt_sd = unpack_state({k[4:]: v for k, v in tensors.items() if k.startswith("opt.")}, meta["optimizer"])
+        if len(history) != epoch + 1 or not model_sd:
+            raise ValueError("history and epoch disagree")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PDNError(f"{path}: not a resumable training state ({exc}); start a new run") from None
+    return epoch, history, best, model_sd, opt_sd
 
 
 def train(
@@ -388,58 +586,91 @@ def train(
     resume: bool = False,
     progress: bool = False,
     until_epoch: int | None = None,
+    allow_outside: bool = False,
 ) -> dict[str, Any]:
     """``pdn train``: train a steering model into the run folder ``out``.
 
     ``until_epoch`` stops after that many epochs in total, leaving a run that ``resume=True``
     continues exactly as if it had never stopped (for time-boxed training slots).
+    ``allow_outside`` lets dataset logs name images outside their folders.
+
+    Under ``torchrun`` every process calls this with the same arguments (see the module docs).
 
     Returns:
-        A summary: best and final validation metrics, epochs run, throughput and paths.
+        A summary: best and final validation metrics, epochs run, throughput and paths, and
+        ``rank`` / ``world_size`` of this process.
     """
     out = Path(out)
-    state_meta_path = out / "train_state.json"
-    start_epoch = 0
-    if resume and state_meta_path.is_file():
-        saved = json.loads((out / "config.json").read_text())["train"]
-        cfg_saved = TrainConfig(**saved)
-        if replace(cfg_saved, device=cfg.device) != replace(cfg, device=cfg.device):
+    device = check_device(cfg.device)
+    d = init_distributed(device)
+    try:
+        if d.world > 1 and device.type == "cuda":
+            device = torch.device("cuda", d.local_rank)
+        return _train(data, out, cfg, val, resume, progress, until_epoch, allow_outside, device, d)
+    finally:
+        if d.owns_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _train(data: Sequence[str | Path], out: Path, cfg: TrainConfig, val: str | Path | None, resume: bool,
+           progress: bool, until_epoch: int | None, allow_outside: bool, device: torch.device,
+           d: Dist) -> dict[str, Any]:
+    if cfg.batch % d.world:
+        raise PDNError(f"--batch {cfg.batch} must be a multiple of the number of processes ({d.world})")
+    if out.exists() and not out.is_dir():
+        raise PDNError(f"--out: {out} is a file, not a run folder")
+    state_path = out / STATE_NAME
+    saved_state = None
+    if resume and (out / "config.json").is_file():
+        if replace(_saved_config(out), device=cfg.device) != replace(cfg, device=cfg.device):
             raise PDNError(f"--resume: {out} was trained with a different configuration; use a new --out")
-        start_epoch = int(json.loads(state_meta_path.read_text())["epoch"]) + 1
-    elif out.exists() and any(out.iterdir()) and not resume:
-        if (out / "config.json").exists():
-            raise PDNError(f"--out: {out} already holds a run; pass --resume to continue it or choose a new folder")
-    out.mkdir(parents=True, exist_ok=True)
-    device = torch.device(cfg.device)
+        if state_path.is_file():
+            saved_state = _load_train_state(state_path, device)
+    elif not resume and (out / "config.json").exists():
+        raise PDNError(f"--out: {out} already holds a run; pass --resume to continue it or choose a new folder")
+    start_epoch = 0 if saved_state is None else saved_state[0] + 1
+    if not _all_same(start_epoch, d, device):  # also keeps rank 0 from writing before every rank has checked
+        raise PDNError(f"--resume: the processes see different states of {out}; put --out on a shared filesystem")
     model = create_model(cfg.model, generator=torch.Generator().manual_seed(cfg.seed), **cfg.model_cfg)
     size = tuple(model.input_size)
-    train_set, val_set = load_training_data(data, val, cfg, size)
+    train_set, val_set = load_training_data(data, val, cfg, size, allow_outside=allow_outside)
     model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history: list[dict[str, Any]] = []
-    if start_epoch:
-        weights = load_file(str(out / "last.safetensors"), device=str(device))
-        model.load_state_dict(weights)
-        _load_opt_state(opt, load_file(str(out / "train_state.safetensors")),
-                        json.loads(state_meta_path.read_text())["optimizer"])
-        if (out / "metrics.csv").is_file():
-            history = pd.read_csv(out / "metrics.csv").to_dict("records")[:start_epoch]
+    best = np.inf
+    if saved_state is not None:
+        _, history, best, model_sd, opt_sd = saved_state
+        try:
+            model.load_state_dict(model_sd)
+            opt.load_state_dict(opt_sd)
+        except (RuntimeError, ValueError, KeyError) as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise PDNError(f"{state_path}: does not fit model {cfg.model!r} ({first})") from None
     run_config = {"train": cfg.to_dict(), "data": [str(p) for p in data], "val": None if val is None else str(val)}
-    if not start_epoch:  # the model file's config.json also carries the run's configuration
-        write_json(out / "config.json", {"model": model.config, "format_version": 1, **run_config})
-    step_model = torch.compile(model) if cfg.compile else model
-    # A model with its own objective defines training_loss(x, y, loss_name) -> scalar loss.
-    model_loss = getattr(model, "training_loss", None)
-    if model_loss is not None and cfg.compile:
-        model_loss = torch.compile(model_loss)
+    if d.main:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PDNError(f"--out: cannot create {out} ({exc.strerror or exc})") from None
+        remove_stale_temps(out)  # left by a run killed in the middle of a write
+        if saved_state is None:  # the model file's config.json also carries the run's configuration
+            write_json(out / "config.json", {"model": model.config, "format_version": 1, **run_config})
+    objective: torch.nn.Module = _Objective(model, cfg.loss)
+    if d.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        objective = DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
+    step = torch.compile(objective) if cfg.compile else objective
     augmenter = None
     if cfg.augment:
         augmenter = Augmenter(train_set.camera, train_set.crop, shift_m=cfg.shift_m, rot_deg=cfg.rot_deg,
                               speed=10.0, horizon_s=correction_horizon_s(train_set, cfg),
                               photometric=cfg.photometric == "albumentations")
-    best = min((h["val_rmse_deg"] for h in history if np.isfinite(h.get("val_rmse_deg", np.nan))), default=np.inf)
+    progress = progress and d.main
     for epoch in range(start_epoch, min(cfg.epochs, until_epoch or cfg.epochs)):
         lr = _lr_at(cfg, epoch)
         for g in opt.param_groups:
@@ -450,15 +681,11 @@ def train(
         n_batches = (cfg.samples_per_epoch or len(train_set)) // cfg.batch
         bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout and any other in-model randomness
-            for x, y in prefetch(tensor_batches(train_set, cfg, epoch, augmenter, device)):
-                if model_loss is not None:  # e.g. PatchVote: every region vote and the aggregate
-                    loss = model_loss(x, y, cfg.loss)
-                else:
-                    pred = step_model(x)
-                    loss = F.mse_loss(pred, y) if cfg.loss == "mse" else F.huber_loss(pred, y, delta=1.0)
+            torch.manual_seed((cfg.seed * 1000 + epoch) * d.world + d.rank)  # dropout and other in-model randomness
+            for x, y in prefetch(tensor_batches(train_set, cfg, epoch, augmenter, device, d.rank, d.world)):
+                loss = step(x, y)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                loss.backward()  # DistributedDataParallel averages the gradients of all ranks here
                 opt.step()
                 losses.append(loss.detach().item())
                 seen += len(y)
@@ -466,33 +693,40 @@ def train(
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         bar.close()
         train_s = time.perf_counter() - t0
-        row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "train_loss": float(np.mean(losses)),
-                               "train_img_s": seen / train_s, "seconds": train_s}
+        train_loss = float(np.mean(losses))
+        if d.world > 1:  # the mean over all ranks' batches, as one process would report it
+            import torch.distributed as dist
+
+            t = torch.tensor([train_loss], dtype=torch.float64, device=device)
+            dist.all_reduce(t)
+            train_loss = float(t) / d.world
+        row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss,
+                               "train_img_s": seen * d.world / train_s, "seconds": train_s}
         if val_set is not None and len(val_set):
-            m = regression_metrics(predict(model, val_set, device=cfg.device), val_set.steering)
+            m = regression_metrics(_predict_all(model, val_set, d, device), val_set.steering)
             row.update({f"val_{k}": v for k, v in m.items() if k != "n"})
         else:
             row["val_rmse_deg"] = float("nan")
         history.append(row)
-        write_csv(out / "metrics.csv", pd.DataFrame(history), float_format="%.6g")
         score = row["val_rmse_deg"] if np.isfinite(row["val_rmse_deg"]) else row["train_loss"]
-        if score < best or not np.isfinite(best):
+        improved = score < best or not np.isfinite(best)
+        if improved:
             best = score
-            save_model(out, model, extra=run_config)
-        # Resume point: weights, optimizer, epoch. Written last, each file atomically.
-        sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        with atomic_path(out / "last.safetensors") as tmp:
-            save_file(sd, str(tmp))
-        tensors, opt_meta = _state_tensors(model, opt)
-        with atomic_path(out / "train_state.safetensors") as tmp:
-            save_file(tensors, str(tmp))
-        write_json(state_meta_path, {"epoch": epoch, "optimizer": opt_meta})
+        if d.main:  # each file atomically; the resume point last, so a kill anywhere resumes cleanly
+            write_csv(out / "metrics.csv", pd.DataFrame(history), float_format="%.6g")
+            if improved:
+                save_model(out, model, extra=run_config)
+            save_model(out, model, extra=run_config, name="last")
+            _save_train_state(state_path, model, opt, epoch, history, best)
     final = history[-1]
     return {
         "run": str(out),
         "epochs": len(history),
+        "start_epoch": start_epoch,  # > 0: resumed, the epochs before it were not trained again
         "best_val_rmse_deg": float(min(h["val_rmse_deg"] for h in history)) if val_set is not None else None,
         "final": {k: v for k, v in final.items()},
         "train_frames": len(train_set),
         "val_frames": 0 if val_set is None else len(val_set),
+        "rank": d.rank,
+        "world_size": d.world,
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -57,10 +58,20 @@ def synthesize(
         raise PDNError(f"--frames must be > 0, got {frames}")
     if episode_steps < frame_every or frame_every < 1:
         raise PDNError("episode_steps must be >= frame_every >= 1")
+    if not 0 <= int(seed) < 2**63:
+        raise PDNError(f"--seed must lie in [0, 2**63), got {seed}")
     drive = drive or DriveConfig()
     cameras = parse_cameras(cameras)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    existing = next((p for p in (out, *out.parents) if p.exists()), Path.cwd())
+    try:
+        need, free = frames * size[0] * size[1] * 3, shutil.disk_usage(existing).free
+        if need > free:
+            raise PDNError(f"--frames: {frames} frames of {size[0]}x{size[1]} need {need / 1e9:.3g} GB, "
+                           f"{existing} has {free / 1e9:.3g} GB free")
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PDNError(f"--out: cannot create {out} ({exc.strerror or exc})") from None
     base_cam = Camera().with_size(*size)
     renderers = {name: Renderer(base_cam.shifted(CAMERAS[name]), device=device, compile=compile) for name in cameras}
     rng = np.random.default_rng([int(seed), 0x5EED])
