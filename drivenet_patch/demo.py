@@ -56,13 +56,13 @@ class DemoSettings:
 
 FULL = DemoSettings(
     train_frames=30000, heldout_frames=3000, cameras="center,left,right",
-    train_args=(), patchvote_args=("--epochs", "10", "--lr", "0.002", "--samples-per-epoch", "20000"),
+    train_args=(), patchvote_args=("--epochs", "8", "--lr", "0.002", "--samples-per-epoch", "12000"),
     drive_roads=10, drive_km=1.0, saliency_n=16,
     attack_steps=300, attack_roads=16, attack_poses=24, loop_roads=10, loop_km=0.5,
     size_sweep=("1.0x1.75", "1.5x2.6"), size_steps=300, certify_attack_runs=256, pv_attack_steps=300)
 
 QUICK = DemoSettings(
-    train_frames=4000, heldout_frames=800, cameras="center,left,right",
+    train_frames=9000, heldout_frames=800, cameras="center,left,right",
     train_args=("--quick",), patchvote_args=("--quick",),
     drive_roads=2, drive_km=0.3, saliency_n=6,
     attack_steps=100, attack_roads=8, attack_poses=16, loop_roads=2, loop_km=0.3,
