@@ -221,3 +221,21 @@ def test_resume_with_a_corrupt_state_is_one_line(tiny_synth: Path, tmp_path: Pat
     (tmp_path / "run" / "config.json").write_text('{"train": {"epochs": "many"}}')
     with pytest.raises(PDNError, match=r"config\.json: invalid training configuration"):
         train([tiny_synth], tmp_path / "run", cfg, resume=True)
+
+
+def test_resynthesis_killed_half_way_leaves_no_valid_looking_dataset(tmp_path: Path, monkeypatch) -> None:
+    import drivenet_patch.data.synthesize as synth_mod
+    from drivenet_patch.data import open_dataset
+
+    out = tmp_path / "ds"
+    synth_mod.synthesize(out, 4, seed=1, size=(16, 32), episode_steps=4, progress=False)
+    assert len(open_dataset(out)) == 4
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # stands in for a kill between images.npy and labels.csv
+
+    monkeypatch.setattr(synth_mod, "write_csv", killed)
+    with pytest.raises(KeyboardInterrupt):
+        synth_mod.synthesize(out, 6, seed=2, size=(16, 32), episode_steps=4, progress=False)
+    with pytest.raises(PDNError, match="no known dataset here"):  # not 6 new frames under 4 old labels
+        open_dataset(out)

@@ -70,6 +70,9 @@ def synthesize(
             raise PDNError(f"--frames: {frames} frames of {size[0]}x{size[1]} need {need / 1e9:.3g} GB, "
                            f"{existing} has {free / 1e9:.3g} GB free")
         out.mkdir(parents=True, exist_ok=True)
+        # meta.json is written last and marks a complete dataset: a re-synthesis killed half-way
+        # must not leave new images.npy beside old labels that SynthDataset would accept.
+        (out / "meta.json").unlink(missing_ok=True)
     except OSError as exc:
         raise PDNError(f"--out: cannot create {out} ({exc.strerror or exc})") from None
     base_cam = Camera().with_size(*size)
