@@ -35,10 +35,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 bench: $(STAMP)
-	$(BIN)/pdn bench world
-	$(BIN)/pdn bench train
-	$(BIN)/pdn bench attack
-	$(BIN)/pdn bench defense
+	$(BIN)/pdn bench
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

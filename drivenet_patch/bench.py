@@ -80,6 +80,42 @@ def bench_world(frames: int = 2048, compile: bool = True, device: str = "cpu", r
     return result
 
 
+def ratio_table(parts: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ratios of ``pdn bench``: each one from two measurements taken side by side in one run.
+
+    Args:
+        parts: ``{"world": bench_world(...), "train": bench_train(...), "attack": bench_attack(...),
+            "defense": bench_defense(...)}`` (missing parts or keys are skipped).
+
+    Returns:
+        Rows ``{"measure", "value", "detail"}``.
+    """
+    rows: list[dict[str, Any]] = []
+
+    def add(measure: str, num: Any, den: Any, detail: str) -> None:
+        if isinstance(num, (int, float)) and isinstance(den, (int, float)) and den > 0:
+            rows.append({"measure": measure, "value": float(num) / float(den), "detail": detail})
+
+    w, t, a, d = (parts.get(k, {}) for k in ("world", "train", "attack", "defense"))
+    for size in ("66x200", "160x320"):
+        add(f"world {size}: torch.compile / eager renderer", w.get(f"fps_{size}_compiled"),
+            w.get(f"fps_{size}_eager"), f"{w.get(f'fps_{size}_compiled')} vs {w.get(f'fps_{size}_eager')} frames/s")
+    add("train: end-to-end / bare step (target >= 0.85)", t.get("train_e2e_img_s"),
+        t.get("train_step_img_s_interleaved"),
+        f"{t.get('train_e2e_img_s')} vs {t.get('train_step_img_s_interleaved')} img/s")
+    add("inference: achieved / matmul GFLOP/s", t.get("infer_gflops"), t.get("matmul_gflops"),
+        f"{t.get('infer_img_s')} img/s = {t.get('infer_gflops')} GFLOP/s of {t.get('matmul_gflops')}")
+    add("attack: our sticker step speed / ART AdversarialPatchPyTorch", a.get("art_s_per_step"),
+        a.get("ours_s_per_step"), f"{a.get('ours_s_per_step')} vs {a.get('art_s_per_step')} s/step")
+    add("attack: our deviation / ART's at equal steps", a.get("ours_dev_deg"), a.get("art_dev_deg"),
+        f"{a.get('ours_dev_deg')} vs {a.get('art_dev_deg')} deg")
+    add("defense: PatchVote / PilotNet inference (defended / undefended)", d.get("patchvote_img_s"),
+        d.get("pilotnet_img_s"), f"{d.get('patchvote_img_s')} vs {d.get('pilotnet_img_s')} img/s")
+    add("defense: PatchVote / ART derandomized smoothing inference", d.get("patchvote_img_s"),
+        d.get("art_ds_img_s"), f"{d.get('patchvote_img_s')} vs {d.get('art_ds_img_s')} img/s")
+    return rows
+
+
 def format_table(result: dict[str, Any]) -> str:
     """A plain-text table of a benchmark result."""
     lines = [f"{'measure':<34} value", "-" * 48]

@@ -182,6 +182,32 @@ def cmd_bench_defense(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- parser
+def cmd_bench_all(args: argparse.Namespace) -> int:
+    """``pdn bench`` with no sub-command: every benchmark in one process, then one table of ratios."""
+    import torch
+
+    from attacks.bench import bench_attack
+    from defenses.bench import bench_defense
+    from drivenet_patch.bench import bench_train, bench_world, machine, ratio_table
+    from drivenet_patch.models import create_model
+
+    echo = (lambda m: print(m, file=sys.stderr, flush=True)) if args.json else print
+    parts: dict[str, Any] = {"machine": machine(), "device": args.device}
+    echo("bench 1/4: world rendering ...")
+    parts["world"] = bench_world(frames=args.frames, compile=args.compile, device=args.device)
+    echo("bench 2/4: training and inference ...")
+    parts["train"] = bench_train(device=args.device, compile=args.compile)
+    echo("bench 3/4: sticker attack vs ART ...")
+    model = create_model("pilotnet", generator=torch.Generator().manual_seed(0)).to(args.device).eval()
+    parts["attack"] = bench_attack(model, steps=args.attack_steps, batch=16, device=args.device)
+    echo("bench 4/4: PatchVote vs PilotNet vs ART derandomized smoothing ...")
+    parts["defense"] = bench_defense(None, device=args.device, art=not args.no_art)
+    parts["ratios"] = ratio_table(parts)
+    text = "\n".join(f"{r['measure']:<58} {r['value']:>10.3g}  {r['detail']}" for r in parts["ratios"])
+    _emit(parts, args.json, f"{'ratio (measured side by side)':<58} {'value':>10}\n" + "-" * 90 + "\n" + text)
+    return 0
+
+
 def _json(c: argparse.ArgumentParser) -> None:
     c.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -289,7 +315,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_demo_command(sub)
 
-    bench = group("bench", "benchmarks (ratios measured side by side in one process)")
+    help_ = "benchmarks (ratios measured side by side in one process); no sub-command: all of them"
+    g = sub.add_parser("bench", help=help_, description=help_ + ", then one table of ratios")
+    g.set_defaults(fn=cmd_bench_all)
+    g.add_argument("--frames", type=_positive_int, default=2048, help="world: frames per measurement")
+    g.add_argument("--attack-steps", type=_positive_int, default=40, help="attack: optimiser steps of each attack")
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                   help="also measure torch.compile'd renderer and train step (default on)")
+    g.add_argument("--no-art", action="store_true", help="skip the (slow) ART derandomized smoothing measurement")
+    _device_and_json(g)
+    bench = g.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", parser_class=_Parser)
     c = command(bench, "world", "frames per second of batched world rendering", cmd_bench_world)
     c.add_argument("--frames", type=_positive_int, default=2048, help="frames per measurement")
     c.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
