@@ -6,12 +6,12 @@ steering network should attend to a few image regions (Kim & Canny, "Interpretab
 Self-Driving Cars by Visualizing Causal Attention", ICCV 2017). Unlike those, the glimpses here
 are all taken at once (no recurrence), so the whole model is one batched forward pass::
 
-    x (B, 3, H, W) in [0, 1] ── YUV norm ──┬── avg-pool /ds ── global CNN ── (B, C, gh, gw)  grid of cells
+    x (B, 3, H, W) in [0, 1] ──────────────┬── avg-pool /ds, YUV ── global CNN ── (B, C, gh, gw)  cells
                                            │                      │               │
                                            │          1x1 conv: saliency logits   2x2/2 conv: global tokens
                                            │                      │  (B, gh, gw)      (B, G, d)  + position
                                            │     top-k cells (peak NMS) ─┐                 │ queries
-                                           └── crop k patches P x P ◄────┘                 ▼
+                                           └── crop k patches P x P, YUV ◄┘                ▼
                                                  (B*k, 3, P, P) ── shared patch CNN ── patch tokens (B, k, d)
                                                                         + cell embedding, x straight-through
                                                                         weight ──► keys/values of multi-head
@@ -252,7 +252,7 @@ class PatchDrive(SteeringModel):
     def saliency(self, x: torch.Tensor) -> torch.Tensor:
         """Saliency logits (B, gh, gw) of images (B, 3, H, W) (the global stream only)."""
         self.check_input(x)
-        return self.saliency_head(self.global_net(F.avg_pool2d(self.norm(x), self.downscale)))[:, 0]
+        return self.saliency_head(self.global_net(self.norm(F.avg_pool2d(x, self.downscale))))[:, 0]
 
     def forward_details(self, x: torch.Tensor) -> PatchDriveOutput:
         """One forward pass, returning the steering and the selection behind it.
@@ -265,12 +265,13 @@ class PatchDrive(SteeringModel):
         """
         self.check_input(x)
         B = x.shape[0]
-        z = self.norm(x)  # (B, 3, H, W) YUV in [-1, 1]
-        feat = self.global_net(F.avg_pool2d(z, self.downscale))  # (B, Cg, gh, gw)
+        # The colour map is per pixel and affine, so it commutes with pooling and cropping: it is
+        # applied to the pooled frame and to the crops only, never to the full-resolution frame.
+        feat = self.global_net(self.norm(F.avg_pool2d(x, self.downscale)))  # (B, Cg, gh, gw)
         logits = self.saliency_head(feat)[:, 0]  # (B, gh, gw)
         index = select_cells(logits, self.k, self.nms)  # (B, k)
         corners = cell_corners(index, self.grid[1], self.cell, self.patch, self.input_size)  # (B, k, 2)
-        crops = crop_patches(z, corners, self.patch)  # (B*k, 3, P, P)
+        crops = self.norm(crop_patches(x, corners, self.patch))  # (B*k, 3, P, P) YUV in [-1, 1]
         tokens = self.patch_proj(self.patch_net(crops)).view(B, self.k, -1)  # (B, k, d)
         tokens = (tokens + self.cell_embed(index)) * straight_through_weights(logits, index)[..., None]
         query = self.global_tokens(feat).flatten(2).transpose(1, 2) + self.global_pos  # (B, G, d)
