@@ -419,6 +419,16 @@ def prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:
 
 # ----------------------------------------------------------------------------- evaluation
 @torch.no_grad()
+def release(data: Any) -> None:
+    """:meth:`DriveDataset.release` of a dataset or of the datasets under a :class:`Subset` / :class:`Concat`."""
+    if isinstance(data, DriveDataset):
+        data.release()
+        return
+    for part in getattr(data, "parts", None) or [getattr(data, "base", None), getattr(data, "data", None)]:
+        if part is not None:
+            release(part)
+
+
 def predict(model: torch.nn.Module, data: Subset | Concat | DriveDataset, batch: int = 256,
             device: str = "cpu", progress: bool = False) -> np.ndarray:
     """Model predictions (N,) in degrees over a dataset, streamed in batches."""
@@ -429,7 +439,10 @@ def predict(model: torch.nn.Module, data: Subset | Concat | DriveDataset, batch:
         for start in tqdm(range(0, len(data), batch), desc="predict", disable=not progress, leave=False):
             idx = np.arange(start, min(start + batch, len(data)))
             x = to_tensor(data.frames(idx), device)
-            out[idx] = model(x).double().cpu().numpy()
+            with torch.no_grad():
+                out[idx] = model(x).double().cpu().numpy()
+            if start // batch % 64 == 63:
+                release(data)  # bounded resident memory on memory-mapped datasets
     finally:
         model.train(was_training)
     return out

@@ -110,6 +110,10 @@ class DriveDataset:
         i = int(i) % len(self)
         return self.frame(i), self.steering(i)
 
+    def release(self) -> None:
+        """Let go of frame memory this process holds only as a cache (streaming loops call it now and
+        then so resident memory stays bounded on datasets larger than RAM). Default: nothing to do."""
+
     def frames(self, indices: np.ndarray | list[int]) -> np.ndarray:
         """Several frames stacked as (n, H, W, 3) uint8."""
         return np.stack([self.frame(int(i)) for i in indices]) if len(indices) else np.zeros((0, *self.size, 3), np.uint8)

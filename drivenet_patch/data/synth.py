@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,14 @@ class SynthDataset(DriveDataset):
 
     def frame(self, i: int) -> np.ndarray:
         return np.asarray(self.images[int(i)])
+
+    def release(self) -> None:
+        """Unmap the pages of ``images.npy`` read so far (``madvise(MADV_DONTNEED)``; they stay in the OS
+        page cache, so reading them again costs no disk I/O). Pages of a memory-mapped file count as
+        this process's resident memory until then: streaming 200,000 frames would otherwise reach 8 GB."""
+        mm = getattr(self.images, "_mmap", None)
+        if mm is not None and hasattr(mmap, "MADV_DONTNEED") and hasattr(mm, "madvise"):
+            mm.madvise(mmap.MADV_DONTNEED)
 
     def frames(self, indices: np.ndarray | list[int]) -> np.ndarray:
         idx = np.asarray(indices, dtype=np.int64)
