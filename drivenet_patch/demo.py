@@ -82,8 +82,23 @@ class Stage:
     commands: tuple[tuple[str, ...], ...]
 
 
-def plan(out: Path, quick: bool, seed: int = 0) -> list[Stage]:
-    """The demo's stages for output folder ``out`` (paths inside ``out``)."""
+#: Commands that take ``--device`` (the demo passes it on when it is not the CPU).
+_DEVICE_COMMANDS = {("data", "synth"), ("train",), ("eval",), ("drive",), ("saliency",), ("attack",),
+                    ("attack", "eval"), ("certify",)}
+
+
+def _with_device(argv: tuple[str, ...], device: str) -> tuple[str, ...]:
+    head = argv[:2] if argv[:2] in _DEVICE_COMMANDS else argv[:1]
+    return (*argv, "--device", device) if device != "cpu" and head in _DEVICE_COMMANDS else argv
+
+
+def plan(out: Path, quick: bool, seed: int = 0, device: str = "cpu") -> list[Stage]:
+    """The demo's stages for output folder ``out`` (paths inside ``out``), run on ``device``."""
+    stages = _plan(out, quick, seed)
+    return [Stage(st.name, st.title, tuple(_with_device(c, device) for c in st.commands)) for st in stages]
+
+
+def _plan(out: Path, quick: bool, seed: int) -> list[Stage]:
     s = QUICK if quick else FULL
     o = str(out)
     data, held, pilot, pv = f"{o}/data", f"{o}/heldout", f"{o}/pilotnet", f"{o}/patchvote"
@@ -157,7 +172,7 @@ def _run_command(argv: Sequence[str], log: io.StringIO) -> dict[str, Any] | None
 
 
 def run_demo(out: str | Path, quick: bool = False, seed: int = 0, restart: bool = False,
-             echo: Callable[[str], None] = print) -> dict[str, Any]:
+             echo: Callable[[str], None] = print, device: str = "cpu") -> dict[str, Any]:
     """Run (or resume) the demo into ``out``.
 
     Args:
@@ -166,6 +181,7 @@ def run_demo(out: str | Path, quick: bool = False, seed: int = 0, restart: bool 
         seed: base seed of the data, training and attacks.
         restart: forget finished stages and run everything again (files are overwritten).
         echo: receives one line per stage.
+        device: torch device of every command that takes one (``cuda`` on a GPU machine).
 
     Returns:
         ``{"out", "report", "quick", "stages": [{"name", "seconds", "skipped"}], "seconds"}``.
@@ -175,7 +191,7 @@ def run_demo(out: str | Path, quick: bool = False, seed: int = 0, restart: bool 
         stage is named; finished stages stay finished for the next run).
     """
     out = Path(out)
-    stages = plan(out, quick, seed)
+    stages = plan(out, quick, seed, device)
     meta_path = out / "demo.json"
     meta = {"quick": bool(quick), "seed": int(seed),
             "stages": [{"name": st.name, "title": st.title, "commands": [" ".join(("pdn", *c)) for c in st.commands]}
@@ -227,7 +243,8 @@ def cmd_demo(args: Any) -> int:
     from drivenet_patch.cli import _emit
 
     echo = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else print
-    result = run_demo(args.out, quick=args.quick, seed=args.seed, restart=args.restart, echo=echo)
+    result = run_demo(args.out, quick=args.quick, seed=args.seed, restart=args.restart, echo=echo,
+                      device=args.device)
     _emit(result, args.json, f"report: {result['report']}")
     return 0
 
@@ -240,5 +257,6 @@ def add_demo_command(sub: Any) -> None:
     c.add_argument("--quick", action="store_true", help="small settings: a few minutes on 2 cores (full: ~25 min)")
     c.add_argument("--seed", type=int, default=0, help="base seed of data, training and attacks (default 0)")
     c.add_argument("--restart", action="store_true", help="run every stage again, even those already finished")
+    c.add_argument("--device", default="cpu", help="torch device of every stage (default cpu; e.g. cuda)")
     c.add_argument("--json", action="store_true", help="print one JSON object (stage lines go to stderr)")
     c.set_defaults(fn=cmd_demo)

@@ -34,6 +34,14 @@ def test_every_stage_command_parses(quick: bool) -> None:
             assert "--json" in argv  # the demo keeps every command's JSON in its log
 
 
+def test_device_reaches_every_command_that_takes_one() -> None:
+    parser = build_parser()
+    for st in plan(Path("out"), True, device="cuda:1"):
+        for argv in st.commands:
+            args = parser.parse_args(route_argv(list(argv)))
+            assert getattr(args, "device", "cuda:1") == "cuda:1", argv
+
+
 def test_refuses_a_folder_of_the_other_flavour(tmp_path: Path) -> None:
     (tmp_path / "demo.json").write_text(json.dumps({"quick": False, "seed": 0}))
     with pytest.raises(PDNError, match="quick=False"):
