@@ -46,7 +46,7 @@ def model() -> torch.nn.Module:
 
 def sticker_mass(model: torch.nn.Module, scenes: StickerScenes, texture: torch.Tensor) -> float:
     with torch.no_grad():
-        return float(saliency_grab_loss(model.saliency(scenes.apply(texture)), scenes.mask, model.cell)[1])
+        return float(saliency_grab_loss(model.saliency(scenes.apply(texture)), scenes.mask, model.cell, 1.0)[1])
 
 
 def test_grab_loss_is_minus_log_saliency_mass_on_the_sticker_cells() -> None:
@@ -64,6 +64,10 @@ def test_grab_loss_is_minus_log_saliency_mass_on_the_sticker_cells() -> None:
     assert logits.grad[2].abs().sum() == 0
     none, _ = saliency_grab_loss(logits, torch.zeros_like(foot), 8)
     assert none.item() == 0.0
+    sharp = torch.zeros(1, 2, 4)
+    sharp[0, 0, 0] = 0.3  # a flat map with the sticker's cell slightly ahead
+    soft, hard = (saliency_grab_loss(sharp, foot[:1], 8, t)[1] for t in (1.0, 0.1))
+    assert soft == pytest.approx(np.exp(0.3) / (np.exp(0.3) + 7)) and hard > 2 * soft  # low temperature: ranking
 
 
 def test_footprint_follows_the_jitter(scenes: StickerScenes) -> None:
