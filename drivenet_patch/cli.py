@@ -95,9 +95,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     chosen = {k: getattr(args, k) for k in ("epochs", "batch", "lr", "samples_per_epoch") if getattr(args, k) is not None}
     settings = {**(QUICK if args.quick else {}), **chosen}
-    model_cfg = {}
+    model_cfg: dict[str, Any] = {}
     if args.init:
         model_cfg["init"] = args.init
+    if args.input_size:
+        from drivenet_patch.world.camera import parse_size
+
+        model_cfg["input_size"] = tuple(parse_size(args.input_size, "--input-size"))
     cfg = TrainConfig(model=args.model, model_cfg=model_cfg, seed=args.seed, loss=args.loss, photometric=args.photometric,
                       balance=not args.no_balance, augment=not args.no_augment, compile=args.compile,
                       channels_last=not args.no_channels_last, device=args.device, **settings)
@@ -271,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--val", help="validation dataset (default: hold out 10%% of the training episodes)")
     c.add_argument("--model", default="pilotnet", help="model name: pilotnet, pilotnet_tiny, resnet18, ...")
     c.add_argument("--init", help="local .safetensors weights to start a resnet18 backbone from")
+    c.add_argument("--input-size", metavar="HxW",
+                   help="model input size (default: the model's own, e.g. 66x200 for pilotnet, 160x320 for "
+                        "patchdrive); the data is cropped and resized to it")
     c.add_argument("--out", required=True, help="run folder")
     c.add_argument("--epochs", type=_positive_int, help="epochs (default 10; --quick: 4)")
     c.add_argument("--batch", type=_positive_int, help="batch size (default 64)")
