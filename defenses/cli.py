@@ -91,7 +91,7 @@ def collect_votes(model: Any, dataset: Any, batch: int, device: str, limit: int 
         for s in tqdm(range(0, n, batch), desc="votes", disable=not progress, leave=False):
             idx = np.arange(s, min(s + batch, n))
             votes[idx] = model.votes(to_tensor(dataset.frames(idx), device)).float().cpu()
-            if s // batch % 64 == 63:
+            if s // batch % 16 == 15:
                 dataset.release()  # memory-mapped frames read so far: resident memory stays bounded
     return votes, dataset.labels["steering_deg"].to_numpy(np.float64)[:n]
 

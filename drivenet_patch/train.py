@@ -6,9 +6,10 @@ A run folder holds ``config.json`` (model + training configuration), ``model.saf
 resume point) and ``metrics.csv`` (one row per epoch). Nothing is pickled.
 
 Crash safety: every file is written to a temporary name and renamed into place, and the resume
-point is one file renamed last in each epoch, so a run killed at any moment (even ``kill -9``
-during a write) resumes from its last complete epoch; files of a later, unfinished epoch are
-simply rewritten.
+point is one file, renamed after the epoch's weights and before its metrics.csv row, so a run
+killed at any moment (even ``kill -9`` during a write) resumes from its last complete epoch;
+weights of a later, unfinished epoch are simply rewritten, and an epoch listed in metrics.csv is
+never trained again.
 
 Determinism: model initialisation, sampling, augmentation and dropout are all seeded from the run
 seed and the epoch number (no RNG state needs saving), inside ``torch.random.fork_rng`` so the
@@ -441,7 +442,7 @@ def predict(model: torch.nn.Module, data: Subset | Concat | DriveDataset, batch:
             x = to_tensor(data.frames(idx), device)
             with torch.no_grad():
                 out[idx] = model(x).double().cpu().numpy()
-            if start // batch % 64 == 63:
+            if start // batch % 16 == 15:
                 release(data)  # bounded resident memory on memory-mapped datasets
     finally:
         model.train(was_training)
@@ -672,6 +673,8 @@ def _train(data: Sequence[str | Path], out: Path, cfg: TrainConfig, val: str | P
         remove_stale_temps(out)  # left by a run killed in the middle of a write
         if saved_state is None:  # the model file's config.json also carries the run's configuration
             write_json(out / "config.json", {"model": model.config, "format_version": 1, **run_config})
+        else:  # killed between the resume point and metrics.csv: the last row may be missing
+            write_csv(out / "metrics.csv", pd.DataFrame(history), float_format="%.6g")
     objective: torch.nn.Module = _Objective(model, cfg.loss)
     if d.world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -725,12 +728,15 @@ def _train(data: Sequence[str | Path], out: Path, cfg: TrainConfig, val: str | P
         improved = score < best or not np.isfinite(best)
         if improved:
             best = score
-        if d.main:  # each file atomically; the resume point last, so a kill anywhere resumes cleanly
-            write_csv(out / "metrics.csv", pd.DataFrame(history), float_format="%.6g")
+        if d.main:
+            # Each file atomically. Weights first, then the resume point, then metrics.csv: a kill
+            # before the resume point redoes this epoch (rewriting the same weights), and a row in
+            # metrics.csv always means that epoch is never trained again.
             if improved:
                 save_model(out, model, extra=run_config)
             save_model(out, model, extra=run_config, name="last")
             _save_train_state(state_path, model, opt, epoch, history, best)
+            write_csv(out / "metrics.csv", pd.DataFrame(history), float_format="%.6g")
     final = history[-1]
     return {
         "run": str(out),

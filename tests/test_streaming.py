@@ -53,4 +53,4 @@ def test_predict_streams_with_bounded_memory(tmp_path: Path) -> None:
     before = _rss_mb()
     out = predict(model, Concat([Subset(ds, np.arange(2000)), Subset(ds, np.arange(2000, 4000))]), batch=20)
     assert out.shape == (4000,) and np.isfinite(out).all()
-    assert _rss_mb() - before < 100  # released every 64 batches (1280 frames, 51 MB), not all 158 MB
+    assert _rss_mb() - before < 60  # released every 16 batches (320 frames, 13 MB), not all 158 MB
