@@ -109,6 +109,8 @@ def build_report(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike
                 counts[kind] += 1
                 blocks[SECTIONS[kind]].append(renderers[kind](page, path, f"{kind}{counts[kind]}"))
     attacks = [p for p, k in inputs if k == "attack"]
+    blocks["Model"].append(_model_comparison([p for p, k in inputs if k == "train"],
+                                             [p for p, k in inputs if k == "drive"], attacks))
     blocks["Attack"].append(_attack_summary(page, attacks))
     blocks["Defense"].append(_defended_vs_undefended(page, attacks))
     sections = [t for t in titles if any(blocks[t])]
@@ -553,6 +555,46 @@ def _attack_rows(attacks: Sequence[Path]) -> pd.DataFrame:
                 row[f"{c}_{key}"] = (ev.get(f"control_{c}") or {}).get(key)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _same(a: Any, b: Path) -> bool:
+    try:
+        return Path(str(a)).resolve() == b.resolve()
+    except (OSError, RuntimeError):
+        return False
+
+
+def _model_comparison(runs: Sequence[Path], drives: Sequence[Path], attacks: Sequence[Path]) -> str:
+    """One row per training run: accuracy, closed-loop autonomy, inference cost and attack success."""
+    if len(runs) < 2:
+        return ""
+    from drivenet_patch.checkpoint import load_model
+    from drivenet_patch.models.base import count_macs
+    from drivenet_patch.models.patchdrive import PatchDrive, patchdrive_macs
+
+    attack_rows = _attack_rows(attacks)
+    rows = []
+    for run in runs:
+        model = load_model(run)
+        macs = patchdrive_macs(model) if isinstance(model, PatchDrive) else count_macs(model)  # + attention
+        row: list[Any] = [str(run), model.name, "x".join(map(str, model.input_size)),
+                          sum(p.numel() for p in model.parameters()), round(macs / 1e6, 1)]
+        pred = run / "predictions.csv"
+        if pred.is_file():
+            p = _read_csv(pred, ["steering_deg", "predicted_deg"])
+            rmse = float(np.sqrt(((p["predicted_deg"] - p["steering_deg"]) ** 2).mean()))
+            row += [rmse, rmse / max(float(np.sqrt((p["steering_deg"] ** 2).mean())), 1e-12)]
+        else:
+            row += [None, None]
+        auto = [_read_json(d / "drive.json") for d in drives]
+        auto = [a.get("autonomy_pct") for a in auto if _same(a.get("model"), run)]
+        row.append(auto[0] if auto else None)
+        hit = attack_rows[[_same(m, run) for m in attack_rows["model"]]] if not attack_rows.empty else attack_rows
+        row += [hit["mean_dev_deg"].iloc[-1], hit["success_rate"].iloc[-1]] if len(hit) else [None, None]
+        rows.append(row)
+    return "<h3>Models compared</h3>" + _table(rows, [
+        "run", "model", "input", "parameters", "MMACs / image", "eval RMSE (deg)", "RMSE / always-zero",
+        "autonomy %", "sticker mean |dev| (deg)", "sticker success"])
 
 
 def _attack_summary(page: _Page, attacks: Sequence[Path]) -> str:

@@ -293,6 +293,32 @@ def test_cross_attack_figures_need_their_inputs(inputs: list[Path], more: list[P
     assert row[1:3] == ["pilotnet", "1 x 1.75"]
 
 
+def test_models_compared_when_several_runs(inputs: list[Path], tmp_path: Path) -> None:
+    import torch
+
+    from drivenet_patch.checkpoint import save_model
+    from drivenet_patch.models import create_model
+
+    runs = []
+    for name in ("pilotnet_tiny", "patchvote_tiny"):
+        run = tmp_path / name
+        save_model(run, create_model(name, generator=torch.Generator().manual_seed(0)))
+        (run / "metrics.csv").write_text((inputs[0] / "metrics.csv").read_text())
+        runs.append(run)
+    (runs[0] / "predictions.csv").write_text((inputs[0] / "predictions.csv").read_text())
+    drive = json.loads((inputs[1] / "drive.json").read_text())
+    (inputs[1] / "drive.json").write_text(json.dumps({**drive, "model": str(runs[0])}))
+    page = _parse(Path(build_report([*runs, inputs[1]], tmp_path / "r")["index"]))
+    rows = {r[0]: r for r in page.rows if r and r[0] in {str(p) for p in runs}}
+    p = pd.read_csv(runs[0] / "predictions.csv")
+    rmse = float(np.sqrt(((p["predicted_deg"] - p["steering_deg"]) ** 2).mean()))
+    small = rows[str(runs[0])]
+    assert small[1:3] == ["pilotnet_tiny", "66x200"] and float(small[5]) == pytest.approx(rmse, rel=1e-3)
+    assert float(small[7]) == 97.5  # the drive of that run
+    n_params = sum(t.numel() for t in create_model("patchvote_tiny").parameters())
+    assert int(rows[str(runs[1])][3]) == n_params and rows[str(runs[1])][5] == "None"
+
+
 def test_vote_heat_is_the_mean_of_covering_valid_regions() -> None:
     from drivenet_patch.report import _heat, _votes_grid
 
