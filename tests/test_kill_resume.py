@@ -96,6 +96,11 @@ def _assert_run_folder_readable(out: Path, note: str) -> None:
             json.loads(p.read_text())
         elif p.suffix == ".csv":
             assert len(pd.read_csv(p)) >= 1, note
+    if (out / "metrics.csv").is_file():  # a listed epoch is committed: a resume never trains it again
+        from drivenet_patch.checkpoint import read_state_meta
+
+        committed = read_state_meta(out / "train_state.safetensors")["epoch"] + 1
+        assert committed - 1 <= len(pd.read_csv(out / "metrics.csv")) <= committed, note
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
