@@ -553,6 +553,7 @@ def _attack_rows(attacks: Sequence[Path]) -> pd.DataFrame:
             row[key] = ev.get(key)
             for c in ("noise", "grey"):
                 row[f"{c}_{key}"] = (ev.get(f"control_{c}") or {}).get(key)
+        row["none_departure_rate"] = (ev.get("no_sticker") or {}).get("departure_rate")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -646,13 +647,18 @@ def _defended_vs_undefended(page: _Page, attacks: Sequence[Path]) -> str:
     axes = fig.subplots(1, 3)
     for ax, key, title in zip(axes, ("mean_dev_deg", "success_rate", "departure_rate"),
                               ("mean |steering change| (deg)", "success rate", "lane departures")):
-        for j, (c, prefix) in enumerate((("sticker", ""), ("noise", "noise_"), ("grey", "grey_"))):
+        kinds = [("sticker", ""), ("noise", "noise_"), ("grey", "grey_")]
+        if key == "departure_rate" and df["none_departure_rate"].notna().any():
+            kinds.append(("no sticker", "none_"))  # what the model does on those roads anyway
+        width = 0.8 / len(kinds)
+        for j, (c, prefix) in enumerate(kinds):
             vals = pd.to_numeric(df[f"{prefix}{key}"], errors="coerce").to_numpy(np.float64)
-            bars = ax.bar(x + (j - 1) * 0.27, np.nan_to_num(vals), width=0.27, color=_TEXTURE_COLOURS[c], label=c)
+            bars = ax.bar(x + (j - (len(kinds) - 1) / 2) * width, np.nan_to_num(vals), width=width,
+                          color=_TEXTURE_COLOURS.get(c, "tab:green"), label=c)
             ax.bar_label(bars, labels=["n/a" if not np.isfinite(v) else f"{v:.2g}" for v in vals], fontsize=6)
         ax.set_xticks(x, labels, fontsize=8)
         ax.set_title(title, fontsize=10)
-    axes[0].legend(fontsize=8)
+        ax.legend(fontsize=7)
     fig_html = page.figure(fig, "defended_vs_undefended",
                            "The same attack (a sticker optimised white-box against each model) on the undefended "
                            "and the PatchVote-defended model, with the controls")
