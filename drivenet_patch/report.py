@@ -108,11 +108,11 @@ def build_report(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike
             if k == kind:
                 counts[kind] += 1
                 blocks[SECTIONS[kind]].append(renderers[kind](page, path, f"{kind}{counts[kind]}"))
-    attacks = [p for p, k in inputs if k == "attack"]
+    attack_rows = _attack_rows([p for p, k in inputs if k == "attack"])  # read once, used by three blocks
     blocks["Model"].append(_model_comparison([p for p, k in inputs if k == "train"],
-                                             [p for p, k in inputs if k == "drive"], attacks))
-    blocks["Attack"].append(_attack_summary(page, attacks))
-    blocks["Defense"].append(_defended_vs_undefended(page, attacks))
+                                             [p for p, k in inputs if k == "drive"], attack_rows))
+    blocks["Attack"].append(_attack_summary(page, attack_rows))
+    blocks["Defense"].append(_defended_vs_undefended(page, attack_rows))
     sections = [t for t in titles if any(blocks[t])]
     body = "".join(f'<section id="{t.lower()}"><h2>{t}</h2>{"".join(blocks[t])}</section>\n'
                    for t in sections)
@@ -565,7 +565,7 @@ def _same(a: Any, b: Path) -> bool:
         return False
 
 
-def _model_comparison(runs: Sequence[Path], drives: Sequence[Path], attacks: Sequence[Path]) -> str:
+def _model_comparison(runs: Sequence[Path], drives: Sequence[Path], attack_rows: pd.DataFrame) -> str:
     """One row per training run: accuracy, closed-loop autonomy, inference cost and attack success."""
     if len(runs) < 2:
         return ""
@@ -573,7 +573,7 @@ def _model_comparison(runs: Sequence[Path], drives: Sequence[Path], attacks: Seq
     from drivenet_patch.models.base import count_macs
     from drivenet_patch.models.patchdrive import PatchDrive, patchdrive_macs
 
-    attack_rows = _attack_rows(attacks)
+    drive_results = [_read_json(d / "drive.json") for d in drives]
     rows = []
     for run in runs:
         model = load_model(run)
@@ -587,8 +587,7 @@ def _model_comparison(runs: Sequence[Path], drives: Sequence[Path], attacks: Seq
             row += [rmse, rmse / max(float(np.sqrt((p["steering_deg"] ** 2).mean())), 1e-12)]
         else:
             row += [None, None]
-        auto = [_read_json(d / "drive.json") for d in drives]
-        auto = [a.get("autonomy_pct") for a in auto if _same(a.get("model"), run)]
+        auto = [a.get("autonomy_pct") for a in drive_results if _same(a.get("model"), run)]
         row.append(auto[0] if auto else None)
         hit = attack_rows[[_same(m, run) for m in attack_rows["model"]]] if not attack_rows.empty else attack_rows
         row += [hit["mean_dev_deg"].iloc[-1], hit["success_rate"].iloc[-1]] if len(hit) else [None, None]
@@ -598,9 +597,8 @@ def _model_comparison(runs: Sequence[Path], drives: Sequence[Path], attacks: Seq
         "autonomy %", "sticker mean |dev| (deg)", "sticker success"])
 
 
-def _attack_summary(page: _Page, attacks: Sequence[Path]) -> str:
+def _attack_summary(page: _Page, df: pd.DataFrame) -> str:
     """Success rate and deviation vs sticker size, for models attacked with stickers of several sizes."""
-    df = _attack_rows(attacks)
     if df.empty:
         return ""
     groups = [(m, g.sort_values("area_m2")) for m, g in df.groupby("model") if g["area_m2"].nunique() > 1]
@@ -631,9 +629,8 @@ def _attack_summary(page: _Page, attacks: Sequence[Path]) -> str:
     return "<h3>Sticker size</h3>" + table + f'<div class="figs">{fig_html}</div>'
 
 
-def _defended_vs_undefended(page: _Page, attacks: Sequence[Path]) -> str:
+def _defended_vs_undefended(page: _Page, df: pd.DataFrame) -> str:
     """Stickers against the undefended model(s) beside stickers against PatchVote (largest size each)."""
-    df = _attack_rows(attacks)
     if df.empty:
         return ""
     df = df.assign(defended=df["model_name"].str.startswith("patchvote"))

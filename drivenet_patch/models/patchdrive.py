@@ -307,6 +307,13 @@ def _check_int(name: str, value: object) -> int:
     return value
 
 
+def _check_sizes(model: str, **values: object) -> None:
+    """Each of ``values`` must be an integer >= 1 (one-line error naming the model and the key)."""
+    for name, v in values.items():
+        if _check_int(name, v) < 1:
+            raise PDNError(f"model '{model}': {name} must be >= 1, got {v}")
+
+
 @register_model("patchdrive")
 def patchdrive(
     *,
@@ -319,9 +326,7 @@ def patchdrive(
     out_scale: float = 10.0,
 ) -> PatchDrive:
     """Global 1/4-resolution CNN, saliency top-k 32x32 high-resolution patches, attention fusion."""
-    for name, v in (("k", k), ("patch", patch), ("downscale", downscale)):
-        if _check_int(name, v) < 1:
-            raise PDNError(f"model 'patchdrive': {name} must be >= 1, got {v}")
+    _check_sizes("patchdrive", k=k, patch=patch, downscale=downscale)
     return PatchDrive(input_size, k=k, patch=patch, downscale=downscale, nms=bool(nms), dropout=dropout,
                       out_scale=out_scale)
 
@@ -338,9 +343,7 @@ def patchdrive_tiny(
     out_scale: float = 10.0,
 ) -> PatchDrive:
     """PatchDrive's structure with tiny widths (4-6-8-8 / 4-6-8-8, 16-dim tokens) for fast tests."""
-    for name, v in (("k", k), ("patch", patch), ("downscale", downscale)):
-        if _check_int(name, v) < 1:
-            raise PDNError(f"model 'patchdrive_tiny': {name} must be >= 1, got {v}")
+    _check_sizes("patchdrive_tiny", k=k, patch=patch, downscale=downscale)
     return PatchDrive(input_size, k=k, patch=patch, downscale=downscale, nms=bool(nms),
                       global_channels=(4, 6, 8, 8), patch_channels=(4, 6, 8, 8), dim=16, heads=2, hidden=(16, 8),
                       dropout=dropout, out_scale=out_scale)
