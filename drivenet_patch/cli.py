@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -371,5 +372,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The ``pdn`` program: :func:`main`, then exit with its status.
+
+    After a multi-process (``torchrun``) command the process ends with ``os._exit`` once its
+    output is flushed, skipping interpreter shutdown, which can abort while gloo's worker
+    threads are alive (see :func:`drivenet_patch.train.group_threads_left`); every file has
+    been written and closed by then.
+    """
+    rc = main()
+    from drivenet_patch.train import group_threads_left
+
+    if group_threads_left():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    sys.exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -124,3 +124,20 @@ def test_two_processes_are_reproducible_and_resume_after_a_kill(tiny_synth: Path
         job.wait()
     run(cut, "--resume")
     pd.testing.assert_frame_equal(ma, pd.read_csv(cut / "metrics.csv").drop(columns=drop))
+
+
+@pytest.mark.parametrize("args, rc", [(["--json"], 0), (["--format", "nonsense"], 2)])
+def test_pdn_ends_without_interpreter_shutdown_after_a_group_and_loses_no_output(tiny_synth: Path, args, rc) -> None:
+    # After torchrun work, pdn skips interpreter shutdown (gloo threads can abort it) with
+    # os._exit; piped stdout is block-buffered, so the exit must flush it first.
+    code = ("import sys; import drivenet_patch.train as t; t._GROUP_THREADS_LEFT = True; "
+            f"sys.argv = ['pdn', 'data', 'check', {str(tiny_synth)!r}, *{args!r}]; "
+            "import atexit; atexit.register(print, 'ATEXIT'); "
+            "from drivenet_patch.cli import run; run()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=300)
+    assert proc.returncode == rc, proc.stderr
+    assert "ATEXIT" not in proc.stdout  # os._exit: no interpreter shutdown
+    if rc == 0:
+        assert json.loads(proc.stdout)["frames"] == 400, proc.stdout
+    else:
+        assert proc.stderr.startswith("pdn: error:") and proc.stderr.count("\n") == 1, proc.stderr
