@@ -26,12 +26,12 @@ _BANK: dict[tuple, torch.Tensor] = {}
 
 def _noise_bank(shape: tuple[int, int, int], dtype: torch.dtype, device: torch.device, n: int = 64) -> torch.Tensor:
     """A fixed bank of n unit Gaussian noise fields (drawn once per shape from a fixed seed), stored
-    twice in a row (2n, C, H, W), channels-last, so that any n consecutive fields are a view."""
+    twice in a row (2n, C, H, W), so that any n consecutive fields are a view."""
     key = (shape, dtype, str(device), n)
     if key not in _BANK:
         g = torch.Generator().manual_seed(0x401CE)
         bank = torch.randn((n, *shape), generator=g, dtype=dtype).to(device)
-        _BANK[key] = torch.cat([bank, bank]).contiguous(memory_format=torch.channels_last)
+        _BANK[key] = torch.cat([bank, bank])
     return _BANK[key]
 
 
@@ -85,11 +85,15 @@ class BatchPhotometric:
             params[k] = params[k] * active + v * (1.0 - active)
         return params
 
-    def apply(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Jitter frames (B, 3, H, W) in [0, 1] with drawn ``params``; returns a new tensor in [0, 1].
+    def apply(self, x: torch.Tensor, params: dict[str, torch.Tensor],
+              memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+        """Jitter frames (B, 3, H, W) in [0, 1] with drawn ``params``; returns a new tensor in [0, 1]
+        in ``memory_format`` (the last step, the clamp, writes it in that layout: no extra copy).
 
         Brightness, contrast, saturation and hue are all linear in the pixel, so they are folded
-        into one per-frame 3x3 colour matrix and offset and applied with a single ``bmm``.
+        into one per-frame 3x3 colour matrix and offset. Everything runs on whole colour planes
+        (NCHW): the colour map as nine scaled plane sums, not a ``bmm`` with an inner size of 3
+        (measured on 64 frames of 66x200, 2 threads: 13.1 -> 4.9 ms per batch for the whole jitter).
         """
         if x.ndim != 4 or x.shape[1] != 3 or not x.is_floating_point():
             raise PDNError(f"frames: expected float (B, 3, H, W), got {x.dtype} {tuple(x.shape)}")
@@ -106,27 +110,31 @@ class BatchPhotometric:
         colour = torch.linalg.inv(yiq) @ rot @ yiq  # (B, 3, 3) in RGB
         c = p["contrast"].view(B, 1, 1)
         mat = colour * c  # contrast about the frame mean: c x + (1 - c) mean + brightness
-        mean = x.mean(dim=(2, 3))  # (B, 3)
+        planes = x.contiguous()
+        mean = planes.mean(dim=(2, 3))  # (B, 3)
         offset = (1.0 - c.view(B, 1)) * torch.bmm(colour, mean.unsqueeze(-1)).squeeze(-1) + p["brightness"].view(B, 1)
-        # In the channels-last layout (B, H*W, 3) the colour map is one bmm and no copy: a frame
-        # batch made from uint8 HWC arrives in it, and channels_last PilotNet wants it back.
-        flat = x.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(B, H * W, 3)
-        out = torch.baddbmm(offset.unsqueeze(1), flat, mat.transpose(1, 2)).view(B, H, W, 3).permute(0, 3, 1, 2)
+        out = torch.empty_like(planes)
+        m = mat.view(B, 3, 3, 1, 1)
+        for ch in range(3):
+            o = out[:, ch]
+            torch.mul(planes[:, 0], m[:, ch, 0], out=o)
+            o.addcmul_(planes[:, 1], m[:, ch, 1]).addcmul_(planes[:, 2], m[:, ch, 2]).add_(offset[:, ch].view(B, 1, 1))
         # Cast shadow: a soft half-plane at a random angle and offset (strength 0: no shadow), one
-        # in-place multiply over the batch (indexing the shaded frames out and back costs more).
+        # multiply over the batch (indexing the shaded frames out and back costs more).
         if bool((p["shadow"] > 0).any()):
             vv = torch.linspace(-0.5, 0.5, H, device=dev, dtype=dt).view(1, H, 1)
             uu = torch.linspace(-0.5, 0.5, W, device=dev, dtype=dt).view(1, 1, W)
             ang = p["shadow_angle"].view(-1, 1, 1)
             side = torch.sigmoid((uu * torch.cos(ang) + vv * torch.sin(ang) - p["shadow_offset"].view(-1, 1, 1)) * 40.0)
             out.mul_((1.0 - p["shadow"].view(-1, 1, 1) * side).unsqueeze(1))
-        # Blur: blend with a 3x3 Gaussian (sigma ~0.8 px), only for frames that drew it.
+        # Blur: blend with a 3x3 Gaussian (sigma ~0.8 px; separable, replicated border), only for
+        # the frames that drew it.
         blurred_idx = torch.nonzero(p["blur"] > 0).flatten()
         if len(blurred_idx):
-            k1 = torch.tensor([0.27, 0.46, 0.27], dtype=dt, device=dev)
-            kernel = (k1[:, None] * k1[None, :]).expand(3, 1, 3, 3)
             sub = out[blurred_idx]
-            blurred = F.conv2d(F.pad(sub, (1, 1, 1, 1), mode="replicate"), kernel, groups=3)
+            pad = F.pad(sub, (1, 1, 1, 1), mode="replicate")
+            rows = pad[..., 1:-1].mul(0.46).add_(pad[..., :-2] + pad[..., 2:], alpha=0.27)  # (n, 3, H + 2, W)
+            blurred = rows[:, :, 1:-1].mul(0.46).add_(rows[:, :, :-2] + rows[:, :, 2:], alpha=0.27)
             out[blurred_idx] = torch.lerp(sub, blurred, p["blur"][blurred_idx].view(-1, 1, 1, 1))
         # Sensor noise from a fixed bank of noise fields, scaled per frame: frame i takes field
         # (seed of frame 0 + i) mod n, a view of the doubled bank when B <= n (no gather copy).
@@ -135,7 +143,10 @@ class BatchPhotometric:
         start = int(p["noise_seed"][0]) % n
         fields = bank[start : start + B] if B <= n else bank[torch.remainder(start + torch.arange(B, device=dev), n)]
         out.addcmul_(p["noise"].view(B, 1, 1, 1), fields)
-        return out.clamp_(0.0, 1.0)
+        if memory_format == torch.contiguous_format:
+            return out.clamp_(0.0, 1.0)
+        return torch.clamp(out, 0.0, 1.0, out=torch.empty_like(out, memory_format=memory_format))
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return self.apply(x, self.draw(generator, x.shape[0]))
+    def __call__(self, x: torch.Tensor, generator: torch.Generator,
+                 memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+        return self.apply(x, self.draw(generator, x.shape[0]), memory_format)

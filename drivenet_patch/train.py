@@ -385,8 +385,8 @@ def tensor_batches(data: Subset | Concat, cfg: TrainConfig, epoch: int, augmente
     for frames, labels in batches(data, cfg, epoch, augmenter, rank, world):
         x = to_tensor(frames, device)
         if batch_photo is not None:
-            x = batch_photo(x, gen)
-        if cfg.channels_last:
+            x = batch_photo(x, gen, torch.channels_last if cfg.channels_last else torch.contiguous_format)
+        if cfg.channels_last:  # a no-op after the photometric jitter
             x = x.contiguous(memory_format=torch.channels_last)
         yield x, torch.from_numpy(labels).to(device)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -64,3 +66,51 @@ def test_bad_input_is_refused() -> None:
     aug = BatchPhotometric()
     with pytest.raises(PDNError, match="drawn for 3"):
         aug.apply(frames(2), aug.draw(torch.Generator(), 3))
+
+
+def _reference(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The jitter written frame by frame, op by op, as documented (no folding, no batching)."""
+    from drivenet_patch.augment_batch import _RGB2YIQ, _noise_bank
+
+    yiq = torch.tensor(_RGB2YIQ)
+    bank = _noise_bank(tuple(x.shape[1:]), x.dtype, x.device)
+    n, (_, H, W) = len(bank) // 2, x.shape[1:]
+    vv, uu = torch.linspace(-0.5, 0.5, H).view(H, 1), torch.linspace(-0.5, 0.5, W).view(1, W)
+    k1 = torch.tensor([0.27, 0.46, 0.27])
+    kernel = (k1[:, None] * k1[None, :]).expand(3, 1, 3, 3)
+    out = []
+    for i, f in enumerate(x):
+        a, s = float(p["hue"][i]), float(p["saturation"][i])
+        rot = torch.tensor([[1.0, 0, 0], [0, s * math.cos(a), -s * math.sin(a)], [0, s * math.sin(a), s * math.cos(a)]])
+        colour = torch.linalg.inv(yiq) @ rot @ yiq
+        g = torch.einsum("ij,jhw->ihw", colour, f)  # hue and saturation
+        g = p["contrast"][i] * (g - g.mean(dim=(1, 2), keepdim=True)) + g.mean(dim=(1, 2), keepdim=True)
+        g = g + p["brightness"][i]
+        ang = p["shadow_angle"][i]
+        side = torch.sigmoid((uu * torch.cos(ang) + vv * torch.sin(ang) - p["shadow_offset"][i]) * 40.0)
+        g = g * (1.0 - p["shadow"][i] * side)
+        if p["blur"][i] > 0:
+            b = torch.nn.functional.conv2d(torch.nn.functional.pad(g[None], (1, 1, 1, 1), mode="replicate"), kernel,
+                                           groups=3)[0]
+            g = g + p["blur"][i] * (b - g)
+        g = g + p["noise"][i] * bank[(int(p["noise_seed"][0]) % n + i) % n]
+        out.append(g.clamp(0.0, 1.0))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_batched_jitter_equals_the_frame_by_frame_reference(seed: int) -> None:
+    aug = BatchPhotometric(strength=2.0, shadow_p=0.5, blur_p=0.5)
+    x = frames(12)
+    params = aug.draw(torch.Generator().manual_seed(seed), len(x))
+    assert (params["shadow"] > 0).any() and (params["blur"] > 0).any() and (params["blur"] == 0).any()
+    assert torch.allclose(aug.apply(x, params), _reference(x, params), atol=1e-5)
+
+
+def test_memory_format_is_the_requested_layout_with_the_same_values() -> None:
+    aug, x = BatchPhotometric(), frames()
+    params = aug.draw(torch.Generator().manual_seed(5), len(x))
+    plain = aug.apply(x, params)
+    last = aug.apply(x.contiguous(memory_format=torch.channels_last), params, torch.channels_last)
+    assert plain.is_contiguous() and last.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(plain, last)
