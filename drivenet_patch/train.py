@@ -608,7 +608,8 @@ def train(
     continues exactly as if it had never stopped (for time-boxed training slots).
     ``allow_outside`` lets dataset logs name images outside their folders.
 
-    Under ``torchrun`` every process calls this with the same arguments (see the module docs).
+    Under ``torchrun`` every process calls this with the same arguments (see the module docs),
+    and should end with ``os._exit`` once its output is written (see :func:`group_threads_left`).
 
     Returns:
         A summary: best and final validation metrics, epochs run, throughput and paths, and
