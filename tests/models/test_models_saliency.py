@@ -8,7 +8,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -126,17 +125,8 @@ def test_overlay_tints_salient_pixels() -> None:
         overlay(frames, masks[:, :3])
 
 
-def write_synth(root: Path, n: int = 10, size: tuple[int, int] = (66, 200)) -> Path:
-    rng = np.random.default_rng(0)
-    root.mkdir(parents=True)
-    np.save(root / "images.npy", rng.integers(0, 256, (n, *size, 3), dtype=np.uint8))
-    pd.DataFrame({"steering_deg": rng.normal(0, 3, n)}).to_csv(root / "labels.csv", index=False)
-    (root / "meta.json").write_text(json.dumps({"camera": {"height": size[0], "width": size[1]}}))
-    return root
-
-
-def test_save_saliency_writes_pngs_and_summary(tmp_path: Path) -> None:
-    ds = open_dataset(write_synth(tmp_path / "ds"))
+def test_save_saliency_writes_pngs_and_summary(tmp_path: Path, make_tiny_synth) -> None:
+    ds = open_dataset(make_tiny_synth(tmp_path / "ds", n=10))
     model = create_model("pilotnet_tiny")
     result = save_saliency(model, ds, tmp_path / "out", n=4)
     assert result["indices"] == [0, 3, 6, 9] and result["frames"] == 4
@@ -158,8 +148,8 @@ def test_save_saliency_writes_pngs_and_summary(tmp_path: Path) -> None:
         save_saliency(create_model("pilotnet_tiny", input_size=(80, 160)), ds, tmp_path / "x")
 
 
-def test_saliency_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    data = write_synth(tmp_path / "ds", n=5)
+def test_saliency_command(tmp_path: Path, capsys: pytest.CaptureFixture[str], make_tiny_synth) -> None:
+    data = make_tiny_synth(tmp_path / "ds", n=5)
     save_model(tmp_path / "run", create_model("pilotnet_tiny"))
     parser = argparse.ArgumentParser(prog="pdn")
     add_saliency_command(parser.add_subparsers())

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -147,18 +146,9 @@ def test_cost_is_within_three_pilotnets() -> None:
     assert total < count_macs(create_model("pilotnet", input_size=(160, 320))) / 3  # vs PilotNet at the same size
 
 
-def write_frames(root: Path, n: int = 6, size: tuple[int, int] = TINY_SIZE) -> Path:
-    rng = np.random.default_rng(0)
-    root.mkdir(parents=True)
-    np.save(root / "images.npy", rng.integers(0, 256, (n, *size, 3), dtype=np.uint8))
-    pd.DataFrame({"steering_deg": rng.normal(0, 3, n)}).to_csv(root / "labels.csv", index=False)
-    (root / "meta.json").write_text(json.dumps({"camera": {"height": size[0], "width": size[1]}}))
-    return root
-
-
-def test_saliency_shows_the_map_and_the_selected_patches(tmp_path: Path) -> None:
+def test_saliency_shows_the_map_and_the_selected_patches(tmp_path: Path, make_tiny_synth) -> None:
     model = tiny(11)
-    ds = open_dataset(write_frames(tmp_path / "ds"))
+    ds = open_dataset(make_tiny_synth(tmp_path / "ds", n=6, size=TINY_SIZE))
     result = save_saliency(model, ds, tmp_path / "sal", n=3)
     assert result["method"] == "patches" and result["patch_size"] == 16 and result["frames"] == 3
     assert np.asarray(result["patches"]).shape == (3, 3, 2)
