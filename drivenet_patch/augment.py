@@ -663,7 +663,7 @@ class Augmenter:
             if moved[i]:
                 f = _warp(np.ascontiguousarray(f), h_ground[i], h_sky[i], row0)
             if params.flip[i]:
-                f = np.ascontiguousarray(f[:, ::-1])
+                f = cv2.flip(f, 1)  # numpy's reversed 3-byte-pixel copy cost ~80 us a frame, this ~3 us
             if params.photo_active[i] and self.photometric is not None:
                 f = self.photometric._apply(np.ascontiguousarray(f), True, int(params.photo_seed[i]))
             out[i] = f
