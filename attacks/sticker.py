@@ -51,6 +51,7 @@ from attacks.base import (
 )
 from attacks.placement import DIRT_RANGE, StickerLayer, StickerScenes, apply_dirt, apply_sticker, shift_maps
 from attacks.printability import load_palette, nps, total_variation
+from drivenet_patch.augment_batch import noise_bank
 from drivenet_patch.drive import save_sticker
 from drivenet_patch.errors import PDNError
 from drivenet_patch.world.sticker import StickerPlacement
@@ -237,9 +238,11 @@ def draw_eot(cfg: EOTConfig, n_scenes: int, batch: int, size: tuple[int, int], g
     idx = torch.randint(0, n_scenes, (batch,), generator=g, device=gd)
     p = EOTParams(idx, uniform(cfg.brightness), uniform(cfg.contrast), uniform(cfg.temperature),
                   uniform(cfg.blur_sigma))
-    if cfg.noise_std[1] > 0:
+    if cfg.noise_std[1] > 0:  # fields drawn from a fixed bank of independent unit fields, scaled
         std = uniform(cfg.noise_std)
-        p.noise = torch.randn(batch, 3, *size, generator=g, device=gd) * std.view(-1, 1, 1, 1)
+        bank = noise_bank((3, *size), torch.float32, gd)
+        pick = torch.randint(0, len(bank) // 2, (batch,), generator=g, device=gd)
+        p.noise = bank.index_select(0, pick).mul_(std.view(-1, 1, 1, 1))
     if cfg.jitter_px > 0:
         p.shift = torch.randint(-cfg.jitter_px, cfg.jitter_px + 1, (batch, 2), generator=g, device=gd)
     dev = torch.device(device) if device is not None else gd

@@ -70,10 +70,10 @@ def test_bad_input_is_refused() -> None:
 
 def _reference(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
     """The jitter written frame by frame, op by op, as documented (no folding, no batching)."""
-    from drivenet_patch.augment_batch import _RGB2YIQ, _noise_bank
+    from drivenet_patch.augment_batch import _RGB2YIQ, noise_bank
 
     yiq = torch.tensor(_RGB2YIQ)
-    bank = _noise_bank(tuple(x.shape[1:]), x.dtype, x.device)
+    bank = noise_bank(tuple(x.shape[1:]), x.dtype, x.device)
     n, (_, H, W) = len(bank) // 2, x.shape[1:]
     vv, uu = torch.linspace(-0.5, 0.5, H).view(H, 1), torch.linspace(-0.5, 0.5, W).view(1, W)
     k1 = torch.tensor([0.27, 0.46, 0.27])

@@ -183,6 +183,21 @@ def test_eot_draw_replays_and_identity(scenes: StickerScenes) -> None:
     assert torch.allclose(eot_frames(scenes, tex, p, ident), scenes.apply(tex, p.idx), atol=1e-6)
 
 
+def test_eot_noise_is_zero_mean_at_the_drawn_strength_and_differs_between_samples() -> None:
+    """Sensor noise comes from a fixed bank of unit fields: each sample's field, divided by its
+    drawn std, has mean ~0 and std ~1; std stays in the configured range; samples differ."""
+    cfg = EOTConfig(noise_std=(0.02, 0.05))
+    p = draw_eot(cfg, 10, 48, (66, 200), torch.Generator().manual_seed(3))
+    assert p.noise is not None and p.noise.shape == (48, 3, 66, 200)
+    std = p.noise.flatten(1).std(dim=1)
+    assert float(std.min()) > 0.02 * 0.97 and float(std.max()) < 0.05 * 1.03
+    assert float(p.noise.flatten(1).mean(dim=1).abs().max()) < 0.05 * 0.02
+    unit = p.noise.flatten(1) / std.view(-1, 1)
+    corr = unit @ unit.t() / unit.shape[1]
+    same = torch.isclose(corr, torch.ones(()), atol=1e-3)
+    assert float(same.float().sum()) < 48 * 48 / 4  # mostly distinct fields (a bank of 64)
+
+
 def test_gaussian_blur() -> None:
     x = torch.rand(2, 3, 10, 12, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(gaussian_blur(x, torch.zeros(2), 3), x, atol=1e-6)
