@@ -107,6 +107,8 @@ def ratio_table(parts: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         f"{t.get('infer_img_s')} img/s = {t.get('infer_gflops')} GFLOP/s of {t.get('matmul_gflops')}")
     add("attack: our sticker step speed / ART AdversarialPatchPyTorch", a.get("art_s_per_step"),
         a.get("ours_s_per_step"), f"{a.get('ours_s_per_step')} vs {a.get('art_s_per_step')} s/step")
+    add("attack: ART step / the model's own forward + backward (bound on any speed-up)", a.get("art_s_per_step"),
+        a.get("model_pass_s"), f"{a.get('art_s_per_step')} vs {a.get('model_pass_s')} s")
     add("attack: our deviation / ART's at equal steps", a.get("ours_dev_deg"), a.get("art_dev_deg"),
         f"{a.get('ours_dev_deg')} vs {a.get('art_dev_deg')} deg")
     add("defense: PatchVote / PilotNet inference (defended / undefended)", d.get("patchvote_img_s"),
