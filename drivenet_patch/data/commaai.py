@@ -238,6 +238,8 @@ def _frame_labels(h5py: Any, log_path: Path, n_frames: int) -> tuple[np.ndarray,
             ds = f.get(key)
             if ds is None or not isinstance(ds, h5py.Dataset):
                 raise PDNError(f"{log_path}: no dataset {key!r}")
+            if ds.dtype.kind not in "biuf":  # a complex cast would drop the imaginary part silently
+                raise PDNError(f"{log_path}: {key!r} holds {ds.dtype}, expected real numbers")
             try:
                 arrays[key] = np.asarray(ds[()], dtype=np.float64).reshape(-1)
             except (OSError, RuntimeError, ValueError, TypeError) as exc:
@@ -249,10 +251,11 @@ def _frame_labels(h5py: Any, log_path: Path, n_frames: int) -> tuple[np.ndarray,
         bad = np.flatnonzero(~np.isfinite(arr))
         if len(bad):
             raise PDNError(f"{log_path}: sample {int(bad[0])}: {key} is not a finite number")
-    idx = np.floor(ptr + 1e-6).astype(np.int64)
-    inside = (idx >= 0) & (idx < n_frames)
-    counts = np.bincount(idx[inside], minlength=n_frames)
-    sums = np.bincount(idx[inside], weights=steer[inside], minlength=n_frames)
+    pos = np.floor(ptr + 1e-6)
+    inside = (pos >= 0) & (pos < n_frames)  # decided on floats: a huge pointer would not cast to int64
+    idx = pos[inside].astype(np.int64)
+    counts = np.bincount(idx, minlength=n_frames)
+    sums = np.bincount(idx, weights=steer[inside], minlength=n_frames)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
     return mean, counts

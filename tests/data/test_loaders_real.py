@@ -368,6 +368,24 @@ class TestCommaAi:
         with pytest.raises(PDNError, match=r"\.h5: sample 1: steering_angle is not a finite number"):
             CommaAiDataset(root)
 
+    def test_complex_log_refused_and_huge_pointers_ignored(self, make_comma):
+        import warnings
+
+        h5py = pytest.importorskip("h5py")
+        root = make_comma(4, self.STEER, self.PTR)
+        log = root / "log" / "2016-01-30--11-24-51.h5"
+        with h5py.File(log, "r+") as f:
+            del f["steering_angle"]
+            f.create_dataset("steering_angle", data=np.asarray(self.STEER, np.complex64))
+        with pytest.raises(PDNError, match=r"'steering_angle' holds complex64, expected real numbers"):
+            CommaAiDataset(root)
+        # A pointer far beyond int64 points at no frame: ignored like ptr 7, with no cast warning.
+        root = make_comma(4, [100.0, 5.0], [0.0, 1e30])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            ds = CommaAiDataset(root)
+        assert len(ds) == 1
+
     def test_empty(self, make_comma):
         with pytest.raises(PDNError, match="empty"):
             CommaAiDataset(make_comma(2, [1.0, 2.0], [5.0, 6.0]))
