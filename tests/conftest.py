@@ -110,3 +110,22 @@ def make_tiny_synth() -> Callable[..., Path]:
 def tiny_synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """400 frames of :func:`write_tiny_synth` (seed 0), shared by the tests of a session (read only)."""
     return write_tiny_synth(tmp_path_factory.mktemp("tiny") / "train", n=400, seed=0)
+
+
+@pytest.fixture(scope="session")
+def straight_approach() -> Callable[[int, int], object]:
+    """``straight_approach(height, width)``: StickerScenes of a road sticker (default placement, 40 m
+    along a straight 120 m road) seen from 12 seeded approach poses 5-10 m before it, rendered at
+    ``height`` x ``width``; the shared scene of the attack tests."""
+
+    def make(height: int, width: int) -> object:
+        import numpy as np
+
+        from attacks.placement import ApproachConfig, world_scenes
+        from drivenet_patch.world import Camera, Renderer, Road, StickerPlacement
+
+        cfg = ApproachConfig(poses_per_road=12, distance_m=(5.0, 10.0))
+        return world_scenes(Renderer(Camera(height=height, width=width)), Road.straight(120.0),
+                            StickerPlacement(s=40.0), cfg, np.random.default_rng(0))
+
+    return make

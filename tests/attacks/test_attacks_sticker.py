@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from attacks.base import attack_mode, deviation, make_objective
-from attacks.placement import ApproachConfig, StickerScenes, frame_scenes, world_scenes
+from attacks.placement import StickerScenes, frame_scenes
 from attacks.sticker import (
     EOTConfig,
     EOTStickerAttack,
@@ -24,7 +24,7 @@ from attacks.sticker import (
 from drivenet_patch.drive import load_sticker
 from drivenet_patch.errors import PDNError
 from drivenet_patch.models import create_model
-from drivenet_patch.world import Camera, Renderer, Road, StickerPlacement
+from drivenet_patch.world import Camera, Renderer, Road
 
 H, W = 66, 200
 FAST = dict(steps=20, batch=8, texture_hw=(8, 14), lr=0.1)
@@ -36,10 +36,8 @@ def tiny_model(seed: int = 0) -> torch.nn.Module:
 
 
 @pytest.fixture(scope="module")
-def scenes() -> StickerScenes:
-    cfg = ApproachConfig(poses_per_road=12, distance_m=(5.0, 10.0))
-    return world_scenes(Renderer(Camera(height=H, width=W)), Road.straight(120.0), StickerPlacement(s=40.0), cfg,
-                        np.random.default_rng(0))
+def scenes(straight_approach) -> StickerScenes:
+    return straight_approach(H, W)
 
 
 @pytest.fixture(scope="module")

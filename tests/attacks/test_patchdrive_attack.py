@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from attacks.placement import ApproachConfig, StickerScenes, world_scenes
+from attacks.placement import StickerScenes
 from attacks.sticker import (
     SALIENCY_COLUMN,
     StickerConfig,
@@ -22,17 +22,14 @@ from attacks.sticker import (
 )
 from drivenet_patch.errors import PDNError
 from drivenet_patch.models import create_model
-from drivenet_patch.world import Camera, Renderer, Road, StickerPlacement
 
 H, W = 64, 128  # patchdrive_tiny's input
 FAST = dict(steps=20, batch=8, texture_hw=(8, 14), lr=0.2, nps_weight=0.0, tv_weight=0.0)
 
 
 @pytest.fixture(scope="module")
-def scenes() -> StickerScenes:
-    cfg = ApproachConfig(poses_per_road=12, distance_m=(5.0, 10.0))
-    return world_scenes(Renderer(Camera(height=H, width=W)), Road.straight(120.0), StickerPlacement(s=40.0), cfg,
-                        np.random.default_rng(0))
+def scenes(straight_approach) -> StickerScenes:
+    return straight_approach(H, W)
 
 
 @pytest.fixture(scope="module")
