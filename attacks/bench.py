@@ -19,28 +19,24 @@ from typing import Any
 import torch
 from torch import nn
 
+from attacks.base import attack_mode
 from attacks.evaluate import offline_eval
 
 
 def model_pass_seconds(model: nn.Module, x: torch.Tensor, repeats: int = 20) -> float:
     """Median seconds of the model's forward and backward to its input (weights frozen), in
-    channels-last as both attacks feed it: the part of a step no attack can avoid, so
-    ``ART step / this`` bounds any attack's speed-up over ART at this batch."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
+    channels-last as both attacks feed it, in :func:`~attacks.base.attack_mode` as our attack runs
+    it: the part of a step no attack can avoid, so ``ART step / this`` bounds any attack's speed-up
+    over ART at this batch."""
     x = x.contiguous(memory_format=torch.channels_last)
     times = []
-    try:
+    with attack_mode(model):
         for i in range(repeats + 2):
             xi = x.detach().clone().requires_grad_(True)
             start = time.perf_counter()
             model(xi).sum().backward()
             if i >= 2:  # two warm-up passes
                 times.append(time.perf_counter() - start)
-    finally:
-        for p in params:
-            p.requires_grad_(True)
     return statistics.median(times)
 
 
