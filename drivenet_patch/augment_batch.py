@@ -126,13 +126,11 @@ class BatchPhotometric:
         mat = colour * c  # contrast about the frame mean: c x + (1 - c) mean + brightness
         mean = x.mean(dim=(2, 3))  # (B, 3)
         offset = (1.0 - c.view(B, 1)) * torch.bmm(colour, mean.unsqueeze(-1)).squeeze(-1) + p["brightness"].view(B, 1)
-        if dev.type == "cpu" and dt == torch.float32:
-            out = _apply_opencv(x, p, mat, offset)
-        else:
-            out = _apply_planes(x, p, mat, offset)
+        opencv = dev.type == "cpu" and dt == torch.float32  # its output is channels-last, the planes' NCHW
+        out = (_apply_opencv if opencv else _apply_planes)(x, p, mat, offset)
         # Sensor noise from a fixed bank of noise fields (in the output's layout), scaled per frame:
         # frame i takes field (seed of frame 0 + i) mod n, a view of the doubled bank when B <= n.
-        bank = noise_bank(tuple(x.shape[1:]), dt, dev, channels_last=_is_channels_last(out))
+        bank = noise_bank(tuple(x.shape[1:]), dt, dev, channels_last=opencv)
         n = len(bank) // 2
         start = int(p["noise_seed"][0]) % n
         fields = bank[start : start + B] if B <= n else bank[torch.remainder(start + torch.arange(B, device=dev), n)]
@@ -142,10 +140,6 @@ class BatchPhotometric:
     def __call__(self, x: torch.Tensor, generator: torch.Generator,
                  memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
         return self.apply(x, self.draw(generator, x.shape[0]), memory_format)
-
-
-def _is_channels_last(x: torch.Tensor) -> bool:
-    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 def _shadow_factor(p: dict[str, torch.Tensor], shaded: torch.Tensor, H: int, W: int) -> torch.Tensor:
