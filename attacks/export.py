@@ -85,7 +85,8 @@ def _positive(value: Any, name: str) -> float:
     return v
 
 
-def _paper(paper: str) -> tuple[str, float, float]:
+def paper_size(paper: str) -> tuple[str, float, float]:
+    """``(name, width_mm, height_mm)`` of a portrait paper named case-insensitively; PDNError if unknown."""
     for key, (w, h) in PAPER_MM.items():
         if isinstance(paper, str) and paper.lower() == key.lower():
             return key, w, h
@@ -168,7 +169,10 @@ def _tile_raster(tex: np.ndarray, x_m: tuple[float, float], y_m: tuple[float, fl
 
     ix = lookup(*x_m, size_m[0], w)
     iy = lookup(*y_m, size_m[1], h)
-    return np.ascontiguousarray(tex[iy][:, ix])
+    # iy is sorted: build each distinct texel row once at print width, then repeat it down the runs
+    # (a print raster is ~100x finer than the texels, so this copies rows instead of gathering pixels).
+    rows, counts = np.unique(iy, return_counts=True)  # iy never decreases: runs in order
+    return np.repeat(tex[rows][:, ix], counts, axis=0)
 
 
 def _nice_bar(displayed_width_m: float) -> float:
@@ -222,7 +226,7 @@ def export_print_pdf(
         tex_t = quantize(tex_t, palette)
     width_m = _positive(width_m, "export_print_pdf: width_m")
     length_m = _positive(length_m, "export_print_pdf: length_m")
-    paper_name, page_w, page_h = _paper(paper)
+    paper_name, page_w, page_h = paper_size(paper)
     margin = _positive(margin_mm, "export_print_pdf: margin_mm")
     if not 5.0 <= margin <= min(page_w, page_h) / 4:
         raise PDNError(f"export_print_pdf: margin_mm must lie in [5, {min(page_w, page_h) / 4:g}] for {paper_name}, got {margin_mm}")

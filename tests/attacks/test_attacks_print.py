@@ -326,6 +326,22 @@ def test_tile_rasters_are_nearest_texel_and_cover_the_sticker() -> None:
     np.testing.assert_array_equal(full, np.repeat(np.repeat(tex, 10, axis=0), 10, axis=1))
 
 
+def test_tile_raster_matches_a_per_pixel_texel_lookup_at_unaligned_sizes() -> None:
+    """Every print pixel takes the texel under its centre, also where texels and pixels do not align."""
+    tex = to_uint8(rand_texture(7, 5, seed=3)[None])[0]  # (7, 5, 3)
+    size_m, px_per_m = (0.37, 0.53), 91.7
+    x_m, y_m = (0.051, 0.33), (0.12, 0.5)
+    got = _tile_raster(tex, x_m, y_m, size_m, px_per_m)
+    nx, ny = round((x_m[1] - x_m[0]) * px_per_m), round((y_m[1] - y_m[0]) * px_per_m)
+    want = np.empty((ny, nx, 3), np.uint8)
+    for j in range(ny):
+        yc = y_m[0] + (j + 0.5) * (y_m[1] - y_m[0]) / ny
+        for i in range(nx):
+            xc = x_m[0] + (i + 0.5) * (x_m[1] - x_m[0]) / nx
+            want[j, i] = tex[min(int(yc / size_m[1] * 7), 6), min(int(xc / size_m[0] * 5), 4)]
+    np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="pdftoppm (poppler-utils) is not installed")
 def test_rendered_pages_show_the_physical_size(tmp_path: Path) -> None:
     """Render the tiles with poppler at a known DPI and measure the drawn sticker in pixels."""
