@@ -71,7 +71,7 @@ def add_attack_commands(sub: argparse._SubParsersAction) -> None:
     from drivenet_patch.cli import _device_and_json, _positive_int
 
     help_ = "optimise a printable adversarial sticker against a steering model (then: pdn attack eval)"
-    c = sub.add_parser("attack", help=help_, description=help_ + ". Writes sticker.png, sticker_print.pdf, "
+    c = sub.add_parser("attack", help=help_, description=help_ + ". Writes sticker.png, sticker_print.pdf (unless --no-print), "
                        "sticker_palette.png, attack.json, history.csv and examples.png into --out.")
     c.add_argument("--model", required=True, help="run folder of the attacked model")
     c.add_argument("--out", required=True, type=Path, help="attack folder to write")
@@ -103,6 +103,8 @@ def add_attack_commands(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--roads", type=_positive_int, default=8, help="world roads used for optimisation (default 8)")
     c.add_argument("--poses", type=_positive_int, default=32, help="approach poses per road (default 32)")
     c.add_argument("--paper", default="A4", help="print paper: A4 | Letter | A3 (default A4)")
+    c.add_argument("--no-print", action="store_true",
+                   help="skip sticker_print.pdf, the tiled 1:1 print file (about 15 s for 2.0x3.5 m on A4)")
     c.add_argument("--seed", type=int, default=0, help="seed (same seed -> same sticker)")
     _device_and_json(c)
     c.set_defaults(fn=cmd_attack)
@@ -266,7 +268,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     import torch
 
     from attacks.evaluate import offline_eval
-    from attacks.export import export_print_pdf, save_palette_png
+    from attacks.export import export_print_pdf, paper_size, save_palette_png
     from attacks.printability import load_palette, quantize
     from attacks.sticker import EOTConfig, StickerConfig, optimize_sticker, saliency_capture, save_result
     from drivenet_patch.cli import _emit, _progress
@@ -283,6 +285,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
         raise PDNError("--data supports --place road only (a flat sticker on the ground ahead)")
     if args.out.exists() and not args.out.is_dir():
         raise PDNError(f"--out: {args.out} exists and is not a folder")
+    paper_size(args.paper)  # a bad --paper fails before the optimisation, not after it
     palette = load_palette(args.palette)
     cfg = StickerConfig(steps=args.steps, lr=args.lr, batch=args.batch, texture_hw=texels, target=args.target,
                         angle_deg=args.angle, loss=args.loss, nps_weight=args.nps_weight, tv_weight=args.tv_weight,
@@ -319,8 +322,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
     write_csv(out / "history.csv", result.history, float_format="%.6g")
     export_tex = texture if not args.dirt else texture.expand(3, -1, -1)
     width_m, length_m = size
-    export_print_pdf(export_tex.cpu(), width_m, length_m, out / "sticker_print.pdf", paper=args.paper,
-                     palette=None if args.dirt else palette)
+    if not args.no_print:
+        export_print_pdf(export_tex.cpu(), width_m, length_m, out / "sticker_print.pdf", paper=args.paper,
+                         palette=None if args.dirt else palette)
     save_palette_png(export_tex.cpu(), palette, out / "sticker_palette.png", scale=8)
     _examples(out / "examples.png", model, held, texture, args.dirt)
     report = {"out": str(out), **{k: metrics["heldout"][k] for k in ("mean_dev_deg", "success_rate", "n_frames")},

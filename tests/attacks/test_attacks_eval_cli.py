@@ -177,12 +177,22 @@ def test_cli_attack_then_eval_writes_everything(run_dir: Path, tmp_path: Path, c
     (["--distance", "9-3"], "--distance"),
     (["--place", "sky"], "--place"),
     (["--steps", "501"], "steps"),
+    (["--paper", "B5"], "paper"),
 ])
 def test_cli_attack_bad_input_is_one_line(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
                                           argv: list[str], needle: str) -> None:
     rc = main(["attack", "--model", str(run_dir), "--out", str(tmp_path / "a"), *argv])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "a").exists()  # refused before any optimisation or output
+
+
+def test_cli_attack_no_print_skips_only_the_print_pdf(run_dir: Path, tmp_path: Path) -> None:
+    atk = tmp_path / "atk"
+    assert main(["attack", "--model", str(run_dir), "--out", str(atk), "--steps", "2", "--batch", "4", "--roads", "1",
+                 "--poses", "4", "--texels", "8x14", "--no-print", "--json"]) == 0
+    assert sorted(p.name for p in atk.iterdir()) == ["attack.json", "examples.png", "history.csv", "sticker.png",
+                                                      "sticker_palette.png"]
 
 
 def test_cli_missing_model_and_sticker_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
