@@ -111,7 +111,7 @@ def _plan(out: Path, quick: bool, seed: int) -> list[Stage]:
         folder = f"{o}/attack_{size}"
         sizes += [("attack", "--model", pilot, "--out", folder, "--size", size, "--distance", STICKER_DISTANCE,
                    "--roads", str(s.attack_roads), "--poses", str(s.attack_poses), "--steps", str(s.size_steps),
-                   "--seed", str(seed), "--json"),
+                   "--seed", str(seed), "--no-print", "--json"),
                   ("attack", "eval", "--model", pilot, "--sticker", folder, "--loop-roads", "0", "--seed", str(seed),
                    "--json")]
     report_inputs = (data, pilot, f"{o}/saliency", f"{o}/drive", atk, *(f"{o}/attack_{z}" for z in s.size_sweep),
@@ -147,7 +147,8 @@ def _plan(out: Path, quick: bool, seed: int) -> list[Stage]:
               (("certify", "--model", pv, "--data", held, "--sweep", "--attack", str(s.certify_attack_runs),
                 "--sticker", atk, "--out", f"{o}/certify", "--seed", str(seed), "--json"),)),
         Stage("attack_patchvote", "an adaptive sticker against PatchVote, with controls",
-              (("attack", "--model", pv, "--out", atk_pv, *sticker, "--steps", str(s.pv_attack_steps), "--json"),
+              (("attack", "--model", pv, "--out", atk_pv, *sticker, "--steps", str(s.pv_attack_steps), "--no-print",
+                "--json"),
                ("attack", "eval", "--model", pv, "--sticker", atk_pv, *loop, "--json"))),
         Stage("report", "write the HTML report",
               (("report", *report_inputs, "--out", f"{o}/report", "--json"),)),
