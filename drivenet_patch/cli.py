@@ -357,6 +357,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _os_error_line(exc: OSError) -> str:
+    """``OSError`` -> ``"<path>: <reason>"`` on one line (``"<a> -> <b>: <reason>"`` for a rename)."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is None:
+        return reason.replace("\n", " ")
+    where = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+    return f"{where}: {reason}".replace("\n", " ")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from attacks.cli import route_argv
 
@@ -366,6 +375,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.fn(args) or 0)
     except PDNError as exc:
         print(f"pdn: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the file system refused (not a folder, no permission, disk full): one line, no traceback
+        print(f"pdn: error: {_os_error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pdn: interrupted", file=sys.stderr)

@@ -105,3 +105,36 @@ def test_atomic_writes_leave_no_partial_file_and_respect_umask(tmp_path: Path) -
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
     write_text(target, "new")
     assert target.read_text() == "new"
+
+
+def test_file_system_errors_and_absurd_counts_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Found by fuzzing: an --out below a file escaped as a traceback; --threads 100000 and --poses 1e11
+    ran the machine out of memory. All are one line now, before any work."""
+    import torch
+
+    from drivenet_patch.checkpoint import save_model
+    from drivenet_patch.cli import _os_error_line, main
+    from drivenet_patch.models import create_model
+
+    run = tmp_path / "run"
+    save_model(run, create_model("pilotnet_tiny", generator=torch.Generator().manual_seed(0)))
+    (run / "metrics.csv").write_text("epoch,lr,train_loss,train_img_s,seconds,val_rmse_deg,val_mae_deg\n"
+                                     "1,0.001,2.0,500,1.0,1.5,1.2\n")  # a training run the report accepts
+    blocker = tmp_path / "f"
+    blocker.write_text("x")
+    cases = [
+        (["report", str(run), "--out", str(blocker / "rep")], (str(blocker / "rep"), "Not a directory")),
+        (["drive", "--model", str(run), "--roads", "1", "--km", "0.15", "--threads", "100000"], ("threads", "at most")),
+        (["drive", "--model", str(run), "--roads", "1", "--km", "1e9"], ("--km",)),
+        (["attack", "--model", str(run), "--out", str(tmp_path / "a"), "--poses", "99999999999"], ("--poses",)),
+        (["attack", "eval", "--model", str(run), "--sticker", str(tmp_path), "--loop-roads", "99999999999"],
+         ("--loop-roads",)),
+    ]
+    for argv, needles in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("pdn: error:"), err
+        assert all(n in err for n in needles), err
+    assert not (tmp_path / "a").exists()
+    rename = OSError(18, "Invalid cross-device link", "/a/x.tmp", None, "/b/x")
+    assert _os_error_line(rename) == "/a/x.tmp -> /b/x: Invalid cross-device link"
