@@ -168,6 +168,22 @@ def _world_placement(kind: str, size: tuple[float, float], lateral_m: float = 0.
     raise PDNError(f"--place must be road or billboard, got {kind!r}")
 
 
+#: Bounds of a world scene set: each scene holds its frame and sticker maps (~0.5 MB at 66x200).
+MAX_SCENE_ROADS = 1000
+MAX_POSES = 1024
+MAX_SCENES = 16384
+
+
+def check_scene_counts(roads: int, poses: int) -> None:
+    """Refuse ``--roads`` / ``--poses`` that would build an absurd number of approach scenes."""
+    if not 1 <= roads <= MAX_SCENE_ROADS:
+        raise PDNError(f"--roads must lie in [1, {MAX_SCENE_ROADS}], got {roads}")
+    if not 1 <= poses <= MAX_POSES:
+        raise PDNError(f"--poses must lie in [1, {MAX_POSES}], got {poses}")
+    if roads * poses > MAX_SCENES:
+        raise PDNError(f"--roads x --poses must be at most {MAX_SCENES} scenes, got {roads} x {poses}")
+
+
 def approach_scenes(model: Any, placement: Any, distance: tuple[float, float], roads: int, poses: int, seed: int,
                     base: int, device: str, rng_key: int | None = None) -> Any:
     """World approach scenes for ``model``'s camera: the sticker at ``STICKER_S_M`` on ``roads`` roads of
@@ -180,6 +196,7 @@ def approach_scenes(model: Any, placement: Any, distance: tuple[float, float], r
     from attacks.placement import ApproachConfig, world_scenes
     from drivenet_patch.world.render import Renderer
 
+    check_scene_counts(roads, poses)
     return world_scenes(Renderer(_camera(model), device=device), _roads(base, seed, roads, STICKER_S_M + 40.0),
                         replace(placement, s=STICKER_S_M), ApproachConfig(poses_per_road=poses, distance_m=distance),
                         np.random.default_rng([int(seed), base if rng_key is None else rng_key]))
@@ -385,15 +402,19 @@ def cmd_attack_eval(args: argparse.Namespace) -> int:
     from attacks.evaluate import CONTROLS, closed_loop_eval, control_textures, offline_eval
     from attacks.sticker import saliency_capture
     from drivenet_patch.cli import _emit, _progress
-    from drivenet_patch.drive import LANE_DEPARTURE_M, ClosedLoopConfig, make_roads
+    from drivenet_patch.drive import LANE_DEPARTURE_M, MAX_ROADS, ClosedLoopConfig, make_roads
     from drivenet_patch.io import write_csv, write_json
     from drivenet_patch.models.patchdrive import has_patches
     from drivenet_patch.world.road import EGO_LANE_D, LANE_WIDTH_M
 
     if not (math.isfinite(args.threshold) and args.threshold > 0):
         raise PDNError(f"--threshold must be > 0 degrees, got {args.threshold}")
-    if args.loop_roads < 0:
-        raise PDNError(f"--loop-roads must be >= 0, got {args.loop_roads}")
+    if not 0 <= args.loop_roads <= MAX_ROADS:
+        raise PDNError(f"--loop-roads must lie in [0, {MAX_ROADS}], got {args.loop_roads}")
+    if args.loop_roads:
+        ClosedLoopConfig().steps_for(float(args.km))  # a bad --km fails before the offline evaluation
+    if not args.data:
+        check_scene_counts(args.roads, args.poses)
     texture, placement, meta = _read_attack(args.sticker)
     settings = meta["attack"]
     target = settings.get("target", "left")

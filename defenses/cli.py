@@ -17,6 +17,9 @@ from drivenet_patch.errors import PDNError
 
 SWEEP_PATCHES = ("0.5%", "1%", "2%", "4%", "8%")
 SWEEP_DELTAS_DEG = (0.5, 1.0, 2.0, 4.0)
+#: Bounds of ``--attack`` / ``--attack-steps`` (absurd values would allocate or loop without end).
+MAX_ATTACK_RUNS = 100_000
+MAX_ATTACK_STEPS = 10_000
 
 
 def add_certify_command(sub: argparse._SubParsersAction) -> None:
@@ -150,8 +153,10 @@ def cmd_certify(args: argparse.Namespace) -> int:
     run = Path(args.model)
     if args.aggregate is not None and args.aggregate not in METHODS:
         raise PDNError(f"--aggregate must be one of {', '.join(METHODS)}, got {args.aggregate!r}")
-    if args.attack < 0:
-        raise PDNError(f"--attack must be >= 0 runs, got {args.attack}")
+    if not 0 <= args.attack <= MAX_ATTACK_RUNS:
+        raise PDNError(f"--attack must lie in [0, {MAX_ATTACK_RUNS}] runs, got {args.attack}")
+    if args.attack_steps > MAX_ATTACK_STEPS:
+        raise PDNError(f"--attack-steps must be at most {MAX_ATTACK_STEPS}, got {args.attack_steps}")
     model = _load_model(args.model, args.device)
     if not hasattr(model, "votes") or not hasattr(model, "layout"):
         raise PDNError(f"--model: {run} holds a {model.name} model; pdn certify needs a PatchVote model "

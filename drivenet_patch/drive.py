@@ -70,6 +70,9 @@ from drivenet_patch.world.vehicle import WHEELBASE_M, bicycle_step
 CAR_CENTRE_M = WHEELBASE_M / 2.0  # car centre ahead of the rear axle
 CAR_HALF_WIDTH_M = 0.9
 LANE_DEPARTURE_M = LANE_WIDTH_M / 2.0 - CAR_HALF_WIDTH_M  # a wheel leaves the lane beyond this offset
+#: Bounds of a closed-loop run (absurd values would otherwise build roads or logs until memory runs out).
+MAX_ROADS = 1000
+MAX_KM_PER_ROAD = 20.0
 STICKER_PNG = "sticker.png"
 ATTACK_JSON = "attack.json"
 
@@ -137,8 +140,8 @@ class ClosedLoopConfig:
 
     def steps_for(self, km: float) -> int:
         """Simulation steps that cover ``km`` kilometres (at least one)."""
-        if not (math.isfinite(km) and km > 0):
-            raise PDNError(f"--km must be > 0, got {km}")
+        if not (math.isfinite(km) and 0 < km <= MAX_KM_PER_ROAD):
+            raise PDNError(f"--km must lie in (0, {MAX_KM_PER_ROAD:g}] km per road, got {km}")
         return max(1, round(km * 1000.0 / (self.speed_mps * self.dt)))
 
     def road_length_m(self, steps: int) -> float:
@@ -210,8 +213,8 @@ def make_roads(count: int, steps_per_road: int, cfg: ClosedLoopConfig, seed: int
     """``count`` procedural roads long enough for ``steps_per_road`` steps; road ``i`` is
     ``Road.generate(seed + i)`` (the CLI's default seed 10 000 keeps them apart from the small seeds
     used in examples; training data draws its road seeds at random from 0 .. 2**31)."""
-    if count < 1:
-        raise PDNError(f"--roads must be >= 1, got {count}")
+    if not 1 <= count <= MAX_ROADS:
+        raise PDNError(f"--roads must lie in [1, {MAX_ROADS}], got {count}")
     length = cfg.road_length_m(steps_per_road)
     return [Road.generate(int(seed) + i, length) for i in range(count)]
 
@@ -432,7 +435,8 @@ def drive_closed_loop(
             (``None``: leave the setting alone). One frame per render call and one small batch
             per policy call are too little work to share: on 2 idle cores a second thread gained
             nothing for rendering, and on busy shared cores it made both rendering and a
-            PilotNet forward pass 10 to 40 times slower. Raise it for large models on idle cores.
+            PilotNet forward pass 10 to 40 times slower. Raise it for large models on idle cores
+            (at most 4 per CPU core).
 
     Returns:
         ``(metrics, log)``. ``metrics`` holds JSON-ready numbers: ``autonomy_pct``,
@@ -459,6 +463,9 @@ def drive_closed_loop(
         raise PDNError(f"video_scale must be an integer in [1, 16], got {video_scale!r}")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise PDNError(f"threads must be a positive integer or None, got {threads!r}")
+    max_threads = 4 * (os.cpu_count() or 1)
+    if threads is not None and threads > max_threads:  # OpenMP would try to start them all (and run out of memory)
+        raise PDNError(f"threads: at most {max_threads} (4 per CPU core of this machine), got {threads}")
     R = len(roads)
     renderer = Renderer(camera, device=device)
 

@@ -58,16 +58,15 @@ def cmd_drive(args: argparse.Namespace) -> int:
     import numpy as np
 
     from drivenet_patch.cli import _emit, _progress
-    from drivenet_patch.drive import ClosedLoopConfig, drive_closed_loop, load_sticker, make_roads
+    from drivenet_patch.drive import MAX_ROADS, ClosedLoopConfig, drive_closed_loop, load_sticker, make_roads
     from drivenet_patch.io import write_csv, write_json
     from drivenet_patch.world.camera import Camera
 
-    if not (math.isfinite(args.km) and args.km > 0):
-        raise PDNError(f"--km must be > 0, got {args.km}")
+    ClosedLoopConfig().steps_for(args.km)  # refuses --km outside (0, MAX_KM_PER_ROAD] before any work
     if not (math.isfinite(args.sticker_every) and args.sticker_every >= 10.0):
         raise PDNError(f"--sticker-every must be >= 10 m, got {args.sticker_every}")
-    if args.roads < 1:
-        raise PDNError(f"--roads must be >= 1, got {args.roads}")
+    if not 1 <= args.roads <= MAX_ROADS:
+        raise PDNError(f"--roads must lie in [1, {MAX_ROADS}], got {args.roads}")
     if args.video and Path(args.video).suffix.lower() not in (".mp4", ".avi"):
         raise PDNError(f"--video: expected a .mp4 or .avi file name, got {args.video!r}")
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
