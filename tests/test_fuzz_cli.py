@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import assume, given
+from hypothesis import assume, event, given
 from hypothesis import strategies as st
 
 from drivenet_patch.checkpoint import save_model
@@ -62,6 +62,7 @@ def assert_contract(argv: list[str], ok: tuple[int, ...] = (0, 2)) -> tuple[int,
     except PDNError as exc:  # pragma: no cover - the message says what leaked
         raise AssertionError(f"PDNError escaped main() for {argv}: {exc}") from None
     assert code in ok, (argv, code, err)
+    event(f"exit {code}")  # --hypothesis-show-statistics: how many examples ran and how many were refused
     if code == 2:
         lines = err.strip().splitlines()
         assert len(lines) == 1, (argv, err)
@@ -248,3 +249,172 @@ def test_real_subprocess_errors_are_one_line(tmp_path: Path) -> None:
         assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, (argv, proc.stderr)
         assert needle in lines[0], lines[0]
 
+
+
+# ------------------------------------------------------------------------------------- attack, drive, certify, ...
+# Valid values are small (one step, one road, a few poses) so that the examples that do run stay fast;
+# the rest are absurd. Every example must run to completion or be refused with one line.
+STEPS = st.sampled_from(["1", "0", "-2", "501", "x", "1.5", "nan"])
+ROADS = st.sampled_from(["1", "0", "-1", "x", "1e3", "99999999999999999999"])
+KM = st.sampled_from(["0.15", "0", "-1", "nan", "inf", "1e9", "x", ""])
+FLOATISH = st.one_of(st.sampled_from(["0.1", "0", "-1", "nan", "inf", "-inf", "1e308", "x", ""]), TEXT)
+STICKER_SIZES = st.one_of(st.sampled_from(["0.5x0.6", "0x2", "-1x1", "nanxnan", "infx1", "1e9x1", "2x", "x", "0.5"]),
+                          TEXT)
+DISTANCES = st.one_of(st.sampled_from(["5-8", "8-5", "0-3", "nan-3", "5-999", "-5-5", "7", "", "5-8-9"]), TEXT)
+
+
+@pytest.fixture(scope="module")
+def tiny_patchvote(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("pv")
+    save_model(run, create_model("patchvote_tiny", generator=torch.Generator().manual_seed(0)))
+    return run
+
+
+@pytest.fixture(scope="module")
+def tiny_sticker(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    atk = tmp_path_factory.mktemp("atk") / "a"
+    code, _, err = run_cli(["attack", "--model", str(tiny_run), "--out", str(atk), "--steps", "1", "--batch", "2",
+                            "--roads", "1", "--poses", "2", "--texels", "4x6", "--size", "0.5x0.6", "--distance",
+                            "5-8", "--no-print", "--json"])
+    assert code == 0, err
+    return atk
+
+
+@given(size=STICKER_SIZES, distance=DISTANCES, steps=STEPS, batch=st.sampled_from(["2", "0", "-4", "x", "1e3"]),
+       lr=FLOATISH, texels=st.one_of(st.sampled_from(["4x6", "0x0", "-4x6", "4x", "99999x99999"]), TEXT),
+       target=st.one_of(st.sampled_from(["left", "right", "away", "up"]), TEXT),
+       place=st.sampled_from(["road", "billboard", "sky", ""]), lateral=FLOATISH, angle=FLOATISH,
+       paper=st.sampled_from(["A4", "letter", "B5", ""]), roads=ROADS, poses=st.sampled_from(["2", "0", "-1", "x", "99999999999"]),
+       weights=st.tuples(FLOATISH, FLOATISH))
+def test_attack_arguments(tiny_run: Path, size: str, distance: str, steps: str, batch: str, lr: str, texels: str,
+                          target: str, place: str, lateral: str, angle: str, paper: str, roads: str, poses: str,
+                          weights: tuple[str, str]) -> None:
+    with scratch() as tmp:
+        out = tmp / "atk"
+        argv = ["attack", "--model", str(tiny_run), "--out", str(out), "--size", size, "--distance", distance,
+                "--steps", steps, "--batch", batch, "--lr", lr, "--texels", texels, "--target", target, "--place", place,
+                "--lateral", lateral, "--angle", angle, "--paper", paper, "--roads", roads, "--poses", poses,
+                "--nps-weight", weights[0], "--tv-weight", weights[1], "--json"]
+        code, _, _ = assert_contract(argv)
+        if code == 2:
+            assert not (out / "sticker.png").exists()  # refused before the optimisation wrote anything
+        else:
+            assert (out / "sticker_print.pdf").is_file() and (out / "attack.json").is_file()
+
+
+@given(threshold=FLOATISH, roads=ROADS, poses=st.sampled_from(["2", "0", "-1", "x", "99999999999"]),
+       loop_roads=st.sampled_from(["0", "1", "-1", "x", "1e6", "99999999999"]), km=KM, seed=st.sampled_from(["0", "-1", "x", "1e99"]),
+       sticker_kind=st.sampled_from(["good", "missing", "empty", "no_png"]))
+def test_attack_eval_arguments(tiny_run: Path, tiny_sticker: Path, threshold: str, roads: str, poses: str,
+                               loop_roads: str, km: str, seed: str, sticker_kind: str) -> None:
+    with scratch() as tmp:
+        sticker = tiny_sticker
+        if sticker_kind != "good":
+            sticker = tmp / "s"
+            if sticker_kind != "missing":
+                sticker.mkdir()
+            if sticker_kind == "no_png":
+                (sticker / "attack.json").write_text((tiny_sticker / "attack.json").read_text())
+        argv = ["attack", "eval", "--model", str(tiny_run), "--sticker", str(sticker), "--threshold", threshold,
+                "--roads", roads, "--poses", poses, "--loop-roads", loop_roads, "--km", km, "--seed", seed,
+                "--out", str(tmp / "eval"), "--json"]
+        code, stdout, _ = assert_contract(argv)
+        if code == 0:
+            assert '"mean_dev_deg"' in stdout and (tmp / "eval" / "eval.json").is_file()
+
+
+@given(roads=ROADS, km=KM, seed=st.sampled_from(["0", "-1", "x", "4294967296"]),
+       sticker_kind=st.sampled_from(["none", "folder", "missing", "garbage_png"]),
+       every=st.one_of(st.just(None), FLOATISH), video=st.sampled_from([None, "v.mp4", "v.gif", "below_file.mp4"]),
+       threads=st.sampled_from([None, "1", "0", "-2", "x", "100000"]))
+def test_drive_arguments(tiny_run: Path, tiny_sticker: Path, roads: str, km: str, seed: str, sticker_kind: str,
+                         every: str | None, video: str | None, threads: str | None) -> None:
+    with scratch() as tmp:
+        blocker = tmp / "f"
+        blocker.write_text("x")
+        argv = ["drive", "--model", str(tiny_run), "--roads", roads, "--km", km, "--seed", seed,
+                "--out", str(tmp / "drive"), "--json"]
+        sticker = {"none": None, "folder": tiny_sticker, "missing": tmp / "nope.png", "garbage_png": tmp / "g.png"}
+        if sticker_kind == "garbage_png":
+            (tmp / "g.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+        if sticker[sticker_kind] is not None:
+            argv += ["--sticker", str(sticker[sticker_kind])]
+        if every is not None:
+            argv += ["--sticker-every", every]
+        if video is not None:
+            argv += ["--video", str(blocker / "v.mp4") if video == "below_file.mp4" else str(tmp / video)]
+        if threads is not None:
+            argv += ["--threads", threads]
+        code, stdout, _ = assert_contract(argv)
+        if code == 0:
+            assert '"autonomy_pct"' in stdout
+
+
+@given(model_kind=st.sampled_from(["patchvote", "pilotnet", "missing"]),
+       patch=st.one_of(st.sampled_from(["2%", "4x4", "0x0", "200%", "-1%", "nan%", "999x999", "x", ""]), TEXT),
+       aggregate=st.one_of(st.sampled_from(["median", "trimmed", "vote", "reject", "mean"]), TEXT),
+       delta=st.one_of(st.sampled_from(["10%", "1.5", "0", "-1", "nan", "inf", "500%", "%", ""]), TEXT),
+       frames=st.sampled_from(["4", "0", "-1", "x", "1e9"]), attack=st.sampled_from([None, "1", "0", "-3", "x", "99999999999"]),
+       attack_steps=st.sampled_from(["1", "0", "-1", "x", "99999999999"]), batch=st.sampled_from(["4", "0", "-1", "x"]),
+       sweep=st.booleans())
+def test_certify_arguments(tiny_run: Path, tiny_patchvote: Path, model_kind: str, patch: str, aggregate: str,
+                           delta: str, frames: str, attack: str | None, attack_steps: str, batch: str,
+                           sweep: bool) -> None:
+    with scratch() as tmp:
+        model = {"patchvote": tiny_patchvote, "pilotnet": tiny_run, "missing": tmp / "nope"}[model_kind]
+        argv = ["certify", "--model", str(model), "--world", "--frames", frames, "--patch", patch, "--aggregate",
+                aggregate, "--delta", delta, "--attack-steps", attack_steps, "--batch", batch,
+                "--out", str(tmp / "cert"), "--json"]
+        if attack is not None:
+            argv += ["--attack", attack]
+        if sweep:
+            argv.append("--sweep")
+        code, _, _ = assert_contract(argv)
+        if code == 0:
+            assert model_kind == "patchvote" and (tmp / "cert" / "certify.json").is_file()
+
+
+@given(kinds=st.lists(st.sampled_from(["run", "missing", "empty_dir", "text_file", "bad_json", "bench_list",
+                                       "dataset"]), min_size=1, max_size=3),
+       out_kind=st.sampled_from(["new", "below_file", "is_file"]))
+def test_report_arguments(tiny_run: Path, small_synth: Path, kinds: list[str], out_kind: str) -> None:
+    with scratch() as tmp:
+        blocker = tmp / "f"
+        blocker.write_text("x")
+        paths = []
+        for i, kind in enumerate(kinds):
+            p = tmp / f"in{i}"
+            if kind == "run":
+                p = tiny_run
+            elif kind == "dataset":
+                p = small_synth
+            elif kind == "empty_dir":
+                p.mkdir()
+            elif kind == "text_file":
+                p = p.with_suffix(".txt")
+                p.write_text("hello")
+            elif kind == "bad_json":
+                p = p.with_suffix(".json")
+                p.write_text("{not json")
+            elif kind == "bench_list":
+                p = p.with_suffix(".json")
+                p.write_text("[1, 2, 3]")
+            paths.append(str(p))
+        out = {"new": tmp / "rep", "below_file": blocker / "rep", "is_file": blocker}[out_kind]
+        code, _, _ = assert_contract(["report", *paths, "--out", str(out), "--json"])
+        if code == 0:
+            assert (out / "index.html").is_file()
+
+
+@given(n=st.sampled_from(["2", "0", "-1", "x", "1e9", "100000"]), data_kind=st.sampled_from(["good", "missing", "run"]),
+       out_kind=st.sampled_from(["new", "below_file"]), fmt=st.one_of(st.sampled_from(["auto", "synth", "udacity"]), TEXT))
+def test_saliency_arguments(tiny_run: Path, small_synth: Path, n: str, data_kind: str, out_kind: str, fmt: str) -> None:
+    with scratch() as tmp:
+        blocker = tmp / "f"
+        blocker.write_text("x")
+        data = {"good": small_synth, "missing": tmp / "nope", "run": tiny_run}[data_kind]
+        out = {"new": tmp / "sal", "below_file": blocker / "sal"}[out_kind]
+        code, _, _ = assert_contract(["saliency", "--model", str(tiny_run), "--data", str(data), "--out", str(out),
+                                      "--n", n, "--format", fmt, "--json"])
+        if code == 0:
+            assert (out / "saliency.json").is_file()
