@@ -299,8 +299,9 @@ def test_cli_drive_writes_log_json_and_reports(tmp_path: Path, monkeypatch: pyte
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        (["--km", "0"], "--km must be > 0"),
-        (["--km", "nan"], "--km must be > 0"),
+        (["--km", "0"], "--km must lie in"),
+        (["--km", "25"], "--km must lie in"),
+        (["--km", "nan"], "--km must lie in"),
         (["--sticker-every", "1"], "--sticker-every"),
         (["--video", "out.gif"], "--video"),
         (["--sticker", "missing.png"], "does not exist"),
