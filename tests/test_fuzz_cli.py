@@ -78,12 +78,16 @@ def scratch() -> Iterator[Path]:
 
 
 # ------------------------------------------------------------------------------------- fixtures
+def untrained_run(factory: pytest.TempPathFactory, model: str) -> Path:
+    """A run folder of an untrained ``model`` (enough to load, evaluate, attack and certify)."""
+    run = factory.mktemp(model)
+    save_model(run, create_model(model, generator=torch.Generator().manual_seed(0)))
+    return run
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained pilotnet_tiny run folder (enough to load and evaluate)."""
-    run = tmp_path_factory.mktemp("run")
-    save_model(run, create_model("pilotnet_tiny", generator=torch.Generator().manual_seed(0)))
-    return run
+    return untrained_run(tmp_path_factory, "pilotnet_tiny")
 
 
 @pytest.fixture(scope="module")
@@ -265,9 +269,7 @@ DISTANCES = st.one_of(st.sampled_from(["5-8", "8-5", "0-3", "nan-3", "5-999", "-
 
 @pytest.fixture(scope="module")
 def tiny_patchvote(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("pv")
-    save_model(run, create_model("patchvote_tiny", generator=torch.Generator().manual_seed(0)))
-    return run
+    return untrained_run(tmp_path_factory, "patchvote_tiny")
 
 
 @pytest.fixture(scope="module")
