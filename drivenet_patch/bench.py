@@ -85,7 +85,8 @@ def ratio_table(parts: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
     Args:
         parts: ``{"world": bench_world(...), "train": bench_train(...), "attack": bench_attack(...),
-            "defense": bench_defense(...)}`` (missing parts or keys are skipped).
+            "defense": bench_defense(...), "models": bench_models(...)}`` (missing parts or keys are
+            skipped).
 
     Returns:
         Rows ``{"measure", "value", "detail"}``.
@@ -96,26 +97,40 @@ def ratio_table(parts: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         if isinstance(num, (int, float)) and isinstance(den, (int, float)) and den > 0:
             rows.append({"measure": measure, "value": float(num) / float(den), "detail": detail})
 
-    w, t, a, d = (parts.get(k, {}) for k in ("world", "train", "attack", "defense"))
+    w, t, a, d, m = (parts.get(k, {}) for k in ("world", "train", "attack", "defense", "models"))
     for size in ("66x200", "160x320"):
         add(f"world {size}: torch.compile / eager renderer", w.get(f"fps_{size}_compiled"),
-            w.get(f"fps_{size}_eager"), f"{w.get(f'fps_{size}_compiled')} vs {w.get(f'fps_{size}_eager')} frames/s")
+            w.get(f"fps_{size}_eager"), f"{_num(w.get(f'fps_{size}_compiled'))} vs {_num(w.get(f'fps_{size}_eager'))} frames/s")
     add("train: end-to-end / bare step (target >= 0.85)", t.get("train_e2e_img_s"),
         t.get("train_step_img_s_interleaved"),
-        f"{t.get('train_e2e_img_s')} vs {t.get('train_step_img_s_interleaved')} img/s")
+        f"{_num(t.get('train_e2e_img_s'))} vs {_num(t.get('train_step_img_s_interleaved'))} img/s")
     add("inference: achieved / matmul GFLOP/s", t.get("infer_gflops"), t.get("matmul_gflops"),
-        f"{t.get('infer_img_s')} img/s = {t.get('infer_gflops')} GFLOP/s of {t.get('matmul_gflops')}")
+        f"{_num(t.get('infer_img_s'))} img/s = {_num(t.get('infer_gflops'))} GFLOP/s of {_num(t.get('matmul_gflops'))}")
     add("attack: our sticker step speed / ART AdversarialPatchPyTorch", a.get("art_s_per_step"),
-        a.get("ours_s_per_step"), f"{a.get('ours_s_per_step')} vs {a.get('art_s_per_step')} s/step")
+        a.get("ours_s_per_step"), f"{_num(a.get('ours_s_per_step'))} vs {_num(a.get('art_s_per_step'))} s/step")
     add("attack: ART step / the model's own forward + backward (bound on any speed-up)", a.get("art_s_per_step"),
-        a.get("model_pass_s"), f"{a.get('art_s_per_step')} vs {a.get('model_pass_s')} s")
+        a.get("model_pass_s"), f"{_num(a.get('art_s_per_step'))} vs {_num(a.get('model_pass_s'))} s")
     add("attack: our deviation / ART's at equal steps", a.get("ours_dev_deg"), a.get("art_dev_deg"),
-        f"{a.get('ours_dev_deg')} vs {a.get('art_dev_deg')} deg")
+        f"{_num(a.get('ours_dev_deg'))} vs {_num(a.get('art_dev_deg'))} deg")
     add("defense: PatchVote / PilotNet inference (defended / undefended)", d.get("patchvote_img_s"),
-        d.get("pilotnet_img_s"), f"{d.get('patchvote_img_s')} vs {d.get('pilotnet_img_s')} img/s")
+        d.get("pilotnet_img_s"), f"{_num(d.get('patchvote_img_s'))} vs {_num(d.get('pilotnet_img_s'))} img/s")
     add("defense: PatchVote / ART derandomized smoothing inference", d.get("patchvote_img_s"),
-        d.get("art_ds_img_s"), f"{d.get('patchvote_img_s')} vs {d.get('art_ds_img_s')} img/s")
+        d.get("art_ds_img_s"), f"{_num(d.get('patchvote_img_s'))} vs {_num(d.get('art_ds_img_s'))} img/s")
+    pd, pn = "patchdrive_160x320", "pilotnet_66x200"
+    add("models: PatchDrive 160x320 / PilotNet 66x200 multiply-adds (target <= 3)", m.get(f"{pd}_macs"),
+        m.get(f"{pn}_macs"), f"{_mega(m.get(f'{pd}_macs'))} vs {_mega(m.get(f'{pn}_macs'))} M per image")
+    add("models: PatchDrive 160x320 / PilotNet 66x200 time per image", m.get(f"{pn}_img_s"),
+        m.get(f"{pd}_img_s"), f"{_num(m.get(f'{pd}_img_s'))} vs {_num(m.get(f'{pn}_img_s'))} img/s")
     return rows
+
+
+def _num(x: Any) -> Any:
+    """Four significant digits for a float in a table's detail column (other values unchanged)."""
+    return f"{x:.4g}" if isinstance(x, float) else x
+
+
+def _mega(n: Any) -> Any:
+    return round(n / 1e6, 1) if isinstance(n, (int, float)) else n
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -216,6 +231,45 @@ def bench_train(batches: int = 30, batch: int = 64, device: str = "cpu", repeats
     result["e2e_over_step"] = round(result["train_e2e_img_s"] / bare, 3)
     result["e2e_over_step_albumentations"] = round(result["train_e2e_img_s_albumentations"] / bare, 3)
     result["matmul_gflops"] = round(matmul_gflops(), 1)
-    flops = 2 * 26_876_342  # PilotNet multiply-adds per 66x200 image (convs + FCs), x2 = 53.75 MFLOP
+    from drivenet_patch.models import count_macs
+
+    flops = 2 * count_macs(model)  # PilotNet at 66x200: 26.9 M multiply-adds (convs + FCs) = 53.75 MFLOP
     result["infer_gflops"] = round(result["infer_img_s"] * flops / 1e9, 1)
+    return result
+
+
+def bench_models(batch: int = 64, device: str = "cpu", repeats: int = 5) -> dict[str, Any]:
+    """Inference cost of PatchDrive beside PilotNet: multiply-adds per image and images/s.
+
+    PilotNet at its own 66x200, PilotNet at 160x320 and PatchDrive at 160x320 (``k=8``, ``patch=32``),
+    untrained (cost does not depend on the weights), eval mode, no grad, channels-last, measured
+    interleaved (see :func:`best_rates`). Keys ``<name>_macs``, ``<name>_params``, ``<name>_img_s``.
+    """
+    from drivenet_patch.models import count_macs, count_parameters, create_model
+    from drivenet_patch.models.patchdrive import PatchDrive, patchdrive_macs
+
+    g = torch.Generator().manual_seed(0)
+    models = {"pilotnet_66x200": create_model("pilotnet", generator=g),
+              "pilotnet_160x320": create_model("pilotnet", input_size=(160, 320), generator=g),
+              "patchdrive_160x320": create_model("patchdrive", generator=g)}
+    result: dict[str, Any] = {"batch": batch, "device": device, "machine": machine()}
+    fns: dict[str, Callable[[], Any]] = {}
+    for name, m in models.items():
+        result[f"{name}_macs"] = patchdrive_macs(m) if isinstance(m, PatchDrive) else count_macs(m)
+        result[f"{name}_params"] = count_parameters(m)
+        m = m.to(device).eval().to(memory_format=torch.channels_last)
+        x = torch.rand(batch, 3, *m.input_size, generator=g).to(device).contiguous(memory_format=torch.channels_last)
+
+        def infer(m: torch.nn.Module = m, x: torch.Tensor = x) -> None:
+            with torch.no_grad():
+                m(x)
+                m(x)
+            if x.is_cuda:
+                torch.cuda.synchronize()
+        fns[name] = infer
+    rates = best_rates(fns, dict.fromkeys(fns, 2 * batch), repeats)
+    result.update({f"{k}_img_s": round(v, 1) for k, v in rates.items()})
+    for name in models:  # cost relative to PilotNet at 66x200 (issue 8's target: at most 3x)
+        result[f"{name}_macs_over_pilotnet_66x200"] = round(result[f"{name}_macs"] / result["pilotnet_66x200_macs"], 3)
+        result[f"{name}_time_over_pilotnet_66x200"] = round(rates["pilotnet_66x200"] / rates[name], 3)
     return result

@@ -151,6 +151,16 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_models(args: argparse.Namespace) -> int:
+    from drivenet_patch.bench import bench_models, format_table
+
+    if args.batch > 1024:
+        raise PDNError(f"--batch must be at most 1024, got {args.batch}")
+    result = bench_models(batch=args.batch, device=args.device)
+    _emit(result, args.json, format_table(result))
+    return 0
+
+
 def cmd_bench_attack(args: argparse.Namespace) -> int:
     import torch
 
@@ -193,20 +203,22 @@ def cmd_bench_all(args: argparse.Namespace) -> int:
 
     from attacks.bench import bench_attack
     from defenses.bench import bench_defense
-    from drivenet_patch.bench import bench_train, bench_world, machine, ratio_table
+    from drivenet_patch.bench import bench_models, bench_train, bench_world, machine, ratio_table
     from drivenet_patch.models import create_model
 
     echo = (lambda m: print(m, file=sys.stderr, flush=True)) if args.json else print
     parts: dict[str, Any] = {"machine": machine(), "device": args.device}
-    echo("bench 1/4: world rendering ...")
+    echo("bench 1/5: world rendering ...")
     parts["world"] = bench_world(frames=args.frames, compile=args.compile, device=args.device)
-    echo("bench 2/4: training and inference ...")
+    echo("bench 2/5: training and inference ...")
     parts["train"] = bench_train(device=args.device, compile=args.compile)
-    echo("bench 3/4: sticker attack vs ART ...")
+    echo("bench 3/5: sticker attack vs ART ...")
     model = create_model("pilotnet", generator=torch.Generator().manual_seed(0)).to(args.device).eval()
     parts["attack"] = bench_attack(model, steps=args.attack_steps, batch=16, device=args.device)
-    echo("bench 4/4: PatchVote vs PilotNet vs ART derandomized smoothing ...")
+    echo("bench 4/5: PatchVote vs PilotNet vs ART derandomized smoothing ...")
     parts["defense"] = bench_defense(None, device=args.device, art=not args.no_art)
+    echo("bench 5/5: PatchDrive vs PilotNet inference cost ...")
+    parts["models"] = bench_models(device=args.device)
     parts["ratios"] = ratio_table(parts)
     text = "\n".join(f"{r['measure']:<58} {r['value']:>10.3g}  {r['detail']}" for r in parts["ratios"])
     _emit(parts, args.json, f"{'ratio (measured side by side)':<58} {'value':>10}\n" + "-" * 90 + "\n" + text)
@@ -342,6 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--batches", type=_positive_int, default=30, help="batches per end-to-end measurement")
     c.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                    help="also measure the torch.compile'd train step (default on)")
+    _device_and_json(c)
+    c = command(bench, "models", "PatchDrive vs PilotNet inference: multiply-adds and images/s", cmd_bench_models)
+    c.add_argument("--batch", type=_positive_int, default=64, help="images per forward pass (default 64)")
     _device_and_json(c)
     c = command(bench, "attack", "sticker attack step vs ART AdversarialPatchPyTorch: s/step and deviation",
                 cmd_bench_attack)

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from drivenet_patch.bench import ratio_table
+from drivenet_patch.bench import bench_models, ratio_table
 from drivenet_patch.cli import build_parser, cmd_bench_all, main
+from drivenet_patch.models import count_macs, create_model
 
 
 def test_ratios_are_the_quotients_of_side_by_side_measurements() -> None:
@@ -15,7 +16,9 @@ def test_ratios_are_the_quotients_of_side_by_side_measurements() -> None:
              "train": {"train_e2e_img_s": 540.0, "train_step_img_s_interleaved": 600.0, "infer_gflops": 100.0,
                        "matmul_gflops": 200.0, "infer_img_s": 1900.0},
              "attack": {"ours_s_per_step": 0.04, "art_s_per_step": 0.08, "ours_dev_deg": 1.2, "art_dev_deg": 0.8},
-             "defense": {"patchvote_img_s": 1600.0, "pilotnet_img_s": 2000.0, "art_ds_img_s": 8.0}}
+             "defense": {"patchvote_img_s": 1600.0, "pilotnet_img_s": 2000.0, "art_ds_img_s": 8.0},
+             "models": {"patchdrive_160x320_macs": 33_000_000, "pilotnet_66x200_macs": 27_500_000,
+                        "patchdrive_160x320_img_s": 500.0, "pilotnet_66x200_img_s": 1500.0}}
     rows = {r["measure"].split(" (")[0]: r["value"] for r in ratio_table(parts)}
     assert rows == pytest.approx({
         "world 66x200: torch.compile / eager renderer": 2.5,
@@ -24,7 +27,14 @@ def test_ratios_are_the_quotients_of_side_by_side_measurements() -> None:
         "attack: our sticker step speed / ART AdversarialPatchPyTorch": 2.0,
         "attack: our deviation / ART's at equal steps": 1.5,
         "defense: PatchVote / PilotNet inference": 0.8,
-        "defense: PatchVote / ART derandomized smoothing inference": 200.0})
+        "defense: PatchVote / ART derandomized smoothing inference": 200.0,
+        "models: PatchDrive 160x320 / PilotNet 66x200 multiply-adds": 1.2,
+        "models: PatchDrive 160x320 / PilotNet 66x200 time per image": 3.0})
+
+
+def test_details_show_four_significant_digits() -> None:
+    rows = ratio_table({"attack": {"ours_s_per_step": 0.03962639982510154, "art_s_per_step": 0.09592770150266006}})
+    assert rows[0]["detail"] == "0.03963 vs 0.09593 s/step"
 
 
 def test_missing_or_zero_measurements_are_skipped() -> None:
@@ -44,7 +54,23 @@ def test_bench_without_subcommand_runs_everything() -> None:
 def test_bench_all_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--no-art", "--no-compile", "--frames", "128", "--attack-steps", "3", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert {"world", "train", "attack", "defense", "ratios", "machine"} <= set(out)
+    assert {"world", "train", "attack", "defense", "models", "ratios", "machine"} <= set(out)
     measures = {r["measure"] for r in out["ratios"]}
     assert any(m.startswith("attack: our sticker step speed") for m in measures)
     assert all(r["value"] > 0 for r in out["ratios"])
+
+
+def test_bench_models_measures_patchdrive_beside_pilotnet(capsys: pytest.CaptureFixture[str]) -> None:
+    out = bench_models(batch=2, repeats=1)
+    assert out["pilotnet_66x200_macs"] == count_macs(create_model("pilotnet"))
+    assert out["pilotnet_160x320_macs"] == count_macs(create_model("pilotnet", input_size=(160, 320)))
+    # PatchDrive adds the attention fusion, which count_macs (convs and linears) does not see.
+    assert out["patchdrive_160x320_macs"] > count_macs(create_model("patchdrive"))
+    # Issue 8's target, a property of the default design: at most 3x PilotNet at 66x200.
+    assert 1.0 < out["patchdrive_160x320_macs_over_pilotnet_66x200"] <= 3.0
+    for name in ("pilotnet_66x200", "pilotnet_160x320", "patchdrive_160x320"):
+        assert out[f"{name}_img_s"] > 0 and out[f"{name}_params"] > 0
+        assert out[f"{name}_time_over_pilotnet_66x200"] == pytest.approx(
+            out["pilotnet_66x200_img_s"] / out[f"{name}_img_s"], rel=1e-2)
+    assert main(["bench", "models", "--batch", "4096"]) == 2
+    assert "--batch must be at most 1024, got 4096" in capsys.readouterr().err
