@@ -123,3 +123,5 @@ def test_attack_cli_reports_the_in_topk_share(tmp_path: Path, model: torch.nn.Mo
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert 0 <= result["in_topk_rate"] <= 1 and "in_topk_rate" in result["control_grey"]
+    # inside the most salient patch implies inside a selected one
+    assert 0 <= result["in_top1_rate"] <= result["in_topk_rate"]
