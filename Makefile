@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 DEMO    ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow lint bench clean
+.PHONY: demo test test-slow lint bench patchdrive-study clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -36,6 +36,50 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/pdn bench
+
+# The PilotNet vs PatchDrive study behind the README table (~40 min on 2 cores): the same 160x320 data
+# and recipe for both models, then held-out RMSE, closed-loop autonomy and the sticker attack (plus a
+# sticker that also pulls PatchDrive's saliency). Results: $(STUDY)/results/*.json. Each step writes its
+# result atomically, so an interrupted run resumes at the step it stopped in.
+STUDY   ?= runs/patchdrive_study
+S_MODELS := pilotnet patchdrive
+S_RES   := $(STUDY)/results
+S_ATK   := --size 2.0x3.5 --distance 5-15 --steps 200 --batch 16 --roads 4 --poses 32
+S_EV    := --roads 4 --poses 32 --loop-roads 0
+
+patchdrive-study: $(foreach m,$(S_MODELS),$(S_RES)/$(m)_eval.json $(S_RES)/$(m)_drive.json \
+                    $(S_RES)/$(m)_attack_eval.json) $(S_RES)/patchdrive_saliency.json \
+                    $(S_RES)/patchdrive_attack_sal_eval.json
+	@echo "results: $(S_RES)"
+# Keep the training and sticker results: make would delete them as intermediate files.
+.SECONDARY: $(foreach m,$(S_MODELS),$(S_RES)/$(m)_train.json $(S_RES)/$(m)_attack.json) \
+            $(S_RES)/patchdrive_attack_sal.json
+
+$(STUDY)/train/meta.json: | $(STAMP)
+	$(BIN)/pdn data synth --out $(STUDY)/train --frames 8000 --seed 1 --size 160x320 --cameras center,left,right
+$(STUDY)/test/meta.json: | $(STAMP)
+	$(BIN)/pdn data synth --out $(STUDY)/test --frames 2000 --seed 2 --size 160x320 --episode-steps 300
+$(S_RES)/%_train.json: $(STUDY)/train/meta.json
+	@mkdir -p $(S_RES)
+	$(BIN)/pdn train --data $(STUDY)/train --model $* --input-size 160x320 --out $(STUDY)/$* --epochs 5 \
+	  --samples-per-epoch 3072 --batch 32 --lr 1e-3 --seed 0 --resume --json > $@.tmp && mv $@.tmp $@
+$(S_RES)/%_eval.json: $(S_RES)/%_train.json $(STUDY)/test/meta.json
+	$(BIN)/pdn eval --model $(STUDY)/$* --data $(STUDY)/test --json > $@.tmp && mv $@.tmp $@
+$(S_RES)/%_drive.json: $(S_RES)/%_train.json
+	$(BIN)/pdn drive --model $(STUDY)/$* --roads 5 --km 0.4 --out $(STUDY)/$*_drive --json > $@.tmp && mv $@.tmp $@
+$(S_RES)/%_attack.json: $(S_RES)/%_train.json
+	$(BIN)/pdn attack --model $(STUDY)/$* --out $(STUDY)/$*_sticker $(S_ATK) --no-print --json > $@.tmp && mv $@.tmp $@
+$(S_RES)/%_attack_eval.json: $(S_RES)/%_attack.json
+	$(BIN)/pdn attack eval --model $(STUDY)/$* --sticker $(STUDY)/$*_sticker $(S_EV) --json > $@.tmp && mv $@.tmp $@
+$(S_RES)/patchdrive_saliency.json: $(S_RES)/patchdrive_train.json $(STUDY)/test/meta.json
+	$(BIN)/pdn saliency --model $(STUDY)/patchdrive --data $(STUDY)/test --out $(STUDY)/patchdrive_saliency \
+	  --n 16 --json > $@.tmp && mv $@.tmp $@
+$(S_RES)/patchdrive_attack_sal.json: $(S_RES)/patchdrive_train.json
+	$(BIN)/pdn attack --model $(STUDY)/patchdrive --out $(STUDY)/patchdrive_sticker_sal $(S_ATK) \
+	  --saliency-weight 2 --no-print --json > $@.tmp && mv $@.tmp $@
+$(S_RES)/patchdrive_attack_sal_eval.json: $(S_RES)/patchdrive_attack_sal.json
+	$(BIN)/pdn attack eval --model $(STUDY)/patchdrive --sticker $(STUDY)/patchdrive_sticker_sal $(S_EV) \
+	  --json > $@.tmp && mv $@.tmp $@
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
