@@ -718,8 +718,16 @@ def _vote_figure(page: _Page, path: Path, tag: str, examples: list[tuple[str, di
 
 
 def _bench_section(page: _Page, path: Path, tag: str) -> str:
-    del page, tag  # a table only
-    return _head(path) + _table(_flatten(_read_json(path)), ["key", "value"])
+    """One benchmark file as tables: the ratio table of ``pdn bench`` first (when present), then every
+    other measurement as key / value rows."""
+    del page, tag  # tables only
+    obj = _read_json(path)
+    ratios = obj.pop("ratios", None)
+    out = _head(path)
+    if isinstance(ratios, list):
+        rows = [[r.get("measure"), r.get("value"), r.get("detail")] for r in ratios if isinstance(r, dict)]
+        out += _table(rows, ["ratio (two measurements side by side in one run)", "value", "measurements"])
+    return out + _table(_flatten(obj), ["key", "value"])
 
 
 _HTML = """<!DOCTYPE html>

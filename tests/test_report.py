@@ -270,6 +270,19 @@ def test_bench_table_and_only_present_sections(inputs: list[Path], tmp_path: Pat
     assert ["speedup", "1.823"] in page.rows and ["layouts.pilotnet", "cl"] in page.rows
 
 
+def test_bench_all_ratios_are_a_table_of_their_own(tmp_path: Path) -> None:
+    """``pdn bench --json`` output: its ratio list becomes rows (measure, value, detail), not a repr."""
+    ratios = [{"measure": "models: PatchDrive / PilotNet multiply-adds", "value": 1.22780064, "detail": "33.0 vs 26.9"},
+              {"measure": "defense: PatchVote / PilotNet inference", "value": 0.5724, "detail": "1014 vs 1771 img/s"}]
+    p = tmp_path / "bench_all.json"
+    p.write_text(json.dumps({"ratios": ratios, "models": {"patchdrive_160x320_macs": 32998790}}))
+    page = _parse(Path(build_report([p], tmp_path / "r")["index"]))
+    assert ["models: PatchDrive / PilotNet multiply-adds", "1.228", "33.0 vs 26.9"] in page.rows
+    assert ["defense: PatchVote / PilotNet inference", "0.5724", "1014 vs 1771 img/s"] in page.rows
+    assert ["models.patchdrive_160x320_macs", "32998790"] in page.rows
+    assert not any("ratios" in row[0] for row in page.rows)
+
+
 def test_optional_files_absent(inputs: list[Path], tmp_path: Path) -> None:
     (inputs[0] / "predictions.csv").unlink()
     (inputs[3] / "sweep.csv").unlink()
