@@ -485,9 +485,12 @@ def _data_section(page: _Page, path: Path, tag: str) -> str:
 def _saliency_section(page: _Page, path: Path, tag: str) -> str:
     meta = _read_json(path / "saliency.json")
     rows = [(k, meta[k]) for k in ("frames", "indices", "prediction_deg") if k in meta]
-    img = page.copy_image(path / "saliency_grid.png", f"{tag}_grid.png",
-                          "VisualBackProp: where the model looks (green: pixels that drive the prediction)",
-                          "max-width: 100%")
+    if meta.get("method") == "patches":
+        caption = (f"Where the patch model looks: its saliency map (green: the cells it scores high) and the "
+                   f"{meta.get('patch_size', '')} px patches it selects (red; the most salient one drawn thicker)")
+    else:
+        caption = "VisualBackProp: where the model looks (green: pixels that drive the prediction)"
+    img = page.copy_image(path / "saliency_grid.png", f"{tag}_grid.png", caption, "max-width: 100%")
     return "".join([_head(path), "<h4>Saliency</h4>", _table(rows), img])
 
 

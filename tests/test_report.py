@@ -270,6 +270,21 @@ def test_bench_table_and_only_present_sections(inputs: list[Path], tmp_path: Pat
     assert ["speedup", "1.823"] in page.rows and ["layouts.pilotnet", "cl"] in page.rows
 
 
+def test_saliency_caption_names_the_method(tmp_path: Path) -> None:
+    """VisualBackProp overlays and a patch model's selected patches get their own captions."""
+    vbp = _saliency(tmp_path)
+    patches = tmp_path / "sal_patches"
+    patches.mkdir()
+    assert cv2.imwrite(str(patches / "saliency_grid.png"), np.full((40, 120, 3), 90, np.uint8))
+    (patches / "saliency.json").write_text(json.dumps({"frames": 2, "indices": [0, 5], "prediction_deg": [0.5, -1],
+                                                       "method": "patches", "patch_size": 32}))
+    html_text = Path(build_report([vbp, patches], tmp_path / "r")["index"]).read_text(encoding="utf-8")
+    captions = [c.split("</figcaption>")[0] for c in html_text.split("<figcaption>")[1:]]
+    assert len(captions) == 2
+    assert "VisualBackProp" in captions[0] and "patches" not in captions[0]
+    assert "32 px patches it selects" in captions[1] and "VisualBackProp" not in captions[1]
+
+
 def test_bench_all_ratios_are_a_table_of_their_own(tmp_path: Path) -> None:
     """``pdn bench --json`` output: its ratio list becomes rows (measure, value, detail), not a repr."""
     ratios = [{"measure": "models: PatchDrive / PilotNet multiply-adds", "value": 1.22780064, "detail": "33.0 vs 26.9"},
