@@ -336,8 +336,18 @@ def test_models_compared_when_several_runs(inputs: list[Path], tmp_path: Path) -
     (runs[0] / "predictions.csv").write_text((inputs[0] / "predictions.csv").read_text())
     drive = json.loads((inputs[1] / "drive.json").read_text())
     (inputs[1] / "drive.json").write_text(json.dumps({**drive, "model": str(runs[0])}))
-    page = _parse(Path(build_report([*runs, inputs[1]], tmp_path / "r")["index"]))
+    # two stickers against the first run: the table names and shows the stronger one, whatever the order
+    src = tmp_path / "atk_src"
+    src.mkdir()
+    weak, strong = _attack(src, "weak", scale=1.0), _attack(src, "strong", scale=4.0)
+    for atk in (weak, strong):
+        meta = json.loads((atk / "attack.json").read_text())
+        (atk / "attack.json").write_text(json.dumps({**meta, "model": str(runs[0])}))
+    page = _parse(Path(build_report([*runs, inputs[1], strong, weak], tmp_path / "r")["index"]))
     rows = {r[0]: r for r in page.rows if r and r[0] in {str(p) for p in runs}}
+    strong_dev = json.loads((strong / "eval.json").read_text())["mean_dev_deg"]
+    assert rows[str(runs[0])][8] == "strong" and float(rows[str(runs[0])][9]) == pytest.approx(strong_dev, rel=1e-3)
+    assert rows[str(runs[1])][8:] == ["None", "None", "None"]
     p = pd.read_csv(runs[0] / "predictions.csv")
     rmse = float(np.sqrt(((p["predicted_deg"] - p["steering_deg"]) ** 2).mean()))
     small = rows[str(runs[0])]
