@@ -294,8 +294,11 @@ def _drive_section(page: _Page, path: Path, tag: str) -> str:
 def _attack_section(page: _Page, path: Path, tag: str) -> str:
     a = _read_json(path / "attack.json")
     cfg = a.get("attack", {})
-    rows = [(k, cfg[k]) for k in ("target", "angle_deg", "loss", "steps", "texture_hw", "nps_weight", "tv_weight")
-            if k in cfg]
+    rows: list[tuple[str, Any]] = [(k, a[k]) for k in ("model", "size_m") if k in a]
+    rows += [(k, cfg[k]) for k in ("target", "angle_deg", "loss", "steps", "texture_hw", "nps_weight", "tv_weight")
+             if k in cfg]
+    # the variants that change what the sticker is, only when used
+    rows += [(k, cfg[k]) for k in ("saliency_weight", "dirt") if cfg.get(k)]
     if "distance_m" in a:
         rows.append(("distance_m", a["distance_m"]))
     parts = [_head(path), _table(rows), '<div class="figs">']

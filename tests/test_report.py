@@ -261,6 +261,14 @@ def test_attack_vs_controls_table(inputs: list[Path], tmp_path: Path) -> None:
         row = next(r for r in page.rows if r and r[0] == name)
         got = [float(x) for x in row[1:]]
         assert got == pytest.approx([ref["mean_dev_deg"], ref["success_rate"], ref["departure_rate"]], rel=1e-3)
+    # the settings table says which model, what size and which variant
+    assert ["size_m", "2, 3.5"] in page.rows and ["target", "left"] in page.rows
+    assert not any(r and r[0] in ("saliency_weight", "dirt") for r in page.rows)
+    meta = json.loads((inputs[2] / "attack.json").read_text())
+    meta["attack"].update(saliency_weight=2.0, dirt=False)
+    (inputs[2] / "attack.json").write_text(json.dumps(meta))
+    page = _parse(Path(build_report([inputs[2]], tmp_path / "r2")["index"]))
+    assert ["saliency_weight", "2"] in page.rows and not any(r and r[0] == "dirt" for r in page.rows)
 
 
 def test_bench_table_and_only_present_sections(inputs: list[Path], tmp_path: Path) -> None:
