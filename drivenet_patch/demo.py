@@ -52,6 +52,7 @@ class DemoSettings:
     size_steps: int
     certify_attack_runs: int
     pv_attack_steps: int
+    pv_drive: bool  # drive PatchVote closed loop too (the same roads as PilotNet)
 
 
 FULL = DemoSettings(
@@ -59,14 +60,16 @@ FULL = DemoSettings(
     train_args=(), patchvote_args=("--epochs", "8", "--lr", "0.002", "--samples-per-epoch", "12000"),
     drive_roads=10, drive_km=1.0, saliency_n=16,
     attack_steps=300, attack_roads=16, attack_poses=24, loop_roads=10, loop_km=0.5,
-    size_sweep=("1.0x1.75", "1.5x2.6"), size_steps=300, certify_attack_runs=256, pv_attack_steps=300)
+    size_sweep=("1.0x1.75", "1.5x2.6"), size_steps=300, certify_attack_runs=256, pv_attack_steps=300,
+    pv_drive=True)
 
 QUICK = DemoSettings(
     train_frames=9000, heldout_frames=800, cameras="center,left,right",
     train_args=("--quick",), patchvote_args=("--quick",),
     drive_roads=2, drive_km=0.3, saliency_n=6,
     attack_steps=100, attack_roads=8, attack_poses=16, loop_roads=2, loop_km=0.3,
-    size_sweep=("1.0x1.75",), size_steps=60, certify_attack_runs=32, pv_attack_steps=60)
+    size_sweep=("1.0x1.75",), size_steps=60, certify_attack_runs=32, pv_attack_steps=60,
+    pv_drive=False)  # ~10 s more would take --quick too close to its 4 minutes
 
 #: The sticker every attack stage optimises: 2.0 m wide, 3.5 m along the road, judged 5-15 m before it.
 STICKER_SIZE = "2.0x3.5"
@@ -114,8 +117,10 @@ def _plan(out: Path, quick: bool, seed: int) -> list[Stage]:
                    "--seed", str(seed), "--no-print", "--json"),
                   ("attack", "eval", "--model", pilot, "--sticker", folder, "--loop-roads", "0", "--seed", str(seed),
                    "--json")]
+    pv_drive = (("drive", "--model", pv, "--roads", str(s.drive_roads), "--km", str(s.drive_km),
+                 "--out", f"{o}/drive_patchvote", "--json"),) if s.pv_drive else ()
     report_inputs = (data, pilot, f"{o}/saliency", f"{o}/drive", atk, *(f"{o}/attack_{z}" for z in s.size_sweep),
-                     pv, atk_pv, f"{o}/certify")
+                     pv, *((f"{o}/drive_patchvote",) if s.pv_drive else ()), atk_pv, f"{o}/certify")
     return [
         Stage("preview", "render a preview of the driving world",
               (("world", "preview", "--out", f"{o}/world_preview.png", "--seed", str(seed), "--json"),)),
@@ -140,9 +145,11 @@ def _plan(out: Path, quick: bool, seed: int) -> list[Stage]:
         Stage("attack_eval", "evaluate the sticker and its controls offline and closed loop",
               (("attack", "eval", "--model", pilot, "--sticker", atk, *loop, "--json"),)),
         Stage("attack_sizes", f"smaller stickers ({', '.join(s.size_sweep)} m), offline", tuple(sizes)),
-        Stage("patchvote", "train the PatchVote defended model" + (" (--quick)" if quick else ""),
+        Stage("patchvote", "train the PatchVote defended model" + (" (--quick)" if quick else "")
+              + ", evaluate it" + (" and drive it" if s.pv_drive else "") + " on held-out roads",
               (("train", "--data", data, "--model", "patchvote", *s.patchvote_args, "--seed", str(seed),
-                "--out", pv, "--resume", "--json"),)),
+                "--out", pv, "--resume", "--json"),
+               ("eval", "--model", pv, "--data", held, "--json"), *pv_drive)),
         Stage("certify", "certify PatchVote: sweep of patch sizes and tolerances, adaptive patch attacks",
               (("certify", "--model", pv, "--data", held, "--sweep", "--attack", str(s.certify_attack_runs),
                 "--sticker", atk, "--out", f"{o}/certify", "--seed", str(seed), "--json"),)),

@@ -32,6 +32,15 @@ def test_every_stage_command_parses(quick: bool) -> None:
             args = parser.parse_args(route_argv(list(argv)))
             assert callable(args.fn), argv
             assert "--json" in argv  # the demo keeps every command's JSON in its log
+    # Every output folder the report reads is written by some stage before it.
+    written = {argv[argv.index("--out") + 1] for st in stages[:-1] for argv in st.commands if "--out" in argv}
+    report = stages[-1].commands[0]
+    inputs = report[1:report.index("--out")]
+    assert set(inputs) <= written, set(inputs) - written
+    # PatchVote is evaluated like PilotNet (its RMSE in the report), and driven in the full demo.
+    pv_cmds = next(st for st in stages if st.name == "patchvote").commands
+    assert [c[0] for c in pv_cmds] == ["train", "eval"] + ([] if quick else ["drive"])
+    assert ("out/drive_patchvote" in inputs) is (not quick)
 
 
 def test_device_reaches_every_command_that_takes_one() -> None:
@@ -104,6 +113,8 @@ def test_quick_demo_killed_mid_training_resumes_and_reports(tmp_path: Path) -> N
     # The results are real and say what they should.
     ev = _stage_result(out, "eval")
     assert ev["rmse_deg"] < 0.6 * ev["zero_rmse_deg"]
+    pv_ev = _stage_result(out, "patchvote", 1)  # the defended model, on the same held-out roads
+    assert pv_ev["n"] == ev["n"] and pv_ev["rmse_deg"] < pv_ev["zero_rmse_deg"]
     atk = json.loads((out / "attack" / "eval.json").read_text())
     assert atk["mean_dev_deg"] > 2 * max(atk["control_noise"]["mean_dev_deg"], atk["control_grey"]["mean_dev_deg"])
     assert atk["n_approaches"] > 0 and (out / "attack" / "eval_tracks.csv").is_file()
