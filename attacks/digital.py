@@ -43,10 +43,9 @@ ART facts this module relies on (ART 1.20):
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from art.attacks.evasion import AdversarialPatchPyTorch, FastGradientMethod, ProjectedGradientDescent
 
-from drivenet_patch.art_wrapper import to_art_regressor
+from drivenet_patch.art_wrapper import seeded_global_rng, to_art_regressor
 from drivenet_patch.errors import PDNError
 from drivenet_patch.tensors import check_frames
 
@@ -197,23 +196,6 @@ def pgd(
         batch_size=_positive_int(batch_size, "pgd: batch_size"), verbose=False,
     )
     return _back(attack.generate(x.detach().cpu().numpy().astype(np.float32), y=labels), x)
-
-
-@contextlib.contextmanager
-def seeded_global_rng(seed: int) -> Iterator[None]:
-    """Seed numpy's and torch's (CPU) global generators for a block; restore them afterwards.
-
-    ART's patch attack draws its random placements from the global generators; this confines
-    that to one reproducible block. Not thread-safe (nothing using the global generators is).
-    """
-    state = np.random.get_state()  # noqa: NPY002 - ART itself draws from numpy's global generator
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            np.random.seed(seed % 2**32)  # noqa: NPY002
-            yield
-    finally:
-        np.random.set_state(state)  # noqa: NPY002
 
 
 def _seed(generator: torch.Generator | None) -> int:

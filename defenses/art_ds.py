@@ -65,8 +65,8 @@ from art.estimators.certification.derandomized_smoothing import PyTorchDeRandomi
 from art.estimators.certification.derandomized_smoothing import pytorch as _art_ds_module
 from torch import nn
 
-from attacks.digital import seeded_global_rng
 from defenses.aggregate import bin_index
+from drivenet_patch.art_wrapper import seeded_global_rng
 from drivenet_patch.errors import PDNError
 from drivenet_patch.models.pilotnet import PILOTNET_CONVS, conv_output_size, min_input_size
 from drivenet_patch.tensors import check_frames, to_tensor

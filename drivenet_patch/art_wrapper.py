@@ -21,10 +21,16 @@ target and ``targeted=True``).
 ART calls ``model.train(mode)`` on every call and never restores it; here the estimator sees a
 thin view whose mode is its own, and the wrapped model's train/eval state (per submodule) is
 set only for the duration of each forward pass and then restored.
+
+ART's patch attack and its derandomized-smoothing training draw from the *global* generators;
+:func:`seeded_global_rng` confines that to one reproducible block (used by ``attacks.digital``
+and ``defenses.art_ds``, which must not import each other).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -143,3 +149,20 @@ def _flat_labels(y: Any, x: Any) -> Any:
     if isinstance(y, np.ndarray):
         return y.astype(np.float32, copy=False)
     return y.to(torch.float32)
+
+
+@contextlib.contextmanager
+def seeded_global_rng(seed: int) -> Iterator[None]:
+    """Seed numpy's and torch's (CPU) global generators for a block; restore them afterwards.
+
+    ART's patch attack and its smoothing classifier's training draw from the global generators;
+    this confines that to one reproducible block. Not thread-safe (nothing using the global generators is).
+    """
+    state = np.random.get_state()  # noqa: NPY002 - ART itself draws from numpy's global generator
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            np.random.seed(seed % 2**32)  # noqa: NPY002
+            yield
+    finally:
+        np.random.set_state(state)  # noqa: NPY002
