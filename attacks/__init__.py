@@ -1,11 +1,19 @@
 """Attacks on steering models: sticker placement, the printable EOT sticker attack, printability.
 
+Where things live: :mod:`attacks.scenes` (the scenes a sticker is optimised on),
+:mod:`attacks.placement` (flat-ground homography for real frames), :mod:`attacks.composite`
+(the learnable sticker layer; the compositing itself is the core's
+:mod:`drivenet_patch.world.composite`), :mod:`attacks.eot` (the EOT draw and jitter),
+:mod:`attacks.sticker` (the optimiser), :mod:`attacks.saliency_grab`, :mod:`attacks.artifact`
+(the attack folder).
+
     >>> from attacks import StickerConfig, world_scenes, optimize_sticker  # doctest: +SKIP
     >>> result = optimize_sticker(model, scenes, StickerConfig(target="left"))  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+from attacks.artifact import save_result
 from attacks.base import (
     LOSSES,
     TARGETS,
@@ -23,35 +31,20 @@ from attacks.base import (
     targeted_hinge,
     targeted_mse,
 )
-from attacks.placement import (
-    DIRT_RANGE,
+from attacks.composite import DIRT_RANGE, StickerLayer, shift_maps
+from attacks.eot import EOTConfig, EOTParams, draw_eot, eot_frames, gaussian_blur, photometric
+from attacks.placement import homography_maps, local_gain
+from attacks.printability import default_palette, load_palette, nps, quantize, total_variation
+from attacks.scenes import (
     ApproachConfig,
-    StickerLayer,
     StickerScenes,
-    apply_dirt,
-    apply_sticker,
     approach_poses,
     frame_scenes,
-    homography_maps,
-    local_gain,
-    sample_texture,
-    shift_maps,
     world_scene_split,
     world_scenes,
 )
-from attacks.printability import default_palette, load_palette, nps, quantize, total_variation
-from attacks.sticker import (
-    EOTConfig,
-    EOTParams,
-    EOTStickerAttack,
-    StickerConfig,
-    draw_eot,
-    eot_frames,
-    gaussian_blur,
-    optimize_sticker,
-    photometric,
-    save_result,
-)
+from attacks.sticker import EOTStickerAttack, StickerConfig, optimize_sticker
+from drivenet_patch.world.composite import apply_dirt, apply_sticker, sample_texture
 
 __all__ = [
     "DIRT_RANGE",

@@ -30,7 +30,8 @@ import torch
 from torch import nn
 
 from attacks.base import TARGETS, attack_mode, deviation, model_device
-from attacks.placement import DIRT_RANGE, StickerScenes
+from attacks.composite import DIRT_RANGE
+from attacks.scenes import StickerScenes
 from drivenet_patch.errors import PDNError
 from drivenet_patch.world.road import Road
 from drivenet_patch.world.sticker import StickerPlacement

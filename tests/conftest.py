@@ -121,7 +121,7 @@ def straight_approach() -> Callable[[int, int], object]:
     def make(height: int, width: int) -> object:
         import numpy as np
 
-        from attacks.placement import ApproachConfig, world_scenes
+        from attacks.scenes import ApproachConfig, world_scenes
         from drivenet_patch.world import Camera, Renderer, Road, StickerPlacement
 
         cfg = ApproachConfig(poses_per_road=12, distance_m=(5.0, 10.0))

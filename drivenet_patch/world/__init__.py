@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from drivenet_patch.world.camera import Camera, parse_size
-from drivenet_patch.world.render import Lighting, Renderer, RenderOutput, composite
+from drivenet_patch.world.composite import apply_dirt, apply_sticker
+from drivenet_patch.world.render import Lighting, Renderer, RenderOutput
 from drivenet_patch.world.road import EGO_LANE_D, LANE_WIDTH_M, Road, RoadStyle, sample_style
 from drivenet_patch.world.sticker import StickerPlacement
 from drivenet_patch.world.vehicle import WHEELBASE_M, bicycle_step, pure_pursuit_deg
@@ -19,8 +20,9 @@ __all__ = [
     "Road",
     "RoadStyle",
     "StickerPlacement",
+    "apply_dirt",
+    "apply_sticker",
     "bicycle_step",
-    "composite",
     "parse_size",
     "pure_pursuit_deg",
     "sample_style",

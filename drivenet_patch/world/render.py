@@ -15,7 +15,8 @@ hazed with distance: ``colour = albedo * gain + offset`` with ``gain = light (1 
 Stickers: a planar texture at a fixed world pose, on the road surface or as a billboard.
 With ``with_maps=True`` the renderer also returns each pixel's sticker coordinates (in
 ``grid_sample``'s [-1, 1] convention), the coverage mask and the per-pixel gain/offset, so
-``composite()`` re-creates the frame from any differentiable texture.
+the one compositing function (:func:`drivenet_patch.world.composite.apply_sticker`) re-creates
+the frame from any differentiable texture.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from drivenet_patch.errors import PDNError
 from drivenet_patch.world.camera import Camera
@@ -128,30 +128,6 @@ class RenderOutput:
     offset: torch.Tensor | None = None
 
 
-def composite(
-    background: torch.Tensor, texture: torch.Tensor, uv: torch.Tensor, mask: torch.Tensor,
-    gain: torch.Tensor, offset: torch.Tensor,
-) -> torch.Tensor:
-    """Differentiably paste a sticker texture into rendered frames.
-
-    Args:
-        background: (B, 3, H, W) frames without the sticker.
-        texture: (3, h, w) or (B, 3, h, w) sticker texture in [0, 1].
-        uv: (B, H, W, 2) sticker coordinates of each pixel, ``grid_sample`` convention.
-        mask: (B, H, W) where the sticker is seen.
-        gain, offset: (B, 3, H, W) lighting and haze at each pixel.
-
-    Returns:
-        (B, 3, H, W) frames; gradients flow to ``texture``.
-    """
-    if texture.ndim == 3:
-        texture = texture.unsqueeze(0).expand(uv.shape[0], -1, -1, -1)
-    texel = F.grid_sample(texture, uv, mode="bilinear", padding_mode="border", align_corners=False)
-    m = mask.unsqueeze(1).to(background.dtype)
-    # The camera saturates, as in the renderer (bright light can push texel * gain past 1).
-    return background * (1.0 - m) + m * (texel * gain + offset).clamp(0.0, 1.0)
-
-
 def _bilinear_lookup(texture: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Bilinear texel lookup written out by hand (the renderer's own path, independent of grid_sample).
 
@@ -207,7 +183,7 @@ def _periodic_noise_1d(rng: np.random.Generator, n: int, cells: int) -> np.ndarr
     return (knots[i0] * (1 - f) + knots[(i0 + 1) % cells] * f).astype(np.float32)
 
 
-def _temperature_rgb(t: torch.Tensor) -> torch.Tensor:
+def temperature_rgb(t: torch.Tensor) -> torch.Tensor:
     """Colour-temperature gain (B,) -> (B, 3): warm boosts red, cool boosts blue."""
     return torch.stack([1.0 + 0.12 * t, 1.0 + 0.0 * t, 1.0 - 0.14 * t], dim=-1)
 
@@ -430,7 +406,7 @@ class Renderer:
         ``full="uint8"`` returns only the uint8 (B, P, 3) image."""
         dev = self.device
         brightness, shadow = light.effective()
-        light_rgb = brightness[:, None] * _temperature_rgb(light.temperature)  # (B, 3)
+        light_rgb = brightness[:, None] * temperature_rgb(light.temperature)  # (B, 3)
         haze_rgb = (0.5 * tab.sky_cols[1] + 0.5 * tab.sky_cols[0])[None, :] * light_rgb.clamp(max=1.25)
         c = self.consts
         args = (
@@ -474,7 +450,8 @@ class Renderer:
             sticker: where a sticker sits in the world (None: no sticker).
             texture: (3, h, w) sticker texture in [0, 1]. With a ``sticker`` but no texture,
                 the frame is rendered without it (useful with ``with_maps``).
-            with_maps: also return background, uv, mask, gain and offset for :func:`composite`.
+            with_maps: also return background, uv, mask, gain and offset for
+                :func:`~drivenet_patch.world.composite.apply_sticker`.
 
         Returns:
             A :class:`RenderOutput`; ``image`` is (B, 3, H, W) float32 in [0, 1].
@@ -563,7 +540,7 @@ class Renderer:
             sm = torch.cat([pad.bool(), sm], dim=1)
             sgain, soff, background = gain, offset, image
         else:
-            light_rgb = light.effective()[0][:, None] * _temperature_rgb(light.temperature)
+            light_rgb = light.effective()[0][:, None] * temperature_rgb(light.temperature)
             haze_rgb = (0.5 * tab.sky_cols[1] + 0.5 * tab.sky_cols[0])[None, :] * light_rgb.clamp(max=1.25)
             yaw = poses[:, 2:3].to(self.device, torch.float32)
             su, sv, sm, sgain, soff, post = sticker.billboard_uv(

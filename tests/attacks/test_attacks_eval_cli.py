@@ -13,7 +13,7 @@ import torch
 from attacks.bench import bench_attack
 from attacks.cli import _world_placement, parse_range, parse_size, route_argv
 from attacks.evaluate import ApproachWindow, approach_table, control_textures, offline_eval
-from attacks.placement import ApproachConfig, world_scenes
+from attacks.scenes import ApproachConfig, world_scenes
 from drivenet_patch.checkpoint import save_model
 from drivenet_patch.cli import main
 from drivenet_patch.drive import LANE_DEPARTURE_M, ClosedLoopConfig

@@ -8,23 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from attacks.placement import (
+from attacks.composite import StickerLayer, shift_maps
+from attacks.placement import homography_maps, local_gain
+from attacks.scenes import (
     ApproachConfig,
-    StickerLayer,
     StickerScenes,
-    apply_dirt,
-    apply_sticker,
     approach_poses,
     frame_scenes,
-    homography_maps,
-    local_gain,
-    shift_maps,
     world_scene_split,
     world_scenes,
 )
 from drivenet_patch.data.base import CropResize
 from drivenet_patch.errors import PDNError
-from drivenet_patch.world import Camera, Lighting, Renderer, Road, StickerPlacement
+from drivenet_patch.world import Camera, Lighting, Renderer, Road, StickerPlacement, apply_dirt, apply_sticker
 
 H, W = 66, 200
 

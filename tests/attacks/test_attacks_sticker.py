@@ -9,18 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from attacks.artifact import save_result
 from attacks.base import attack_mode, deviation, make_objective
-from attacks.placement import StickerScenes, frame_scenes
-from attacks.sticker import (
-    EOTConfig,
-    EOTStickerAttack,
-    StickerConfig,
-    draw_eot,
-    eot_frames,
-    gaussian_blur,
-    optimize_sticker,
-    save_result,
-)
+from attacks.eot import EOTConfig, draw_eot, eot_frames, gaussian_blur
+from attacks.scenes import StickerScenes, frame_scenes
+from attacks.sticker import EOTStickerAttack, StickerConfig, optimize_sticker
 from drivenet_patch.drive import load_sticker
 from drivenet_patch.errors import PDNError
 from drivenet_patch.models import create_model

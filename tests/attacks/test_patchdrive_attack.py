@@ -9,17 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from attacks.placement import StickerScenes
-from attacks.sticker import (
-    SALIENCY_COLUMN,
-    StickerConfig,
-    draw_eot,
-    eot_footprint,
-    optimize_sticker,
-    saliency_capture,
-    saliency_grab_loss,
-    sticker_cells,
-)
+from attacks.eot import draw_eot, eot_footprint
+from attacks.saliency_grab import saliency_capture, saliency_grab_loss, sticker_cells
+from attacks.scenes import StickerScenes
+from attacks.sticker import SALIENCY_COLUMN, StickerConfig, optimize_sticker
 from drivenet_patch.errors import PDNError
 from drivenet_patch.models import create_model
 
@@ -69,7 +62,7 @@ def test_grab_loss_is_minus_log_saliency_mass_on_the_sticker_cells() -> None:
 
 def test_footprint_follows_the_jitter(scenes: StickerScenes) -> None:
     g = torch.Generator().manual_seed(1)
-    from attacks.sticker import EOTConfig
+    from attacks.eot import EOTConfig
 
     params = draw_eot(EOTConfig(jitter_px=2), len(scenes), 4, scenes.size, g)
     foot = eot_footprint(scenes, params)

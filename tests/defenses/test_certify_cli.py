@@ -141,7 +141,7 @@ def test_bench_defense_reports_both_models_and_certify_rate() -> None:
 
 
 def test_sticker_footprint_certificate_holds_for_world_stickers() -> None:
-    from attacks.placement import ApproachConfig, world_scenes
+    from attacks.scenes import ApproachConfig, world_scenes
     from defenses.adaptive import footprint_touch, sticker_violations
     from drivenet_patch.world import Camera, Renderer, Road, StickerPlacement
 

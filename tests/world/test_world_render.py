@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from drivenet_patch.world import Camera, Lighting, Renderer, Road, StickerPlacement, composite
+from drivenet_patch.world import Camera, Lighting, Renderer, Road, StickerPlacement, apply_sticker
 from drivenet_patch.world.preview import preview_grid
 
 
@@ -80,7 +80,7 @@ def test_uv_composite_equals_render(road: Road, renderer: Renderer, kind: str) -
     tex = torch.rand(3, 24, 40, generator=torch.Generator().manual_seed(0))
     ref = renderer.render(road, poses, light, sticker=placement, texture=tex, with_maps=True)
     assert ref.mask.sum() > 50, "the sticker must be in view for this test to mean anything"
-    out = composite(ref.background, tex, ref.uv, ref.mask, ref.gain, ref.offset)
+    out = apply_sticker(ref.background, tex, ref.uv, ref.mask, ref.gain, ref.offset)
     assert (out - ref.image).abs().max() <= 1.0 / 255.0
     # Outside the mask the sticker changes nothing, bit for bit.
     outside = ~ref.mask.unsqueeze(1).expand_as(out)
@@ -91,7 +91,7 @@ def test_composite_is_differentiable(road: Road, renderer: Renderer) -> None:
     placement = StickerPlacement(s=70.0)
     maps = renderer.render(road, road.pose_at(60.0)[None], sticker=placement, with_maps=True)
     tex = torch.full((3, 16, 16), 0.5, requires_grad=True)
-    out = composite(maps.background, tex, maps.uv, maps.mask, maps.gain, maps.offset)
+    out = apply_sticker(maps.background, tex, maps.uv, maps.mask, maps.gain, maps.offset)
     out.mean().backward()
     assert tex.grad is not None and tex.grad.abs().sum() > 0
 

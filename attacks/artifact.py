@@ -1,0 +1,43 @@
+"""An attack's files: writing the attack folder that ``pdn drive --sticker`` and the evaluations read.
+
+The folder format (``sticker.png`` + ``attack.json``) is the core's
+(:func:`drivenet_patch.drive.save_sticker` / :func:`~drivenet_patch.drive.load_sticker`); this
+module fills it from an attack's result and scenes.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from attacks.base import StickerResult
+from attacks.scenes import StickerScenes
+from drivenet_patch.drive import save_sticker
+from drivenet_patch.world.sticker import StickerPlacement
+
+
+def save_result(folder: str | Path, result: StickerResult, scenes: StickerScenes,
+                extra: dict[str, Any] | None = None) -> Path:
+    """Write an attack folder in the format :func:`drivenet_patch.drive.load_sticker` reads.
+
+    ``sticker.png`` holds the texture (in dirt mode the grey multiplier); ``attack.json`` holds
+    the placement (world scenes: theirs; real frames: a road sticker of the same size and yaw,
+    centred on the ego lane), ``"mode"``, the attack settings, how the scenes were made and the
+    last step's history row, plus ``extra``.
+
+    Returns:
+        The folder.
+    """
+    placement = scenes.placement
+    if placement is None:
+        meta = scenes.meta
+        placement = StickerPlacement(s=0.0, width_m=float(meta.get("width_m", 3.5)),
+                                     length_m=float(meta.get("length_m", 2.0)), yaw_deg=float(meta.get("yaw_deg", 0.0)))
+    row = result.history.iloc[-1].items() if len(result.history) else ()
+    last = {k: (float(v) if math.isfinite(float(v)) else None) for k, v in row}  # JSON has no NaN
+    info = {"mode": result.mode, "attack": result.config, "scenes": scenes.meta, "final": last, **(extra or {})}
+    return save_sticker(folder, result.texture.detach().cpu(), placement, info)
+
+
+__all__ = ["save_result"]
