@@ -9,6 +9,9 @@ Each ``.safetensors`` file also carries its model config in its header metadata,
 weights file still loads when its ``config.json`` is missing. Every file is written to a
 temporary name and renamed into place (:func:`drivenet_patch.io.atomic_path`).
 
+Generic tensor files (optimiser and training state) are :mod:`drivenet_patch.state`'s; this module
+adds the model on top.
+
 Pickle-based files (``.pt``, ``.pth``, ``.pkl``, ``.ckpt``, ``.bin``) can execute code when
 loaded; they are refused unless the caller opts in with ``allow_pickle=True``, and even then
 only read with ``torch.load(weights_only=True)``.
@@ -23,121 +26,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from drivenet_patch.errors import PDNError
-from drivenet_patch.io import atomic_path, write_json
+from drivenet_patch.io import write_json
 from drivenet_patch.models import SteeringModel, model_from_config
+from drivenet_patch.state import (
+    CONFIG_META_KEY,
+    read_state,
+    write_state,
+)
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
-_META_KEY = "pdn_meta"
-_CONFIG_META_KEY = "pdn_model_config"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
-
-
-# ---------------------------------------------------------------------------- generic state files
-def save_state(path: str | Path, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any] | None = None) -> Path:
-    """Write named tensors and JSON metadata to one ``.safetensors`` file, atomically.
-
-    Args:
-        path: target file (``.safetensors``).
-        tensors: name -> tensor (any device; stored as contiguous CPU tensors).
-        meta: JSON-serialisable metadata, stored in the file header (read it back with
-            :func:`read_state_meta`).
-
-    Returns:
-        ``path`` as a :class:`~pathlib.Path`.
-    """
-    path = Path(path)
-    return _save(path, tensors, {_META_KEY: json.dumps(dict(meta or {}), sort_keys=True)})
-
-
-def load_state(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """Read all tensors of a ``.safetensors`` file.
-
-    Raises:
-        PDNError: missing or unreadable file (naming it).
-    """
-    path = Path(path)
-    tensors, _ = _read(path, device)
-    return tensors
-
-
-def read_state_meta(path: str | Path) -> dict[str, Any]:
-    """The JSON metadata :func:`save_state` stored in ``path`` (``{}`` if it has none)."""
-    path = Path(path)
-    header = _read_header(path)
-    text = header.get(_META_KEY)
-    if text is None:
-        return {}
-    try:
-        meta = json.loads(text)
-    except ValueError:
-        raise PDNError(f"{path}: metadata is not valid JSON") from None
-    if not isinstance(meta, dict):
-        raise PDNError(f"{path}: metadata is not a JSON object")
-    return meta
-
-
-def pack_state(state: Any) -> tuple[dict[str, torch.Tensor], Any]:
-    """Split a nested state (e.g. ``optimizer.state_dict()``) into flat tensors + a JSON skeleton.
-
-    Dicts, lists, tuples, tensors, strings, numbers, booleans and ``None`` are supported;
-    integer dict keys (optimizer parameter ids) survive the round trip.
-
-    Returns:
-        ``(tensors, skeleton)`` for :func:`save_state` (pass the skeleton inside ``meta``)
-        and :func:`unpack_state`.
-    """
-    tensors: dict[str, torch.Tensor] = {}
-
-    def walk(obj: Any) -> Any:
-        if isinstance(obj, torch.Tensor):
-            name = f"t{len(tensors)}"
-            tensors[name] = obj
-            return {"__tensor__": name}
-        if isinstance(obj, Mapping):
-            items = []
-            for k, v in obj.items():
-                if not isinstance(k, (str, int)) or isinstance(k, bool):
-                    raise TypeError(f"pack_state: unsupported dict key {k!r}")
-                items.append([k, walk(v)])
-            return {"__dict__": items}
-        if isinstance(obj, (list, tuple)):
-            return {"__list__" if isinstance(obj, list) else "__tuple__": [walk(v) for v in obj]}
-        if obj is None or isinstance(obj, (str, bool, int, float)):
-            return obj
-        raise TypeError(f"pack_state: unsupported value of type {type(obj).__name__}")
-
-    return tensors, walk(state)
-
-
-def unpack_state(tensors: Mapping[str, torch.Tensor], skeleton: Any) -> Any:
-    """Inverse of :func:`pack_state`.
-
-    Raises:
-        PDNError: if the skeleton names a tensor that is not there.
-    """
-
-    def walk(obj: Any) -> Any:
-        if isinstance(obj, dict):
-            if "__tensor__" in obj:
-                name = obj["__tensor__"]
-                if name not in tensors:
-                    raise PDNError(f"state file is missing tensor {name!r}")
-                return tensors[name]
-            if "__dict__" in obj:
-                return {k: walk(v) for k, v in obj["__dict__"]}
-            if "__list__" in obj:
-                return [walk(v) for v in obj["__list__"]]
-            if "__tuple__" in obj:
-                return tuple(walk(v) for v in obj["__tuple__"])
-        return obj
-
-    return walk(skeleton)
 
 
 # ---------------------------------------------------------------------------- models
@@ -167,7 +69,7 @@ def save_model(
         raise ValueError(f"save_model: extra may not set {sorted(clash)}")
     run_dir = Path(run_dir)
     config_text = json.dumps(model.config, sort_keys=True)
-    weights = _save(run_dir / f"{name}.safetensors", model.state_dict(), {_CONFIG_META_KEY: config_text})
+    weights = write_state(run_dir / f"{name}.safetensors", model.state_dict(), {CONFIG_META_KEY: config_text})
     write_json(run_dir / CONFIG_NAME, {"format_version": FORMAT_VERSION, "model": model.config, **extra})
     return weights
 
@@ -199,13 +101,13 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
     suffix = weights.suffix.lower()
     config_path = weights.parent / CONFIG_NAME
     if suffix == ".safetensors":
-        state, header = _read(weights, "cpu")
+        state, header = read_state(weights, "cpu")
         if config_path.is_file():
             model_cfg, where = _read_config(config_path), str(config_path)
-        elif _CONFIG_META_KEY in header:
+        elif CONFIG_META_KEY in header:
             where = f"{weights} (embedded config)"
             try:
-                model_cfg = json.loads(header[_CONFIG_META_KEY])
+                model_cfg = json.loads(header[CONFIG_META_KEY])
             except ValueError:
                 raise PDNError(f"{where}: not valid JSON") from None
         else:
@@ -232,35 +134,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
 
 
 # ---------------------------------------------------------------------------- internals
-def _save(path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> Path:
-    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    with atomic_path(path) as tmp:
-        save_file(flat, str(tmp), metadata={"format": "pt", **metadata})
-    return path
-
-
-def _read_header(path: Path) -> dict[str, str]:
-    if not path.is_file():
-        raise PDNError(f"{path}: missing")
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            return dict(fh.metadata() or {})
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise PDNError(f"{path}: not a readable safetensors file ({exc})") from None
-
-
-def _read(path: Path, device: str | torch.device) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    if not path.is_file():
-        raise PDNError(f"{path}: missing")
-    try:
-        with safe_open(str(path), framework="pt", device=str(device)) as fh:
-            header = dict(fh.metadata() or {})
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise PDNError(f"{path}: not a readable safetensors file ({exc})") from None
-    return tensors, header
-
-
 def _read_config(path: Path) -> dict[str, Any]:
     try:
         cfg = json.loads(path.read_text(encoding="utf-8"))

@@ -97,7 +97,7 @@ def _assert_run_folder_readable(out: Path, note: str) -> None:
         elif p.suffix == ".csv":
             assert len(pd.read_csv(p)) >= 1, note
     if (out / "metrics.csv").is_file():  # a listed epoch is committed: a resume never trains it again
-        from drivenet_patch.checkpoint import read_state_meta
+        from drivenet_patch.state import read_state_meta
 
         committed = read_state_meta(out / "train_state.safetensors")["epoch"] + 1
         assert committed - 1 <= len(pd.read_csv(out / "metrics.csv")) <= committed, note

@@ -58,7 +58,7 @@ class ResNetSteering(SteeringModel):
             PDNError: missing/unreadable file, missing or unexpected keys, or a shape mismatch
                 (each message names the file and the first offending key).
         """
-        from drivenet_patch.checkpoint import load_state
+        from drivenet_patch.state import load_state
 
         path = Path(path)
         if path.suffix != ".safetensors":
