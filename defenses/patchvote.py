@@ -30,8 +30,9 @@ About 2.4 M multiply-accumulates per crop, 22 M for the 9 default bands: 0.82x P
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -281,10 +282,8 @@ def _loss(pred: torch.Tensor, target: torch.Tensor, name: str) -> torch.Tensor:
     return F.mse_loss(pred, target) if name == "mse" else F.huber_loss(pred, target, delta=1.0)
 
 
-def _build(
-    input_size: Any, layout: str, region: Any, stride: Any, abstain: Any, channels: Sequence[int], hidden: Sequence[int],
-    **kw: Any,
-) -> PatchVote:
+def _build(channels: Sequence[int], hidden: Sequence[int], *, input_size: Any, layout: str, region: Any, stride: Any,
+           abstain: Any, **kw: Any) -> PatchVote:
     if isinstance(abstain, (str, bytes)) or not isinstance(abstain, Sequence):
         raise PDNError(f"patchvote: abstain must be a list of region indices, got {abstain!r}")
     regions = make_layout(tuple(input_size), layout, region, stride)
@@ -308,28 +307,19 @@ def patchvote(
     out_scale: float = 10.0,
 ) -> PatchVote:
     """PatchVote defense: N region votes (9 bands of 40 px every 20 px by default), median aggregate."""
-    return _build(input_size, layout, region, stride, abstain, (24, 36, 48, 64), (100, 50), aggregate=aggregate,
-                  trim=trim, bin_deg=bin_deg, tau_deg=tau_deg, aggregate_weight=aggregate_weight, dropout=dropout,
-                  out_scale=out_scale)
+    return _build((24, 36, 48, 64), (100, 50), **{k: v for k, v in locals().items()})
 
 
-@register_model("patchvote_tiny")
-def patchvote_tiny(
-    *,
-    input_size: tuple[int, int] = (66, 200),
-    layout: str = "bands",
-    region: int | tuple[int, int] | None = None,
-    stride: int | tuple[int, int] | None = None,
-    abstain: tuple[int, ...] = (),
-    aggregate: str = "median",
-    trim: int = 3,
-    bin_deg: float = 2.0,
-    tau_deg: float = 3.0,
-    aggregate_weight: float = 1.0,
-    dropout: float = 0.0,
-    out_scale: float = 10.0,
-) -> PatchVote:
-    """PatchVote with tiny widths (4-6-8-8, FC 16-8) for fast tests."""
-    return _build(input_size, layout, region, stride, abstain, (4, 6, 8, 8), (16, 8), aggregate=aggregate,
-                  trim=trim, bin_deg=bin_deg, tau_deg=tau_deg, aggregate_weight=aggregate_weight, dropout=dropout,
-                  out_scale=out_scale)
+def _variant(channels: Sequence[int], hidden: Sequence[int], doc: str) -> Callable[..., PatchVote]:
+    """A builder with :func:`patchvote`'s config keys and defaults but other layer widths."""
+
+    def builder(**cfg: Any) -> PatchVote:
+        return _build(channels, hidden, **cfg)
+
+    builder.__signature__ = inspect.signature(patchvote)  # type: ignore[attr-defined]  # the registry reads it
+    builder.__doc__ = doc
+    return builder
+
+
+patchvote_tiny = register_model("patchvote_tiny")(
+    _variant((4, 6, 8, 8), (16, 8), "PatchVote with tiny widths (4-6-8-8, FC 16-8) for fast tests."))

@@ -6,9 +6,8 @@ road-wheel degrees (positive = left); input normalisation is a layer inside the 
     >>> from drivenet_patch.models import create_model, list_models
     >>> model = create_model("pilotnet", generator=torch.Generator().manual_seed(0))  # doctest: +SKIP
 
-The package imports its submodules (and torch) on first use of a name, so that importing
-``drivenet_patch.models.cli`` to register the ``pdn saliency`` command keeps ``pdn --help``
-fast.
+The package imports its submodules (and torch) on first use of a name, so that importing it
+(as the command line does to register its commands) keeps ``pdn --help`` fast.
 """
 
 from __future__ import annotations

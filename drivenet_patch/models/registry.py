@@ -34,20 +34,31 @@ class _Entry:
 
 
 _REGISTRY: dict[str, _Entry] = {}
-# ``defenses.patchvote`` registers "patchvote" (an import by name: drivenet_patch never imports
-# the defenses package at module level).
 _BUILTIN = (
     "drivenet_patch.models.pilotnet",
     "drivenet_patch.models.resnet",
     "drivenet_patch.models.patchdrive",
-    "defenses.patchvote",
 )
+#: Packages outside the core register their models through this entry-point group (pyproject.toml:
+#: ``[project.entry-points."drivenet_patch.models"]``, e.g. ``patchvote = "defenses.patchvote"``), so the
+#: core never names them; each entry's module registers its models when imported.
+ENTRY_POINT_GROUP = "drivenet_patch.models"
+_loaded = False
 
 
 def _ensure_builtin() -> None:
-    """Import the built-in model modules (they register themselves), however the registry was reached."""
+    """Import the built-in model modules and the plugins of ``ENTRY_POINT_GROUP`` (they register themselves),
+    however the registry was reached; once per process."""
+    global _loaded
+    if _loaded:
+        return
     for module in _BUILTIN:
         importlib.import_module(module)
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        importlib.import_module(ep.value.split(":")[0])
+    _loaded = True
 
 
 def register_model(name: str, *, init_keys: tuple[str, ...] = ()) -> Callable[[B], B]:
