@@ -99,7 +99,7 @@ def trimmed_mean(votes: torch.Tensor, valid: torch.Tensor | None = None, trim: i
         votes (B, N), valid (N,) or (B, N) -> (B,) degrees.
     """
     votes, valid = check_votes(votes, valid)
-    t = _trim(trim)
+    t = trim_count(trim)
     s, _, n = sort_valid(votes, valid)
     rank = torch.arange(votes.shape[1], device=votes.device)[None, :]
     keep = (rank >= t) & (rank < (n - t)[:, None])
@@ -222,7 +222,8 @@ def aggregate_votes(
     raise PDNError(f"unknown aggregate {method!r}; valid aggregates: {', '.join(METHODS)}")
 
 
-def _trim(trim: int) -> int:
+def trim_count(trim: int) -> int:
+    """``trim`` (votes dropped at each end by the trimmed mean) checked to be an integer >= 0."""
     if isinstance(trim, bool) or int(trim) != trim or trim < 0:
         raise PDNError(f"trim must be an integer >= 0, got {trim!r}")
     return int(trim)

@@ -50,7 +50,6 @@ import torch
 
 from defenses.aggregate import (
     METHODS,
-    _trim,
     bin_edges,
     bin_index,
     bin_vote,
@@ -59,6 +58,7 @@ from defenses.aggregate import (
     midpoint,
     outlier_mean,
     sort_valid,
+    trim_count,
     trimmed_mean,
 )
 from defenses.regions import maximal_touch_sets
@@ -266,7 +266,7 @@ def certify_trimmed(
         votes, touch, valid: as in :func:`certify_median`.
         trim: votes dropped at each end (``trim >= k`` is needed for a finite interval).
     """
-    return _run(_trimmed_chunk, votes, touch, valid, trim=_trim(trim))
+    return _run(_trimmed_chunk, votes, touch, valid, trim=trim_count(trim))
 
 
 def certify_vote(
