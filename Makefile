@@ -25,7 +25,10 @@ DEMO_ARGS ?=
 demo: $(STAMP)
 	$(BIN)/pdn demo --out $(DEMO) $(DEMO_ARGS)
 
+# The layers (pyproject.toml's import-linter contracts) first: a circle or a core module importing
+# attacks/defenses/the CLI fails the run before the tests start.
 test: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-slow: $(STAMP)

@@ -40,4 +40,28 @@ def save_result(folder: str | Path, result: StickerResult, scenes: StickerScenes
     return save_sticker(folder, result.texture.detach().cpu(), placement, info)
 
 
-__all__ = ["save_result"]
+__all__ = ["read_attack", "save_result"]
+
+
+def read_attack(folder: str | Path) -> tuple[Any, StickerPlacement, dict[str, Any]]:
+    """``(texture, placement, attack.json)`` of an attack folder written by ``pdn attack``.
+
+    Returns:
+        texture (3, h, w) float32 in [0, 1], the sticker's placement, and the parsed ``attack.json``.
+
+    Raises:
+        PDNError: not a folder, or its ``attack.json`` has no ``attack`` settings (the file is named).
+    """
+    import json
+
+    from drivenet_patch.drive import load_sticker
+    from drivenet_patch.errors import PDNError
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PDNError(f"--sticker: {folder} is not an attack folder (from pdn attack)")
+    texture, placement = load_sticker(folder)
+    meta = json.loads((folder / "attack.json").read_text(encoding="utf-8"))
+    if not isinstance(meta, dict) or not isinstance(meta.get("attack"), dict):
+        raise PDNError(f"--sticker: {folder / 'attack.json'} has no 'attack' settings (not written by pdn attack?)")
+    return texture, placement, meta

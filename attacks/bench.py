@@ -52,12 +52,13 @@ def bench_attack(model: nn.Module, steps: int = 40, batch: int = 16, lr: float =
         ``art_dev_deg``, ``model_pass_s`` (the model's own forward and backward at ``batch``, see
         :func:`model_pass_seconds`) and ``speedup_bound`` (ART / that), and the settings (``steps``, ``batch``, ``frames``, ``art_patch_px``).
     """
-    from attacks.cli import ATTACK_SEED_BASE, _world_placement, approach_scenes
+    from attacks.approach import approach_scenes, world_placement
     from attacks.digital import art_patch_attack
-    from attacks.placement import ApproachConfig
+    from attacks.scenes import ApproachConfig
     from attacks.sticker import StickerConfig, optimize_sticker
+    from drivenet_patch.seeds import ATTACK_SEED_BASE
 
-    scenes = approach_scenes(model, _world_placement("road", (3.5, 2.0)), ApproachConfig().distance_m, roads, poses,
+    scenes = approach_scenes(model, world_placement("road", (3.5, 2.0)), ApproachConfig().distance_m, roads, poses,
                              seed, ATTACK_SEED_BASE, device, rng_key=7)
     x = scenes.background
     model.eval()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from typing import Any
 from drivenet_patch.errors import PDNError
 from drivenet_patch.io import write_json, write_text
 
-__all__ = ["DemoSettings", "Stage", "plan", "run_demo"]
+__all__ = ["CommandRunner", "DemoSettings", "Stage", "plan", "run_demo"]
 
 
 @dataclass(frozen=True)
@@ -162,13 +161,16 @@ def _plan(out: Path, quick: bool, seed: int) -> list[Stage]:
     ]
 
 
-def _run_command(argv: Sequence[str], log: io.StringIO) -> dict[str, Any] | None:
-    """Run one ``pdn`` command in this process; its stdout goes to ``log``. Returns its JSON, if any."""
-    from drivenet_patch.cli import main
+#: Runs one ``pdn`` command (its arguments, without ``pdn``) in this process and returns its exit code:
+#: :func:`drivenet_patch.cli.main`, passed in by the command line (the library never imports the CLI).
+CommandRunner = Callable[[list[str]], int]
 
+
+def _run_command(runner: CommandRunner, argv: Sequence[str], log: io.StringIO) -> dict[str, Any] | None:
+    """Run one ``pdn`` command in this process; its stdout goes to ``log``. Returns its JSON, if any."""
     err = io.StringIO()
     with contextlib.redirect_stdout(log), contextlib.redirect_stderr(err):
-        code = main(list(argv))
+        code = runner(list(argv))
     if code != 0:
         last = err.getvalue().strip().splitlines()
         raise PDNError(f"`pdn {' '.join(argv)}` failed: {last[-1] if last else f'exit code {code}'}")
@@ -179,11 +181,12 @@ def _run_command(argv: Sequence[str], log: io.StringIO) -> dict[str, Any] | None
         return None
 
 
-def run_demo(out: str | Path, quick: bool = False, seed: int = 0, restart: bool = False,
+def run_demo(runner: CommandRunner, out: str | Path, quick: bool = False, seed: int = 0, restart: bool = False,
              echo: Callable[[str], None] = print, device: str = "cpu") -> dict[str, Any]:
     """Run (or resume) the demo into ``out``.
 
     Args:
+        runner: runs one ``pdn`` command in this process (``drivenet_patch.cli.main``).
         out: output folder; ``out/report/index.html`` is the end product.
         quick: the small settings (a few minutes on 2 cores) instead of the full ones.
         seed: base seed of the data, training and attacks.
@@ -233,7 +236,7 @@ def run_demo(out: str | Path, quick: bool = False, seed: int = 0, restart: bool 
         log = io.StringIO()
         try:
             for argv in st.commands:
-                results.append(_run_command(argv, log))
+                results.append(_run_command(runner, argv, log))
         finally:
             write_text(out / "logs" / f"{st.name}.log", log.getvalue())
         dt = time.perf_counter() - t0
@@ -244,27 +247,3 @@ def run_demo(out: str | Path, quick: bool = False, seed: int = 0, restart: bool 
     report = out / "report" / "index.html"
     return {"out": str(out), "report": str(report), "quick": bool(quick), "stages": summary,
             "seconds": round(time.perf_counter() - t_all, 2)}
-
-
-def cmd_demo(args: Any) -> int:
-    """Run ``pdn demo``; returns the exit code (0)."""
-    from drivenet_patch.cli import _emit
-
-    echo = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else print
-    result = run_demo(args.out, quick=args.quick, seed=args.seed, restart=args.restart, echo=echo,
-                      device=args.device)
-    _emit(result, args.json, f"report: {result['report']}")
-    return 0
-
-
-def add_demo_command(sub: Any) -> None:
-    """Add ``demo`` to the ``pdn`` sub-command parsers ``sub``."""
-    help_ = "the main job end to end (world data -> PilotNet -> sticker attack -> PatchVote -> report), resumable"
-    c = sub.add_parser("demo", help=help_, description=help_ + ". Finished stages are skipped on a re-run.")
-    c.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
-    c.add_argument("--quick", action="store_true", help="small settings: a few minutes on 2 cores (full: ~25 min)")
-    c.add_argument("--seed", type=int, default=0, help="base seed of data, training and attacks (default 0)")
-    c.add_argument("--restart", action="store_true", help="run every stage again, even those already finished")
-    c.add_argument("--device", default="cpu", help="torch device of every stage (default cpu; e.g. cuda)")
-    c.add_argument("--json", action="store_true", help="print one JSON object (stage lines go to stderr)")
-    c.set_defaults(fn=cmd_demo)

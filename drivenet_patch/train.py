@@ -42,19 +42,12 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from drivenet_patch.augment import Augmenter
-from drivenet_patch.checkpoint import (
-    load_model,
-    load_state,
-    pack_state,
-    read_state_meta,
-    save_model,
-    save_state,
-    unpack_state,
-)
+from drivenet_patch.checkpoint import load_model, save_model
 from drivenet_patch.data import DriveDataset, open_dataset
 from drivenet_patch.errors import PDNError
 from drivenet_patch.io import remove_stale_temps, write_csv, write_json
 from drivenet_patch.models import create_model
+from drivenet_patch.state import load_state, pack_state, read_state_meta, save_state, unpack_state
 from drivenet_patch.tensors import to_tensor
 
 LOSSES = ("mse", "huber")
@@ -432,21 +425,11 @@ def release(data: Any) -> None:
 
 def predict(model: torch.nn.Module, data: Subset | Concat | DriveDataset, batch: int = 256,
             device: str = "cpu", progress: bool = False) -> np.ndarray:
-    """Model predictions (N,) in degrees over a dataset, streamed in batches."""
-    was_training = model.training
-    model.eval()
-    out = np.empty(len(data), np.float64)
-    try:
-        for start in tqdm(range(0, len(data), batch), desc="predict", disable=not progress, leave=False):
-            idx = np.arange(start, min(start + batch, len(data)))
-            x = to_tensor(data.frames(idx), device)
-            with torch.no_grad():
-                out[idx] = model(x).double().cpu().numpy()
-            if start // batch % 16 == 15:
-                release(data)  # bounded resident memory on memory-mapped datasets
-    finally:
-        model.train(was_training)
-    return out
+    """Model predictions (N,) in degrees over a dataset, streamed in batches (the model's mode is restored)."""
+    from drivenet_patch.inference import stream_outputs
+
+    out = stream_outputs(model, data, batch=batch, device=device, progress=progress, release=release)
+    return out.double().numpy() if len(out) else np.empty(0, np.float64)
 
 
 def regression_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:

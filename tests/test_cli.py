@@ -123,7 +123,8 @@ def test_file_system_errors_and_absurd_counts_are_one_line(tmp_path: Path, capsy
     import torch
 
     from drivenet_patch.checkpoint import save_model
-    from drivenet_patch.cli import _os_error_line, main
+    from drivenet_patch.cli import main
+    from drivenet_patch.cli.common import os_error_line
     from drivenet_patch.models import create_model
 
     run = tmp_path / "run"
@@ -147,4 +148,4 @@ def test_file_system_errors_and_absurd_counts_are_one_line(tmp_path: Path, capsy
         assert all(n in err for n in needles), err
     assert not (tmp_path / "a").exists()
     rename = OSError(18, "Invalid cross-device link", "/a/x.tmp", None, "/b/x")
-    assert _os_error_line(rename) == "/a/x.tmp -> /b/x: Invalid cross-device link"
+    assert os_error_line(rename) == "/a/x.tmp -> /b/x: Invalid cross-device link"

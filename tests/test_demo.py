@@ -14,8 +14,8 @@ from pathlib import Path
 import cv2
 import pytest
 
-from attacks.cli import route_argv
-from drivenet_patch.cli import build_parser
+from drivenet_patch.cli import build_parser, main
+from drivenet_patch.cli.attack import route_argv
 from drivenet_patch.demo import plan, run_demo
 from drivenet_patch.errors import PDNError
 
@@ -54,7 +54,7 @@ def test_device_reaches_every_command_that_takes_one() -> None:
 def test_refuses_a_folder_of_the_other_flavour(tmp_path: Path) -> None:
     (tmp_path / "demo.json").write_text(json.dumps({"quick": False, "seed": 0}))
     with pytest.raises(PDNError, match="quick=False"):
-        run_demo(tmp_path, quick=True)
+        run_demo(main, tmp_path, quick=True)
     assert not (tmp_path / "stages").exists()  # refused before anything ran
 
 

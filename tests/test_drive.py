@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from drivenet_patch import drive as drive_mod
-from drivenet_patch import drive_cli
+from drivenet_patch.cli import drive as drive_cli
 from drivenet_patch.drive import (
     CAR_CENTRE_M,
     LANE_DEPARTURE_M,
@@ -270,13 +270,13 @@ class StandIn(torch.nn.Module):
 
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="pdn")
-    drive_cli.add_drive_command(parser.add_subparsers(dest="command"))
+    drive_cli.register(parser.add_subparsers(dest="command"))
     return parser.parse_args(["drive", *argv])
 
 
 def test_cli_drive_writes_log_json_and_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(drive_cli, "load_model", lambda path, device: StandIn().eval())
+    monkeypatch.setattr(drive_cli, "load_run", lambda path, device: StandIn().eval())
     run = tmp_path / "run"
     run.mkdir()
     sticker = save_sticker(tmp_path / "attack", demo_texture(), StickerPlacement(s=0.0))

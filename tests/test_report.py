@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from drivenet_patch.cli.report import register as add_report_command
 from drivenet_patch.errors import PDNError
 from drivenet_patch.report import build_report, detect_kind
-from drivenet_patch.report_cli import add_report_command
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -1,7 +1,7 @@
 """``pdn drive``: closed-loop driving of a trained model on held-out roads (PilotNet autonomy).
 
-Kept apart from :mod:`drivenet_patch.drive` so the library never sees an argparse namespace,
-and light at import time: the heavy modules load only when the command runs.
+Kept apart from :mod:`drivenet_patch.drive` so the library never sees an argparse namespace, and light
+at import time: the heavy modules load only when the command runs.
 """
 
 from __future__ import annotations
@@ -9,14 +9,11 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from drivenet_patch.cli.common import emit, load_run, positive_int, progress
 from drivenet_patch.errors import PDNError
+from drivenet_patch.seeds import DRIVE_SEED
 
-if TYPE_CHECKING:
-    import torch
-
-HELDOUT_SEED = 10_000
 DESCRIPTION = """\
 Drive a trained steering model in closed loop on procedural roads it has not seen: every 0.1 s
 the camera frame is rendered from the car's true pose, the model's steering moves the car, and
@@ -31,25 +28,23 @@ from 60 m on. Road i is generated from seed SEED + i.
 """
 
 
-def add_drive_command(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     """Register ``pdn drive`` on the top-level subparsers ``sub``."""
-    from drivenet_patch.cli import _positive_int  # the CLI module is loaded: it is calling us
-
     c = sub.add_parser("drive", help="drive a trained model in closed loop and report its autonomy",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     c.set_defaults(fn=cmd_drive)
     c.add_argument("--model", required=True, help="run folder (or model .safetensors with config.json beside it)")
-    c.add_argument("--roads", type=_positive_int, default=10, help="number of roads driven at once (default 10)")
+    c.add_argument("--roads", type=positive_int, default=10, help="number of roads driven at once (default 10)")
     c.add_argument("--km", type=float, default=1.0, help="kilometres driven on each road (default 1.0)")
-    c.add_argument("--seed", type=int, default=HELDOUT_SEED,
-                   help=f"seed of the roads and lighting (default {HELDOUT_SEED}: held out from training)")
+    c.add_argument("--seed", type=int, default=DRIVE_SEED,
+                   help=f"seed of the roads and lighting (default {DRIVE_SEED}: held out from training)")
     c.add_argument("--sticker", help="sticker PNG, or attack folder with sticker.png and attack.json")
     c.add_argument("--sticker-every", type=float, default=100.0, metavar="M",
                    help="spacing of the sticker copies along each road in metres (default 100)")
     c.add_argument("--video", help="write road 0 with the steering drawn in as .mp4 (or .avi)")
     c.add_argument("--out", help="folder for drive_log.csv (one row per road and step) and drive.json")
     c.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    c.add_argument("--threads", type=_positive_int, default=1,
+    c.add_argument("--threads", type=positive_int, default=1,
                    help="torch CPU threads (default 1: small per-step work; more only helps big models on idle cores)")
     c.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -57,7 +52,6 @@ def add_drive_command(sub: argparse._SubParsersAction) -> None:
 def cmd_drive(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from drivenet_patch.cli import _emit, _progress
     from drivenet_patch.drive import MAX_ROADS, ClosedLoopConfig, drive_closed_loop, load_sticker, make_roads
     from drivenet_patch.io import write_csv, write_json
     from drivenet_patch.world.camera import Camera
@@ -72,16 +66,14 @@ def cmd_drive(args: argparse.Namespace) -> int:
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise PDNError(f"--out: {args.out} exists and is not a folder")
     model_path = Path(args.model)
-    if not model_path.exists():
-        raise PDNError(f"--model: {model_path} does not exist")
+    model = load_run(model_path, args.device)
     sticker = load_sticker(args.sticker) if args.sticker else None
     cfg = ClosedLoopConfig(sticker_every_m=float(args.sticker_every))
     steps = cfg.steps_for(float(args.km))
-    model = load_model(model_path, args.device)
     camera = Camera().with_size(*model.input_size)
     roads = make_roads(args.roads, steps, cfg, args.seed)
     metrics, log = drive_closed_loop(model, roads, steps, camera, cfg, np.random.default_rng([args.seed, 0xD21FE]),
-                                     sticker=sticker, device=args.device, progress=_progress(args), video=args.video,
+                                     sticker=sticker, device=args.device, progress=progress(args), video=args.video,
                                      threads=args.threads)
     result = {**metrics, "model": str(model_path), "seed": int(args.seed), "km_per_road": float(args.km),
               "sticker": args.sticker}
@@ -98,15 +90,8 @@ def cmd_drive(args: argparse.Namespace) -> int:
             + (f"  (sticker in view in {metrics['sticker_frames']} frames)" if sticker is not None else "")
             + (f"  video: {metrics['video']}" if "video" in metrics else "")
             + (f"  log: {result['out']}" if "out" in result else ""))
-    _emit(result, args.json, text)
+    emit(result, args.json, text)
     return 0
-
-
-def load_model(path: Path, device: str) -> torch.nn.Module:
-    """The trained model in eval mode (a seam: tests swap in a stand-in model here)."""
-    from drivenet_patch.checkpoint import load_model as load
-
-    return load(path, device=device).eval()
 
 
 def _placement(sticker: tuple | None) -> dict | None:

@@ -1,15 +1,14 @@
-"""``pdn report``: an HTML report from training, drive, attack, certify and benchmark outputs.
-
-The main CLI registers it with one line: ``add_report_command(sub)``.
-"""
+"""``pdn report``: an HTML report from training, drive, attack, certify and benchmark outputs."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from drivenet_patch.cli.common import emit
 
-def add_report_command(sub: argparse._SubParsersAction) -> None:
+
+def register(sub: argparse._SubParsersAction) -> None:
     """Add ``report`` to the ``pdn`` sub-command parsers ``sub``."""
     help_ = "self-contained HTML report (index.html + PNG/PDF figures) from toolkit output folders"
     c = sub.add_parser("report", help=help_, description=help_)
@@ -22,10 +21,9 @@ def add_report_command(sub: argparse._SubParsersAction) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Run ``pdn report``; returns the exit code (0)."""
-    from drivenet_patch.cli import _emit
     from drivenet_patch.report import build_report
 
     result = build_report(args.paths, args.out)
-    _emit(result, args.json, f"wrote {result['index']} ({len(result['figures'])} figures; "
+    emit(result, args.json, f"wrote {result['index']} ({len(result['figures'])} figures; "
                              f"sections: {', '.join(result['sections'])})")
     return 0

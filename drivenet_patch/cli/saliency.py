@@ -2,8 +2,6 @@
 
 For a patch-selecting model (PatchDrive) it shows the model's own saliency map with the
 selected high-resolution patches outlined instead.
-
-The main CLI registers it with one line: ``add_saliency_command(sub)``.
 """
 
 from __future__ import annotations
@@ -11,18 +9,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from drivenet_patch.cli.common import emit, positive_int
 
-def add_saliency_command(sub: argparse._SubParsersAction) -> None:
+
+def register(sub: argparse._SubParsersAction) -> None:
     """Add ``saliency`` to the ``pdn`` sub-command parsers ``sub``."""
-    from drivenet_patch.cli import _positive_int
-
     help_ = ("saliency overlays of a trained model on frames of a dataset (VisualBackProp; PatchDrive: "
              "its saliency map with the selected patches outlined)")
     c = sub.add_parser("saliency", help=help_, description=help_)
     c.add_argument("--model", required=True, help="run folder (model.safetensors + config.json) or .safetensors file")
     c.add_argument("--data", required=True, help="dataset folder or log file")
     c.add_argument("--out", required=True, type=Path, help="output folder for the PNGs and saliency.json")
-    c.add_argument("--n", type=_positive_int, default=16, help="frames, spread evenly over the dataset (default 16)")
+    c.add_argument("--n", type=positive_int, default=16, help="frames, spread evenly over the dataset (default 16)")
     c.add_argument("--format", default="auto", help="dataset format (default auto)")
     c.add_argument("--device", default="cpu", help="torch device (default cpu)")
     c.add_argument("--json", action="store_true", help="print one JSON object")
@@ -32,7 +30,6 @@ def add_saliency_command(sub: argparse._SubParsersAction) -> None:
 def cmd_saliency(args: argparse.Namespace) -> int:
     """Run ``pdn saliency``; returns the exit code (0)."""
     from drivenet_patch.checkpoint import load_model
-    from drivenet_patch.cli import _emit
     from drivenet_patch.data import open_dataset
     from drivenet_patch.saliency import save_saliency
 
@@ -41,5 +38,5 @@ def cmd_saliency(args: argparse.Namespace) -> int:
     result = save_saliency(model, dataset, args.out, n=args.n)
     summary = {"model": str(args.model), "data": str(args.data), "out": result["out"], "grid": result["grid"],
                "frames": result["frames"], "indices": result["indices"], "method": result["method"]}
-    _emit(summary, args.json, f"wrote {result['frames']} saliency overlays and {result['grid']}")
+    emit(summary, args.json, f"wrote {result['frames']} saliency overlays and {result['grid']}")
     return 0

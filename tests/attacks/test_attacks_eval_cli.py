@@ -10,12 +10,13 @@ import pandas as pd
 import pytest
 import torch
 
+from attacks.approach import world_placement
 from attacks.bench import bench_attack
-from attacks.cli import _world_placement, parse_range, parse_size, route_argv
 from attacks.evaluate import ApproachWindow, approach_table, control_textures, offline_eval
 from attacks.scenes import ApproachConfig, world_scenes
 from drivenet_patch.checkpoint import save_model
 from drivenet_patch.cli import main
+from drivenet_patch.cli.attack import parse_range, parse_size, route_argv
 from drivenet_patch.drive import LANE_DEPARTURE_M, ClosedLoopConfig
 from drivenet_patch.errors import PDNError
 from drivenet_patch.models import create_model
@@ -118,12 +119,12 @@ def test_parsers() -> None:
     assert route_argv(["attack", "eval", "--x"]) == ["attack-eval", "--x"] and route_argv(["attack"]) == ["attack"]
     from drivenet_patch.world.road import EGO_LANE_D
 
-    p = _world_placement("road", (2.0, 3.5), lateral_m=-1.0)
+    p = world_placement("road", (2.0, 3.5), lateral_m=-1.0)
     assert (p.kind, p.d, p.width_m, p.length_m) == ("road", EGO_LANE_D - 1.0, 2.0, 3.5)
-    b = _world_placement("billboard", (4.0, 2.5), lateral_m=1.0)
-    assert b.kind == "billboard" and b.d == _world_placement("billboard", (4.0, 2.5)).d + 1.0
+    b = world_placement("billboard", (4.0, 2.5), lateral_m=1.0)
+    assert b.kind == "billboard" and b.d == world_placement("billboard", (4.0, 2.5)).d + 1.0
     with pytest.raises(PDNError, match="--lateral"):
-        _world_placement("road", (2.0, 3.5), lateral_m=float("nan"))
+        world_placement("road", (2.0, 3.5), lateral_m=float("nan"))
 
 
 # ---------------------------------------------------------------------------- CLI

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from defenses.adaptive import count_violations, draw_runs, patch_pgd
-from defenses.cli import parse_delta
 from drivenet_patch.checkpoint import load_model, save_model
 from drivenet_patch.cli import main
+from drivenet_patch.cli.certify import parse_delta
 from drivenet_patch.errors import PDNError
 from drivenet_patch.models import create_model
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from drivenet_patch.checkpoint import save_model
+from drivenet_patch.cli.saliency import register as add_saliency_command
 from drivenet_patch.data import open_dataset
 from drivenet_patch.errors import PDNError
 from drivenet_patch.models import SaliencyStage, create_model
-from drivenet_patch.models.cli import add_saliency_command
 from drivenet_patch.saliency import backprop_maps, overlay, save_saliency, upscale_mask, visual_backprop
 
 

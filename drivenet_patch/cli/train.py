@@ -1,0 +1,98 @@
+"""``pdn train`` and ``pdn eval``: train a steering model, evaluate a run on a dataset."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from drivenet_patch.cli.common import (
+    add_allow_outside,
+    add_device_and_json,
+    emit,
+    positive_int,
+    progress,
+)
+from drivenet_patch.cli.common import add_command as command
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from drivenet_patch.train import QUICK, TrainConfig, train
+
+    chosen = {k: getattr(args, k) for k in ("epochs", "batch", "lr", "samples_per_epoch") if getattr(args, k) is not None}
+    settings = {**(QUICK if args.quick else {}), **chosen}
+    model_cfg: dict[str, Any] = {}
+    if args.init:
+        model_cfg["init"] = args.init
+    if args.input_size:
+        from drivenet_patch.world.camera import parse_size
+
+        model_cfg["input_size"] = tuple(parse_size(args.input_size, "--input-size"))
+    cfg = TrainConfig(model=args.model, model_cfg=model_cfg, seed=args.seed, loss=args.loss, photometric=args.photometric,
+                      balance=not args.no_balance, augment=not args.no_augment, compile=args.compile,
+                      channels_last=not args.no_channels_last, device=args.device, **settings)
+    summary = train(args.data, args.out, cfg, val=args.val, resume=args.resume, progress=progress(args),
+                    allow_outside=args.allow_outside_paths)
+    if summary["rank"] != 0:  # under torchrun only rank 0 reports
+        return 0
+    best = summary["best_val_rmse_deg"]
+    text = (f"trained {cfg.model} for {summary['epochs']} epochs into {args.out}"
+            + (f"; best validation RMSE {best:.3f} deg" if best is not None else ""))
+    emit(summary, args.json, text)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from drivenet_patch.train import evaluate
+
+    out_csv = Path(args.out) if args.out else Path(args.model) / "predictions.csv"
+    if not Path(args.model).is_dir():
+        out_csv = Path(args.out or "predictions.csv")
+    metrics = evaluate(args.model, args.data, out_csv=out_csv, device=args.device, progress=progress(args),
+                       allow_outside=args.allow_outside_paths, allow_pickle=args.allow_pickle,
+                       **({} if args.format == "auto" else {"format": args.format}))
+    metrics["predictions_csv"] = str(out_csv)
+    text = (f"n={metrics['n']}  RMSE {metrics['rmse_deg']:.3f} deg  MAE {metrics['mae_deg']:.3f} deg  "
+            f"(always-zero RMSE {metrics['zero_rmse_deg']:.3f}, always-mean {metrics['mean_rmse_deg']:.3f}; "
+            f"RMSE / zero = {metrics['rmse_over_zero']:.3f})  predictions: {out_csv}")
+    emit(metrics, args.json, text)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``train`` and ``eval`` to the ``pdn`` sub-commands ``sub``."""
+    c = command(sub, "train", "train a steering model", cmd_train)
+    c.add_argument("--data", required=True, action="append", help="training dataset (repeat for several)")
+    c.add_argument("--val", help="validation dataset (default: hold out 10%% of the training episodes)")
+    c.add_argument("--model", default="pilotnet", help="model name: pilotnet, pilotnet_tiny, resnet18, ...")
+    c.add_argument("--init", help="local .safetensors weights to start a resnet18 backbone from")
+    c.add_argument("--input-size", metavar="HxW",
+                   help="model input size (default: the model's own, e.g. 66x200 for pilotnet, 160x320 for "
+                        "patchdrive); the data is cropped and resized to it")
+    c.add_argument("--out", required=True, help="run folder")
+    c.add_argument("--epochs", type=positive_int, help="epochs (default 10; --quick: 4)")
+    c.add_argument("--batch", type=positive_int, help="batch size (default 64)")
+    c.add_argument("--lr", type=float, help="peak learning rate (default 1e-3; --quick: 2e-3)")
+    c.add_argument("--samples-per-epoch", type=positive_int, help="frames drawn per epoch (default: dataset size)")
+    c.add_argument("--seed", type=int, default=0, help="run seed (same seed -> same metrics)")
+    c.add_argument("--loss", default="mse", choices=["mse", "huber"], help="training loss")
+    c.add_argument("--no-balance", action="store_true", help="sample frames uniformly (no curve balancing)")
+    c.add_argument("--no-augment", action="store_true", help="no augmentation")
+    c.add_argument("--photometric", default="torch", choices=["albumentations", "torch"],
+                   help="photometric jitter per image (albumentations) or batched on the tensor (torch, cheaper)")
+    c.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory format")
+    c.add_argument("--compile", action="store_true", help="torch.compile the model")
+    c.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
+    c.add_argument("--quick", action="store_true", help="a short recipe (about 2 minutes on 2 cores)")
+    add_allow_outside(c)
+    add_device_and_json(c)
+
+    c = command(sub, "eval", "evaluate a trained run on a dataset", cmd_eval)
+    c.add_argument("--model", required=True, help="run folder (or model .safetensors with config.json beside it)")
+    c.add_argument("--data", required=True, help="dataset folder or log file")
+    c.add_argument("--format", default="auto", help="dataset format (default auto)")
+    c.add_argument("--out", help="per-frame predictions CSV (default RUN/predictions.csv)")
+    c.add_argument("--allow-pickle", action="store_true",
+                   help="accept a .pt/.pth state dict (read with torch.load(weights_only=True); trusted files only)")
+    add_allow_outside(c)
+    add_device_and_json(c)
