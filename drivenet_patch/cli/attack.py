@@ -28,7 +28,7 @@ def route_argv(argv: list[str]) -> list[str]:
     return argv
 
 
-def parse_size(text: str) -> tuple[float, float]:
+def parse_metres(text: str) -> tuple[float, float]:
     """``"3.5x2.0"`` -> (3.5, 2.0) metres (width across the road, length along it / billboard height)."""
     parts = str(text).lower().split("x")
     try:
@@ -137,7 +137,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     from drivenet_patch.models.patchdrive import has_patches
     from drivenet_patch.models.registry import parse_input_size
 
-    size = parse_size(args.size)
+    size = parse_metres(args.size)
     distance = parse_range(args.distance)
     texels = parse_input_size(args.texels, "--texels")
     if args.place not in ("road", "billboard"):

@@ -16,7 +16,7 @@ from attacks.evaluate import ApproachWindow, approach_table, control_textures, o
 from attacks.scenes import ApproachConfig, world_scenes
 from drivenet_patch.checkpoint import save_model
 from drivenet_patch.cli import main
-from drivenet_patch.cli.attack import parse_range, parse_size, route_argv
+from drivenet_patch.cli.attack import parse_range, parse_metres, route_argv
 from drivenet_patch.drive import LANE_DEPARTURE_M, ClosedLoopConfig
 from drivenet_patch.errors import PDNError
 from drivenet_patch.models import create_model
@@ -109,10 +109,10 @@ def test_approach_table_flags_departures_inside_the_window_only() -> None:
 
 
 def test_parsers() -> None:
-    assert parse_size("3.5x2.0") == (3.5, 2.0) and parse_range("5-20") == (5.0, 20.0) and parse_range("8") == (8, 8)
+    assert parse_metres("3.5x2.0") == (3.5, 2.0) and parse_range("5-20") == (5.0, 20.0) and parse_range("8") == (8, 8)
     for bad in ("0x2", "3x", "ax2", "-1x2", "30x1"):
         with pytest.raises(PDNError, match="--size"):
-            parse_size(bad)
+            parse_metres(bad)
     for bad in ("20-5", "0-5", "x", "5-100"):
         with pytest.raises(PDNError, match="--distance"):
             parse_range(bad)
