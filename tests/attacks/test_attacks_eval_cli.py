@@ -16,7 +16,7 @@ from attacks.evaluate import ApproachWindow, approach_table, control_textures, o
 from attacks.scenes import ApproachConfig, world_scenes
 from drivenet_patch.checkpoint import save_model
 from drivenet_patch.cli import main
-from drivenet_patch.cli.attack import parse_range, parse_metres, route_argv
+from drivenet_patch.cli.attack import parse_metres, parse_range, route_argv
 from drivenet_patch.drive import LANE_DEPARTURE_M, ClosedLoopConfig
 from drivenet_patch.errors import PDNError
 from drivenet_patch.models import create_model
