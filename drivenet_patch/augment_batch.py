@@ -5,6 +5,14 @@ train step on two cores (``pdn bench train``). The same kinds of jitter (brightn
 saturation, hue, cast shadow, blur, sensor noise) are applied here to the (B, 3, H, W) batch with
 a handful of vectorised ops. Parameters are drawn apart from applying them, from an explicit
 ``torch.Generator``, so a draw can be logged and replayed.
+
+Photometric jitter exists once per path: per-image uint8 frames with albumentations
+(:class:`drivenet_patch.augment.PhotometricAugment`), float batches here (one OpenCV path for
+float32 on the CPU, one torch path for everything else), and the sticker attack's
+*differentiable* EOT jitter (:func:`attacks.eot.photometric`: multiplicative brightness and the
+renderer's colour temperature, gradients to the sticker), which takes its sensor noise from
+:func:`noise_bank` here. The three draw different transforms from different ranges, so they are
+kept apart rather than merged (merging would change trained models' and stickers' numbers).
 """
 
 from __future__ import annotations

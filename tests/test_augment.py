@@ -9,19 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from drivenet_patch.augment import (
-    Augmenter,
-    AugmentParams,
-    PhotometricAugment,
-    PhotometricParams,
+from drivenet_patch.augment import Augmenter, AugmentParams, PhotometricAugment, PhotometricParams, hflip
+from drivenet_patch.data.base import CropResize, DriveDataset
+from drivenet_patch.errors import PDNError
+from drivenet_patch.viewshift import (
     ViewGeometry,
-    hflip,
     shift_frame,
     steering_correction_deg,
     viewpoint_homographies,
 )
-from drivenet_patch.data.base import CropResize, DriveDataset
-from drivenet_patch.errors import PDNError
 from drivenet_patch.world.camera import Camera
 from drivenet_patch.world.vehicle import WHEELBASE_M, bicycle_step
 
