@@ -12,7 +12,8 @@ import torch
 
 from defenses import art_ds
 from defenses.aggregate import bin_index
-from defenses.art_ds import SteeringBins, art_ds_counts, certify_art_ds, certify_counts, train_art_ds
+from defenses.art_ds import art_ds_counts, certify_art_ds, certify_counts, train_art_ds
+from defenses.ds_classifier import SteeringBins
 from drivenet_patch.errors import PDNError
 from drivenet_patch.tensors import to_tensor
 
