@@ -14,9 +14,23 @@ from typing import Any
 
 from drivenet_patch.errors import PDNError
 
-__all__ = ["MAX_ATTACK_RUNS", "MAX_ATTACK_STEPS", "SWEEP_DELTAS_DEG", "SWEEP_PATCHES", "adaptive_check",
-           "certify_at", "collect_votes", "example_index", "sticker_check", "summarize", "sweep_table",
-           "world_dataset", "write_vote_example"]
+__all__ = [
+    "MAX_ATTACK_RUNS",
+    "MAX_ATTACK_STEPS",
+    "SWEEP_DELTAS_DEG",
+    "SWEEP_PATCHES",
+    "adaptive_check",
+    "certify_at",
+    "collect_votes",
+    "example_index",
+    "physical_certificate",
+    "physical_sweep",
+    "sticker_check",
+    "summarize",
+    "sweep_table",
+    "world_dataset",
+    "write_vote_example",
+]
 
 SWEEP_PATCHES = ("0.5%", "1%", "2%", "4%", "8%")
 SWEEP_DELTAS_DEG = (0.5, 1.0, 2.0, 4.0)
@@ -215,3 +229,72 @@ def sticker_check(model: Any, method: str, texture: Any, scenes: Any,
     example = write_vote_example(out_dir, "example_sticker", model, attacked[i:i + 1], method,
                                  {**info, "clean": clean_info})
     return {f"sticker_{k}": v for k, v in r.items()}, example
+
+
+#: Sticker areas (m^2) and the aspect (long side / short side) of ``pdn certify --physical ... --sweep``.
+PHYSICAL_SWEEP_AREAS_M2 = (0.5, 1.0, 2.0, 4.0, 7.0, 10.0, 14.0, 20.0, 30.0)
+PHYSICAL_SWEEP_ASPECT = 1.75
+#: Width of the distance bins of ``certified_acc_by_distance`` (metres).
+DISTANCE_BIN_M = 5.0
+
+
+def physical_certificate(model: Any, votes: Any, labels: Any, touch: Any, method: str,
+                         delta: float) -> tuple[dict[str, Any], Any]:
+    """Certified accuracy of ``votes`` against a physical threat's touch sets (:class:`defenses.physical.PhysicalTouch`).
+
+    Returns:
+        :func:`summarize`'s metrics plus ``n_sets`` (maximal touch sets) and ``certified_acc_by_distance``
+        (``"d0-d1"`` -> share certified against the stickers of that distance bin alone), and the per-frame table.
+    """
+    import numpy as np
+    import torch
+
+    from defenses.certify import certify_votes
+    from defenses.regions import k_max, maximal_touch_sets
+
+    valid = model.valid.cpu()
+
+    def cert_of(rows: Any) -> tuple[Any, int]:
+        sets = maximal_touch_sets(rows)
+        c = certify_votes(votes, sets, valid, method, trim=model.trim, bin_deg=model.bin_deg, tau_deg=model.tau_deg)
+        return c, k_max(rows, valid)
+
+    cert, k = cert_of(touch.touch)
+    metrics, frames = summarize(cert, labels, delta, k, model.n_regions)
+    metrics["n_sets"] = int(maximal_touch_sets(touch.touch).shape[0])
+    by_distance: dict[str, float] = {}
+    lo = float(np.floor(touch.distance_m.min() / DISTANCE_BIN_M) * DISTANCE_BIN_M)
+    while lo <= float(touch.distance_m.max()):
+        hi = lo + DISTANCE_BIN_M
+        sel = torch.from_numpy((touch.distance_m >= lo) & (touch.distance_m < hi))
+        if bool(sel.any()):
+            c, kk = cert_of(touch.touch[sel])
+            by_distance[f"{lo:g}-{hi:g}"] = summarize(c, labels, delta, kk, model.n_regions)[0]["certified_acc"]
+        lo = hi
+    metrics["certified_acc_by_distance"] = by_distance
+    return metrics, frames
+
+
+def physical_sweep(model: Any, votes: Any, labels: Any, threat: Any, geom: Any, method: str,
+                   deltas: list[float], spacing_m: float = 0.25) -> Any:
+    """Certified accuracy over sticker areas (``PHYSICAL_SWEEP_AREAS_M2``, both aspects: long side along or
+    across the road) x tolerances, keeping ``threat``'s place, distances, lateral range and yaw."""
+    import math
+    from dataclasses import replace
+
+    import pandas as pd
+
+    from defenses.physical import physical_touch
+
+    rows = []
+    for area in PHYSICAL_SWEEP_AREAS_M2:
+        short = math.sqrt(area / PHYSICAL_SWEEP_ASPECT)
+        for aspect, (w, length) in (("along", (short, short * PHYSICAL_SWEEP_ASPECT)),
+                                    ("across", (short * PHYSICAL_SWEEP_ASPECT, short))):
+            t = replace(threat, width_m=w, length_m=length)
+            touch = physical_touch(t, geom, model.layout, spacing_m)
+            for d in deltas:
+                met, _ = physical_certificate(model, votes, labels, touch, method, d)
+                rows.append({"area_m2": area, "aspect": aspect, "width_m": w, "length_m": length,
+                             **{k: v for k, v in met.items() if k != "certified_acc_by_distance"}})
+    return pd.DataFrame(rows)

@@ -28,22 +28,22 @@ def route_argv(argv: list[str]) -> list[str]:
     return argv
 
 
-def parse_metres(text: str) -> tuple[float, float]:
+def parse_metres(text: str, name: str = "--size") -> tuple[float, float]:
     """``"3.5x2.0"`` -> (3.5, 2.0) metres (width across the road, length along it / billboard height)."""
     parts = str(text).lower().split("x")
     try:
         w, h = (float(p) for p in parts)
     except ValueError:
-        raise PDNError(f"--size must be WIDTHxLENGTH in metres, e.g. 3.5x2.0, got {text!r}") from None
+        raise PDNError(f"{name} must be WIDTHxLENGTH in metres, e.g. 3.5x2.0, got {text!r}") from None
     if not (math.isfinite(w) and math.isfinite(h) and w > 0 and h > 0):
-        raise PDNError(f"--size must be two numbers > 0 (metres), got {text!r}")
+        raise PDNError(f"{name} must be two numbers > 0 (metres), got {text!r}")
     if w > 20 or h > 20:
-        raise PDNError(f"--size: at most 20 m per side, got {text!r}")
+        raise PDNError(f"{name}: at most 20 m per side, got {text!r}")
     return w, h
 
 
-def parse_range(text: str, name: str = "--distance") -> tuple[float, float]:
-    """``"5-20"`` -> (5.0, 20.0); a single number -> (x, x)."""
+def parse_range(text: str, name: str = "--distance", allow_zero: bool = False) -> tuple[float, float]:
+    """``"5-20"`` -> (5.0, 20.0); a single number -> (x, x); NEAR > 0 unless ``allow_zero``."""
     parts = str(text).split("-")
     try:
         vals = [float(p) for p in parts]
@@ -51,8 +51,9 @@ def parse_range(text: str, name: str = "--distance") -> tuple[float, float]:
         raise PDNError(f"{name} must be NEAR-FAR in metres, e.g. 5-20, got {text!r}") from None
     if len(vals) == 1:
         vals = vals * 2
-    if len(vals) != 2 or not all(math.isfinite(v) for v in vals) or not 0 < vals[0] <= vals[1]:
-        raise PDNError(f"{name} must be NEAR-FAR with 0 < NEAR <= FAR, got {text!r}")
+    ok_near = vals[0] >= 0 if allow_zero else vals[0] > 0
+    if len(vals) != 2 or not all(math.isfinite(v) for v in vals) or not (ok_near and vals[0] <= vals[1]):
+        raise PDNError(f"{name} must be NEAR-FAR with {'0 <=' if allow_zero else '0 <'} NEAR <= FAR, got {text!r}")
     if vals[1] > 60:
         raise PDNError(f"{name}: at most 60 m, got {text!r}")
     return vals[0], vals[1]
