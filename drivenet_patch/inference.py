@@ -1,6 +1,6 @@
 """One loop that streams a dataset through a model: batches in, outputs out, memory bounded.
 
-Used by ``pdn eval`` (:func:`drivenet_patch.train.predict`: steering per frame) and by ``pdn certify``
+Used by ``pdn eval`` (:func:`drivenet_patch.evaluation.predict`: steering per frame) and by ``pdn certify``
 (:func:`defenses.evaluate.collect_votes`: region votes per frame). The model runs in eval mode without
 gradients and gets its own mode back afterwards, whatever happens.
 """
@@ -47,13 +47,15 @@ def stream_outputs(model: torch.nn.Module, data: Any, fn: Callable[[torch.Tensor
     fn = model if fn is None else fn
     if release is None:
         release = lambda d: d.release() if hasattr(d, "release") else None  # noqa: E731
-    parts: list[torch.Tensor] = []
+    out: torch.Tensor | None = None  # allocated once, from the first batch's shape and dtype: no small
+    # allocation per batch lands between the freed frame buffers (that kept the heap from shrinking)
     with use_mode(model, False), torch.no_grad():
         for i, start in enumerate(tqdm(range(0, n, batch), desc=desc, disable=not progress, leave=False)):
-            idx = np.arange(start, min(start + batch, n))
-            parts.append(fn(to_tensor(data.frames(idx), device)).cpu())
+            stop = min(start + batch, n)
+            y = fn(to_tensor(data.frames(np.arange(start, stop)), device))
+            if out is None:
+                out = torch.empty((n, *y.shape[1:]), dtype=y.dtype)
+            out[start:stop] = y.cpu()
             if i % RELEASE_EVERY == RELEASE_EVERY - 1:
                 release(data)
-    if not parts:
-        return torch.empty(0)
-    return torch.cat(parts)
+    return torch.empty(0) if out is None else out
