@@ -160,7 +160,8 @@ def bench_train(batches: int = 30, batch: int = 64, device: str = "cpu", repeats
     from drivenet_patch.data import SynthDataset
     from drivenet_patch.data.synthesize import synthesize
     from drivenet_patch.models import create_model
-    from drivenet_patch.train import Subset, TrainConfig, prefetch, tensor_batches
+    from drivenet_patch.train_config import TrainConfig
+    from drivenet_patch.train_data import Subset, prefetch, tensor_batches
 
     result: dict[str, Any] = {"batch": batch, "device": device, "machine": machine()}
     model = create_model("pilotnet", generator=torch.Generator().manual_seed(0)).to(device)

@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 
 from drivenet_patch.errors import PDNError
-from drivenet_patch.train import Subset, TrainConfig, batches, train
+from drivenet_patch.train import TrainConfig, train
+from drivenet_patch.train_data import Subset, batches
 
 pytestmark = pytest.mark.skipif(
     not __import__("torch").distributed.is_available(), reason="this torch has no torch.distributed"
@@ -57,7 +58,7 @@ def test_batch_must_split_evenly_between_processes(tiny_synth: Path, tmp_path: P
     import drivenet_patch.train as train_mod
 
     monkeypatch.setattr(train_mod, "init_distributed", lambda device: train_mod.Dist(rank=0, world=3))
-    with pytest.raises(PDNError, match="--batch 32 must be a multiple of the number of processes"):
+    with pytest.raises(PDNError, match="batch 32 must be a multiple of the number of processes"):
         train([tiny_synth], tmp_path / "run", TrainConfig(model="pilotnet_tiny", batch=32))
     assert not (tmp_path / "run").exists()
 
@@ -65,7 +66,7 @@ def test_batch_must_split_evenly_between_processes(tiny_synth: Path, tmp_path: P
 def test_bad_torchrun_environment_is_one_line(monkeypatch) -> None:
     import torch
 
-    from drivenet_patch.train import init_distributed
+    from drivenet_patch.distributed import init_distributed
 
     monkeypatch.setenv("WORLD_SIZE", "two")
     with pytest.raises(PDNError, match="WORLD_SIZE='two' is not an integer"):

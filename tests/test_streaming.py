@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from drivenet_patch.data import SynthDataset
-from drivenet_patch.train import Concat, Subset, predict
+from drivenet_patch.evaluation import predict
+from drivenet_patch.train_data import Concat, Subset
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/statm").is_file(), reason="needs Linux /proc")
 

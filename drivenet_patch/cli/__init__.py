@@ -62,11 +62,11 @@ def run() -> None:
 
     After a multi-process (``torchrun``) command the process ends with ``os._exit`` once its
     output is flushed, skipping interpreter shutdown, which can abort while gloo's worker
-    threads are alive (see :func:`drivenet_patch.train.group_threads_left`); every file has
+    threads are alive (see :func:`drivenet_patch.distributed.group_threads_left`); every file has
     been written and closed by then.
     """
     rc = main()
-    from drivenet_patch.train import group_threads_left
+    from drivenet_patch.distributed import group_threads_left
 
     if group_threads_left():
         sys.stdout.flush()

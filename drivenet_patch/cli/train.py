@@ -43,7 +43,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from drivenet_patch.train import evaluate
+    from drivenet_patch.evaluation import evaluate
 
     out_csv = Path(args.out) if args.out else Path(args.model) / "predictions.csv"
     if not Path(args.model).is_dir():

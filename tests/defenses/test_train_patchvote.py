@@ -10,7 +10,8 @@ import pytest
 from defenses import PatchVote
 from drivenet_patch.checkpoint import load_model
 from drivenet_patch.data.synthesize import synthesize
-from drivenet_patch.train import TrainConfig, evaluate, train
+from drivenet_patch.evaluation import evaluate
+from drivenet_patch.train import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
