@@ -131,7 +131,7 @@ def test_two_processes_are_reproducible_and_resume_after_a_kill(tiny_synth: Path
 def test_pdn_ends_without_interpreter_shutdown_after_a_group_and_loses_no_output(tiny_synth: Path, args, rc) -> None:
     # After torchrun work, pdn skips interpreter shutdown (gloo threads can abort it) with
     # os._exit; piped stdout is block-buffered, so the exit must flush it first.
-    code = ("import sys; import drivenet_patch.train as t; t._GROUP_THREADS_LEFT = True; "
+    code = ("import sys; import drivenet_patch.distributed as t; t._GROUP_THREADS_LEFT = True; "
             f"sys.argv = ['pdn', 'data', 'check', {str(tiny_synth)!r}, *{args!r}]; "
             "import atexit; atexit.register(print, 'ATEXIT'); "
             "from drivenet_patch.cli import run; run()")
