@@ -324,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_drive_command(sub)
     add_saliency_command(sub)
+    from drivenet_patch.export_cli import add_export_command
+
+    add_export_command(sub)
     from attacks.cli import add_attack_commands
     from defenses.cli import add_certify_command
     from drivenet_patch.report_cli import add_report_command
