@@ -29,7 +29,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from queue import Queue
@@ -601,8 +601,12 @@ def train(
     progress: bool = False,
     until_epoch: int | None = None,
     allow_outside: bool = False,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """``pdn train``: train a steering model into the run folder ``out``.
+
+    ``on_epoch`` is called by the main process with each finished epoch's metrics row (the
+    ``metrics.csv`` columns), after the row is written (e.g. a TensorBoard logger).
 
     ``until_epoch`` stops after that many epochs in total, leaving a run that ``resume=True``
     continues exactly as if it had never stopped (for time-boxed training slots).
@@ -621,7 +625,7 @@ def train(
     try:
         if d.world > 1 and device.type == "cuda":
             device = torch.device("cuda", d.local_rank)
-        result = _train(data, out, cfg, val, resume, progress, until_epoch, allow_outside, device, d)
+        result = _train(data, out, cfg, val, resume, progress, until_epoch, allow_outside, device, d, on_epoch)
     except BaseException:
         if d.owns_group:
             _leave_group(wait=False)  # the other ranks may be stuck in a collective: do not wait for them
@@ -665,7 +669,8 @@ def _leave_group(wait: bool) -> None:
 
 def _train(data: Sequence[str | Path], out: Path, cfg: TrainConfig, val: str | Path | None, resume: bool,
            progress: bool, until_epoch: int | None, allow_outside: bool, device: torch.device,
-           d: Dist) -> dict[str, Any]:
+           d: Dist,
+           on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     if cfg.batch % d.world:
         raise PDNError(f"--batch {cfg.batch} must be a multiple of the number of processes ({d.world})")
     if out.exists() and not out.is_dir():
@@ -772,6 +777,8 @@ def _train(data: Sequence[str | Path], out: Path, cfg: TrainConfig, val: str | P
             save_model(out, model, extra=run_config, name="last")
             _save_train_state(state_path, model, opt, epoch, history, best)
             write_csv(out / "metrics.csv", pd.DataFrame(history), float_format="%.6g")
+            if on_epoch is not None:
+                on_epoch(dict(row))
     final = history[-1]
     return {
         "run": str(out),
