@@ -82,6 +82,15 @@ def test_vehicle_certifier_from_onnx_metadata_equals_certify_votes(tmp_path: Pat
     assert np.abs(cert.lo - torch_cert.lo.numpy()).max() <= TOL_DEG
 
 
+@pytest.mark.slow
+def test_bench_models_reports_onnx_runtime_beside_pytorch() -> None:
+    from drivenet_patch.bench import bench_models
+
+    out = bench_models(batch=2, repeats=1, onnx=True)
+    for name in ("pilotnet_66x200", "pilotnet_160x320", "patchdrive_160x320", "resnet18_66x200", "patchvote_66x200"):
+        assert out[f"{name}_ort_img_s"] > 0 and out[f"{name}_ort_max_diff_deg"] <= TOL_DEG
+
+
 def test_pdn_export_cli(tmp_path: Path, capsys) -> None:
     save_model(tmp_path / "run", _model("pilotnet_tiny"))
     assert main(["export", "--model", str(tmp_path / "run"), "--out", str(tmp_path / "p.onnx"),
@@ -89,6 +98,12 @@ def test_pdn_export_cli(tmp_path: Path, capsys) -> None:
     result = json.loads(capsys.readouterr().out)
     assert result["batch"] == 4 and result["check"]["frames"] == 8
     assert result["check"]["max_abs_diff"]["steering"] <= TOL_DEG
-    assert main(["export", "--model", str(tmp_path / "run"), "--out", str(tmp_path / "p.txt")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("pdn: error: --out")
+    for bad, needle in ((["--out", str(tmp_path / "p.txt")], "--out"), (["--out", str(tmp_path / "q.onnx"), "--opset", "99"],
+                        "--opset"), (["--out", str(tmp_path / "q.onnx"), "--batch", "0"], "--batch")):
+        try:
+            code = main(["export", "--model", str(tmp_path / "run"), *bad])
+        except SystemExit as exc:  # argparse's own refusal
+            code = exc.code
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and err[0].startswith("pdn") and "error:" in err[0] and needle in err[0], err
+    assert not (tmp_path / "q.onnx").exists()
