@@ -112,10 +112,14 @@ def _sort_valid(votes: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def _median(votes: np.ndarray, valid: np.ndarray) -> np.ndarray:
     s, _, n = _sort_valid(votes, valid)
-    i1 = np.maximum((n - 1) // 2, 0)[:, None]
-    i2 = np.minimum(n // 2, votes.shape[1] - 1)[:, None]
-    out = _midpoint(np.take_along_axis(s, i1, 1), np.take_along_axis(s, i2, 1))[:, 0]
-    return np.where(n > 0, out, votes.dtype.type(np.nan))
+    return _median_sorted(s, n)
+
+
+def _median_sorted(s: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Median of rows sorted by :func:`_sort_valid` with ``n`` (B,) valid entries each."""
+    rows = np.arange(s.shape[0])
+    out = _midpoint(s[rows, np.maximum((n - 1) // 2, 0)], s[rows, np.minimum(n // 2, s.shape[1] - 1)])
+    return np.where(n > 0, out, s.dtype.type(np.nan))
 
 
 def _sum64(x: np.ndarray) -> np.ndarray:
@@ -228,7 +232,7 @@ def _cert_median(votes: np.ndarray, valid: np.ndarray, sets: np.ndarray) -> Onbo
     st = _prepare(votes, valid, sets)
     keep = st.valid_s[:, :, None] & ~st.touched
     lo, hi = _interval(*_median_bounds(st.s, keep, st.c, -np.inf, np.inf), st)
-    return OnboardCertificate(_median(votes, valid), lo, hi, np.isfinite(lo) & np.isfinite(hi), st.c.max(1))
+    return OnboardCertificate(_median_sorted(st.s, st.n), lo, hi, np.isfinite(lo) & np.isfinite(hi), st.c.max(1))
 
 
 def _cert_trimmed(votes: np.ndarray, valid: np.ndarray, sets: np.ndarray, t: int) -> OnboardCertificate:
