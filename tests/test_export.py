@@ -107,3 +107,10 @@ def test_pdn_export_cli(tmp_path: Path, capsys) -> None:
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and err[0].startswith("pdn") and "error:" in err[0] and needle in err[0], err
     assert not (tmp_path / "q.onnx").exists()
+
+
+@pytest.mark.parametrize("sub", [("export",), ("bench", "monitor")])
+def test_new_commands_have_help(sub, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([*sub, "--help"])
+    assert exc.value.code == 0 and capsys.readouterr().out.startswith(f"usage: pdn {' '.join(sub)}")
