@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -31,12 +30,12 @@ def test_tensorboard_scalars_per_epoch_and_frames_once(tiny_synth: Path, tmp_pat
     assert tags["images"] == ["input/frames"] or "input/frames" in tags["images"]
 
 
-def test_without_the_extra_the_flag_is_one_line_naming_it(tiny_synth: Path, tmp_path: Path) -> None:
-    # A real interpreter in which the tensorboard package cannot be imported.
-    code = ("import sys; sys.modules['tensorboard'] = None; from drivenet_patch.cli import run; "
-            f"sys.argv = ['pdn', *{_train_args(tiny_synth, tmp_path / 'run', tmp_path / 'tb')!r}]; run()")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("pdn: error:") and "[tensorboard]" in lines[0], out.stderr
+def test_without_the_extra_the_flag_is_one_line_naming_it(tiny_synth: Path, tmp_path: Path, capsys,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # The interpreter as it is without the extra: the tensorboard package cannot be imported.
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    monkeypatch.delitem(sys.modules, "torch.utils.tensorboard", raising=False)
+    assert main(_train_args(tiny_synth, tmp_path / "run", tmp_path / "tb")) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pdn: error:") and "[tensorboard]" in lines[0], lines
     assert not (tmp_path / "run").exists()
