@@ -14,7 +14,7 @@ $(BIN)/python:
 
 # Re-install only when the project metadata changes: re-running is fast.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev,h5]'
+	$(BIN)/pip install --quiet -e '.[dev,h5,deploy]'
 	touch $(STAMP)
 
 # The main job: `pdn demo` (world data -> PilotNet -> eval and drive -> sticker attack and its controls

@@ -77,4 +77,63 @@ def bench_defense(model: torch.nn.Module | None = None, batch: int = 64, repeats
     return result
 
 
-__all__ = ["bench_defense"]
+def bench_monitor(model: torch.nn.Module | None = None, roads: int = 10, steps: int = 30, repeats: int = 3,
+                  cert_frames: int = 100_000, seed: int = 10_000) -> dict[str, Any]:
+    """The runtime monitor's cost: closed-loop step time with and without it, and the vehicle-side certifier.
+
+    The two drives (the same ``roads`` held-out roads, ``steps`` steps, fallback ``none`` so both
+    drive identically) are timed interleaved, best of ``repeats`` (see
+    :func:`drivenet_patch.bench.best_rates`). The certifier (:mod:`drivenet_patch.onboard`,
+    numpy) is timed on ``cert_frames`` frames of votes at once and on one frame per call (a car's
+    per-frame latency).
+
+    Returns:
+        ``step_ms``, ``monitored_step_ms``, ``monitor_overhead_pct``, ``onboard_frames_s``
+        (batched), ``onboard_frame_us`` (one frame per call), ``torch_certify_frames_s``.
+    """
+    import time
+
+    import numpy as np
+
+    from defenses.certify import certify_votes
+    from defenses.monitor import CertifiedMonitor
+    from drivenet_patch.bench import best_rate, best_rates
+    from drivenet_patch.drive import ClosedLoopConfig, drive_closed_loop, make_roads
+    from drivenet_patch.models import create_model
+    from drivenet_patch.world.camera import Camera
+
+    g = torch.Generator().manual_seed(0)
+    pv = (model if model is not None else create_model("patchvote", generator=g)).eval()
+    cfg = ClosedLoopConfig()
+    road_list = make_roads(roads, steps, cfg, seed)
+    camera = Camera().with_size(*pv.input_size)
+
+    def plain() -> None:
+        drive_closed_loop(pv, road_list, steps, camera, cfg, np.random.default_rng(0))
+
+    mon = CertifiedMonitor(pv, delta_deg=2.0)  # built once, as on the car (its touch sets come with the model)
+
+    def monitored() -> None:
+        drive_closed_loop(mon.policy, road_list, steps, camera, cfg, np.random.default_rng(0), monitor=mon)
+
+    rates = best_rates({"plain": plain, "monitored": monitored}, {"plain": steps, "monitored": steps}, repeats)
+    result: dict[str, Any] = {"roads": roads, "steps": steps, "step_ms": round(1e3 / rates["plain"], 3),
+                              "monitored_step_ms": round(1e3 / rates["monitored"], 3),
+                              "monitor_overhead_pct": round(100 * (rates["plain"] / rates["monitored"] - 1), 2)}
+    votes = (torch.randn(cert_frames, pv.n_regions, generator=g) * 0.5).numpy()
+    result["onboard_frames_s"] = round(best_rate(lambda: mon.certifier(votes), cert_frames, repeats=3), 1)
+    one = votes[:1]
+    t0 = time.perf_counter()
+    for _ in range(1000):
+        mon.certifier(one)
+    result["onboard_frame_us"] = round((time.perf_counter() - t0) * 1e3, 1)  # per call: 1000 calls -> us
+    touch = pv.touch("2%")
+    tv = torch.from_numpy(votes)
+    result["torch_certify_frames_s"] = round(best_rate(
+        lambda: certify_votes(tv, touch, pv.valid, pv.aggregate_name, trim=pv.trim, bin_deg=pv.bin_deg,
+                              tau_deg=pv.tau_deg), cert_frames, repeats=3), 1)
+    result["aggregate"] = pv.aggregate_name
+    return result
+
+
+__all__ = ["bench_defense", "bench_monitor"]

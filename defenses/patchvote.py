@@ -31,6 +31,7 @@ About 2.4 M multiply-accumulates per crop, 22 M for the 9 default bands: 0.82x P
 from __future__ import annotations
 
 import inspect
+import json
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -46,9 +47,12 @@ from drivenet_patch.errors import PDNError
 from drivenet_patch.models.base import ColorNorm, SteeringModel, use_mode
 from drivenet_patch.models.pilotnet import conv_output_size, min_input_size
 from drivenet_patch.models.registry import register_model
+from drivenet_patch.onboard import CERT_KEY, certificate_metadata, maximal_sets, sets_to_lists
 
 #: (kernel, stride) of the crop network's convolutions (unpadded).
 CROP_CONVS = ((5, 2), (3, 2), (3, 2), (3, 1))
+#: Pixel-patch threats whose touch sets an exported model carries (``pdn export``); the first is the default.
+EXPORT_PATCHES = ("2%", "1%", "5%")
 #: Losses :meth:`PatchVote.training_loss` knows (the same names as ``pdn train --loss``).
 LOSSES = ("mse", "huber")
 
@@ -276,6 +280,37 @@ class PatchVote(SteeringModel):
         return certify_votes(
             v, touch, self.valid, method or self.aggregate_name, trim=self.trim, bin_deg=self.bin_deg, tau_deg=self.tau_deg
         )
+
+    # ------------------------------------------------------------------ deployment (pdn export)
+    def export_outputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Outputs of the ONNX graph: ``steering`` (B,), ``votes`` (B, N) and ``valid`` (B, N) bool.
+
+        The ``vote`` aggregate has no ONNX form (``searchsorted``): its graph exports the votes
+        and mask only, and the vehicle aggregates them (:func:`drivenet_patch.onboard.certify`).
+        """
+        v, valid = self.votes(x, with_mask=True)  # type: ignore[misc]
+        out = {} if self.aggregate_name == "vote" else {"steering": self.aggregate_votes(v)}
+        return {**out, "votes": v, "valid": valid}
+
+    def threat_touch_sets(self, patches: Sequence[str] = EXPORT_PATCHES) -> dict[str, dict[str, Any]]:
+        """Maximal touch sets of pixel-patch threats, in the format of :mod:`drivenet_patch.onboard`.
+
+        A physical sticker threat would be one more entry of the same shape (its own ``kind``).
+        """
+        threats = {}
+        for spec in patches:
+            ph, pw = parse_patch(spec, self.input_size)
+            sets = maximal_sets(touch_matrix(self.layout, (ph, pw)).numpy())
+            threats[f"patch_{spec}"] = {"kind": "pixel_patch", "patch": spec, "patch_px": [ph, pw],
+                                        "touch_sets": sets_to_lists(sets)}
+        return threats
+
+    def export_metadata(self) -> dict[str, str]:
+        """ONNX metadata: the certificate settings and touch sets (``CERT_KEY``), so a car certifies from votes alone."""
+        threats = self.threat_touch_sets()
+        meta = certificate_metadata(self.n_regions, self.valid.tolist(), self.aggregate_name, self.trim, self.bin_deg,
+                                    self.tau_deg, threats, next(iter(threats)))
+        return {CERT_KEY: json.dumps(meta, sort_keys=True)}
 
 
 def _loss(pred: torch.Tensor, target: torch.Tensor, name: str) -> torch.Tensor:

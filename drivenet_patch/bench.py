@@ -239,12 +239,17 @@ def bench_train(batches: int = 30, batch: int = 64, device: str = "cpu", repeats
     return result
 
 
-def bench_models(batch: int = 64, device: str = "cpu", repeats: int = 5) -> dict[str, Any]:
+def bench_models(batch: int = 64, device: str = "cpu", repeats: int = 5, onnx: bool = False) -> dict[str, Any]:
     """Inference cost of PatchDrive beside PilotNet: multiply-adds per image and images/s.
 
     PilotNet at its own 66x200, PilotNet at 160x320 and PatchDrive at 160x320 (``k=8``, ``patch=32``),
     untrained (cost does not depend on the weights), eval mode, no grad, channels-last, measured
     interleaved (see :func:`best_rates`). Keys ``<name>_macs``, ``<name>_params``, ``<name>_img_s``.
+
+    With ``onnx`` on a CPU and the deploy extra installed, each model (plus ResNet-18 and PatchVote
+    at 66x200, PyTorch and ONNX Runtime) is also exported to ONNX and run in ONNX Runtime on the
+    same batch with the same number of threads as torch, interleaved with the PyTorch runs:
+    ``<name>_ort_img_s`` and ``<name>_ort_max_diff_deg`` (max |ONNX Runtime - PyTorch| on the batch).
     """
     from drivenet_patch.models import count_macs, count_parameters, create_model
     from drivenet_patch.models.patchdrive import PatchDrive, patchdrive_macs
@@ -253,6 +258,10 @@ def bench_models(batch: int = 64, device: str = "cpu", repeats: int = 5) -> dict
     models = {"pilotnet_66x200": create_model("pilotnet", generator=g),
               "pilotnet_160x320": create_model("pilotnet", input_size=(160, 320), generator=g),
               "patchdrive_160x320": create_model("patchdrive", generator=g)}
+    ort_ok = onnx and torch.device(device).type == "cpu" and _has_onnxruntime()
+    if ort_ok:
+        models["resnet18_66x200"] = create_model("resnet18", generator=g)
+        models["patchvote_66x200"] = create_model("patchvote", generator=g)
     result: dict[str, Any] = {"batch": batch, "device": device, "machine": machine()}
     fns: dict[str, Callable[[], Any]] = {}
     for name, m in models.items():
@@ -268,9 +277,41 @@ def bench_models(batch: int = 64, device: str = "cpu", repeats: int = 5) -> dict
             if x.is_cuda:
                 torch.cuda.synchronize()
         fns[name] = infer
+        if ort_ok:
+            fns[f"{name}_ort"] = _ort_infer(m, x, batch, result, name)
     rates = best_rates(fns, dict.fromkeys(fns, 2 * batch), repeats)
     result.update({f"{k}_img_s": round(v, 1) for k, v in rates.items()})
-    for name in models:  # cost relative to PilotNet at 66x200 (issue 8's target: at most 3x)
+    for name in models:
+        if f"{name}_ort" in rates:
+            result[f"{name}_ort_over_torch"] = round(rates[f"{name}_ort"] / rates[name], 3)
+    for name in ("pilotnet_66x200", "pilotnet_160x320", "patchdrive_160x320"):  # relative to PilotNet at 66x200
+        # (issue 8's target: at most 3x)
         result[f"{name}_macs_over_pilotnet_66x200"] = round(result[f"{name}_macs"] / result["pilotnet_66x200_macs"], 3)
         result[f"{name}_time_over_pilotnet_66x200"] = round(rates["pilotnet_66x200"] / rates[name], 3)
     return result
+
+
+def _has_onnxruntime() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None
+
+
+def _ort_infer(model: torch.nn.Module, x: torch.Tensor, batch: int, result: dict[str, Any], name: str
+               ) -> Callable[[], Any]:
+    """Export ``model`` with a fixed batch, load it in ONNX Runtime with torch's thread count; record its error."""
+    import tempfile
+
+    from drivenet_patch.export import compare, export_onnx, run_session, session
+
+    with tempfile.TemporaryDirectory() as tmp:
+        export_onnx(model, f"{tmp}/m.onnx", batch=batch)
+        sess = session(f"{tmp}/m.onnx", threads=torch.get_num_threads())
+    xc = x.contiguous()
+    result[f"{name}_ort_max_diff_deg"] = float(f"{compare(model, sess, xc)['steering']:.3g}")
+    xn = xc.numpy()
+
+    def infer() -> None:
+        run_session(sess, xn)
+        run_session(sess, xn)
+    return infer

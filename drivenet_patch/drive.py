@@ -49,7 +49,7 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -78,6 +78,31 @@ ATTACK_JSON = "attack.json"
 
 Policy = Callable[[torch.Tensor], torch.Tensor]
 Sticker = tuple[torch.Tensor, StickerPlacement]
+
+
+@dataclass(frozen=True)
+class MonitorStep:
+    """A runtime monitor's answer for one step; every array is (R,), one entry per car.
+
+    Attributes:
+        command_deg: the steering actually executed (the policy's, or a fallback's).
+        speed_scale: multiplies the configured speed for this step, in (0, 1] (a fallback may slow down).
+        record: extra per-car log columns for this step (e.g. a certified interval and a flag).
+    """
+
+    command_deg: np.ndarray
+    speed_scale: np.ndarray
+    record: dict[str, np.ndarray]
+
+
+class StepMonitor(Protocol):
+    """A per-step hook of :func:`drive_closed_loop`: sees the frames and the policy's steering, may
+    change the steering and slow the car, and adds columns to the log. The core knows nothing more
+    of it (a certified monitor lives in :mod:`defenses.monitor`)."""
+
+    def step(self, frames: torch.Tensor, command_deg: np.ndarray, t: float) -> MonitorStep:
+        """``frames`` (R, 3, H, W) the policy saw, ``command_deg`` (R,) its answer, ``t`` seconds since the start."""
+        ...
 
 LOG_COLUMNS = ("road", "step", "t", "x", "y", "yaw", "s", "offset_m", "heading_err_deg", "predicted_deg",
                "expert_deg", "intervention", "lane_departure")
@@ -407,6 +432,7 @@ def drive_closed_loop(
     video: str | Path | None = None,
     video_scale: int = 3,
     threads: int | None = 1,
+    monitor: StepMonitor | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Let ``policy`` drive every road at once for ``steps_per_road`` steps, with a safety driver.
 
@@ -437,6 +463,9 @@ def drive_closed_loop(
             nothing for rendering, and on busy shared cores it made both rendering and a
             PilotNet forward pass 10 to 40 times slower. Raise it for large models on idle cores
             (at most 4 per CPU core).
+        monitor: a :class:`StepMonitor` called after the policy at every step; its command and
+            speed are what the car executes. The log then also has ``command_deg`` (executed),
+            ``speed_mps`` and the monitor's record columns; ``distance_km`` is the distance driven.
 
     Returns:
         ``(metrics, log)``. ``metrics`` holds JSON-ready numbers: ``autonomy_pct``,
@@ -484,6 +513,8 @@ def drive_closed_loop(
     cols = {k: np.zeros((steps, R)) for k in ("x", "y", "yaw", "s", "offset_m", "heading_err_deg",
                                                "predicted_deg", "expert_deg", "sticker_s")}
     inter = np.zeros((steps, R), bool)
+    executed, speeds = np.zeros((steps, R)), np.full((steps, R), float(cfg.speed_mps))
+    records: dict[str, np.ndarray] = {}
     sticker_px = np.zeros((steps, R), np.int64)
     poses = np.stack([centred_pose(road, cfg.start_s_m) for road in roads])  # (R, 3) rear axles
     with ExitStack() as stack:
@@ -524,15 +555,18 @@ def drive_closed_loop(
                 with torch.no_grad():
                     command = _as_degrees(policy(batch), R)
             cols["predicted_deg"][i] = command
+            if monitor is not None:
+                command, speeds[i] = _monitor_step(monitor, batch, command, i * cfg.dt, cfg.speed_mps, records, i, steps)
+            executed[i] = command
             cols["x"][i], cols["y"][i], cols["yaw"][i] = poses.T
             inter[i] = np.abs(cols["offset_m"][i]) > cfg.intervention_m
             if writer is not None:
                 writer.write(annotate_frame(to_uint8(batch[:1])[0], video_scale, command[0],
                                             cols["expert_deg"][i, 0], cols["offset_m"][i, 0], i * cfg.dt,
                                             bool(inter[i, 0]), bool(sticker_px[i, 0] > 0)))
-            poses = bicycle_step(poses, command, cfg.speed_mps, cfg.dt)
+            poses = bicycle_step(poses, command, speeds[i], cfg.dt)
             for r in np.flatnonzero(inter[i]):  # the safety driver re-centres the car
-                poses[r] = centred_pose(roads[r], cols["s"][i, r] + cfg.speed_mps * cfg.dt)
+                poses[r] = centred_pose(roads[r], cols["s"][i, r] + speeds[i, r] * cfg.dt)
             bar.update(1)
     in_view = sticker_px > 0
 
@@ -546,6 +580,11 @@ def drive_closed_loop(
         "intervention": inter.T.ravel(),
         "lane_departure": departures.T.ravel(),
     })
+    if monitor is not None:
+        log["command_deg"] = executed.T.ravel()
+        log["speed_mps"] = speeds.T.ravel()
+        for k, v in records.items():
+            log[k] = v.T.ravel()
     if texture is not None:
         log["sticker_in_view"] = in_view.T.ravel()
         log["sticker_px"] = sticker_px.T.ravel()
@@ -561,7 +600,7 @@ def drive_closed_loop(
         "max_abs_offset_m": float(np.abs(cols["offset_m"]).max()),
         "mean_abs_steer_error_deg": float(np.abs(cols["predicted_deg"] - cols["expert_deg"]).mean()),
         "elapsed_s": float(elapsed),
-        "distance_km": float(R * steps * cfg.speed_mps * cfg.dt / 1000.0),
+        "distance_km": float(speeds.sum() * cfg.dt / 1000.0),
         "roads": R,
         "steps_per_road": steps,
     }
@@ -570,6 +609,27 @@ def drive_closed_loop(
     if video is not None:
         metrics["video"] = str(video_path)
     return metrics, log
+
+
+def _monitor_step(monitor: StepMonitor, batch: torch.Tensor, command: np.ndarray, t: float, speed: float,
+                  records: dict[str, np.ndarray], i: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Run the monitor once, check its answer, store its record row ``i``; -> (command, speed) (R,)."""
+    n = command.shape[0]
+    out = monitor.step(batch, command.copy(), t)
+    cmd = _as_degrees(out.command_deg, n)
+    scale = np.asarray(out.speed_scale, dtype=np.float64).reshape(-1)
+    if scale.shape != (n,) or not ((scale > 0) & (scale <= 1)).all():
+        raise PDNError(f"monitor returned speed scales {scale.tolist()}; expected ({n},) values in (0, 1]")
+    for k, v in out.record.items():
+        if k in LOG_COLUMNS or k in STICKER_COLUMNS or k in ("command_deg", "speed_mps"):
+            raise PDNError(f"monitor record column {k!r} clashes with a drive log column")
+        arr = np.asarray(v).reshape(-1)
+        if arr.shape != (n,):
+            raise PDNError(f"monitor record {k!r} has shape {np.shape(v)}; expected ({n},)")
+        if k not in records:
+            records[k] = np.zeros((steps, n), dtype=arr.dtype)
+        records[k][i] = arr
+    return cmd, speed * scale
 
 
 def _next_copy(road: Road, pose: np.ndarray, camera: Camera, copies: np.ndarray, reach: float) -> float | None:

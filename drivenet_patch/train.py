@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -143,8 +143,12 @@ def train(
     progress: bool = False,
     until_epoch: int | None = None,
     allow_outside: bool = False,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """``pdn train``: train a steering model into the run folder ``out``.
+
+    ``on_epoch`` is called by the main process with each finished epoch's metrics row (the
+    ``metrics.csv`` columns), after the row is written (e.g. a TensorBoard logger).
 
     ``until_epoch`` stops after that many epochs in total, leaving a run that ``resume=True``
     continues exactly as if it had never stopped (for time-boxed training slots).
@@ -163,7 +167,7 @@ def train(
     try:
         if d.world > 1 and device.type == "cuda":
             device = torch.device("cuda", d.local_rank)
-        result = _train(data, out, cfg, val, resume, progress, until_epoch, allow_outside, device, d)
+        result = _train(data, out, cfg, val, resume, progress, until_epoch, allow_outside, device, d, on_epoch)
     except BaseException:
         if d.owns_group:
             leave_group(wait=False)  # the other ranks may be stuck in a collective: do not wait for them
@@ -319,7 +323,7 @@ def _commit(run: _Run, epoch: int, improved: bool) -> None:
 
 def _train(data: Sequence[str | Path], out: Path, cfg: TrainConfig, val: str | Path | None, resume: bool,
            progress: bool, until_epoch: int | None, allow_outside: bool, device: torch.device,
-           d: Dist) -> dict[str, Any]:
+           d: Dist, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     run = _open_run(data, out, cfg, val, resume, allow_outside, device, d)
     for epoch in range(run.start_epoch, min(cfg.epochs, until_epoch or cfg.epochs)):
         row = _train_epoch(run, epoch, progress and d.main)
@@ -331,6 +335,8 @@ def _train(data: Sequence[str | Path], out: Path, cfg: TrainConfig, val: str | P
             run.best = score
         if d.main:
             _commit(run, epoch, improved)
+            if on_epoch is not None:
+                on_epoch(dict(row))
     final = run.history[-1]
     return {
         "run": str(out),

@@ -9,6 +9,7 @@ from typing import Any
 from drivenet_patch.cli.common import (
     Parser,
     add_device_and_json,
+    add_json,
     emit,
     load_run,
     positive_int,
@@ -38,7 +39,7 @@ def cmd_bench_models(args: argparse.Namespace) -> int:
 
     if args.batch > 1024:
         raise PDNError(f"--batch must be at most 1024, got {args.batch}")
-    result = bench_models(batch=args.batch, device=args.device)
+    result = bench_models(batch=args.batch, device=args.device, onnx=not args.no_onnx)
     emit(result, args.json, format_table(result))
     return 0
 
@@ -75,6 +76,17 @@ def cmd_bench_defense(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- parser
+def cmd_bench_monitor(args: argparse.Namespace) -> int:
+    from defenses.bench import bench_monitor
+    from drivenet_patch.bench import format_table
+
+    model = load_run(args.model, "cpu") if args.model else None
+    result = {"model": args.model or "untrained patchvote (seed 0)",
+              **bench_monitor(model, roads=args.roads, steps=args.steps)}
+    emit(result, args.json, format_table(result))
+    return 0
+
+
 def cmd_bench_all(args: argparse.Namespace) -> int:
     """``pdn bench`` with no sub-command: every benchmark in one process, then one table of ratios."""
     import torch
@@ -127,6 +139,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_device_and_json(c)
     c = command(bench, "models", "PatchDrive vs PilotNet inference: multiply-adds and images/s", cmd_bench_models)
     c.add_argument("--batch", type=positive_int, default=64, help="images per forward pass (default 64)")
+    c.add_argument("--no-onnx", action="store_true",
+                   help="skip the ONNX Runtime runs (default: with the deploy extra, export each model and time it "
+                        "in ONNX Runtime beside PyTorch, same batch and threads; adds ResNet-18 and PatchVote)")
     add_device_and_json(c)
     c = command(bench, "attack", "sticker attack step vs ART AdversarialPatchPyTorch: s/step and deviation",
                 cmd_bench_attack)
@@ -139,3 +154,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--model", help="PatchVote run folder (default: an untrained PatchVote; speed is the same)")
     c.add_argument("--no-art", action="store_true", help="skip the (slow) ART derandomized smoothing measurement")
     add_device_and_json(c)
+    c = command(bench, "monitor", "closed-loop step time with and without the certified runtime monitor; "
+                "vehicle-side certifier frames/s", cmd_bench_monitor)
+    c.add_argument("--model", help="PatchVote run folder (default: an untrained PatchVote; speed is the same)")
+    c.add_argument("--roads", type=positive_int, default=10, help="cars driven at once (default 10)")
+    c.add_argument("--steps", type=positive_int, default=30, help="steps per timed drive (default 30)")
+    add_json(c)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from typing import Any
 
 from drivenet_patch.cli.common import emit, load_run, positive_int, progress
 from drivenet_patch.errors import PDNError
@@ -46,6 +47,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--device", default="cpu", help="torch device (default cpu)")
     c.add_argument("--threads", type=positive_int, default=1,
                    help="torch CPU threads (default 1: small per-step work; more only helps big models on idle cores)")
+    c.add_argument("--monitor", action="store_true",
+                   help="PatchVote only: certify every frame against the model's pixel-patch threat and log "
+                        "cert_lo, cert_hi, verified (interval at most --delta wide) and fallback per step")
+    c.add_argument("--delta", type=float, default=2.0, help="--monitor: verified interval width in degrees (default 2)")
+    c.add_argument("--monitor-patch", default="2%", help="--monitor: the threat's patch (default 2%%, as pdn certify)")
+    c.add_argument("--fallback", default="none", choices=["none", "slow", "hold"],
+                   help="--monitor: while unverified, slow down (slow) or keep the last verified steering (hold)")
+    c.add_argument("--slow-factor", type=float, default=0.5, help="--fallback slow: speed multiplier (default 0.5)")
+    c.add_argument("--hold-s", type=float, default=1.0, help="--fallback hold: at most this many seconds (default 1)")
     c.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -70,28 +80,51 @@ def cmd_drive(args: argparse.Namespace) -> int:
     sticker = load_sticker(args.sticker) if args.sticker else None
     cfg = ClosedLoopConfig(sticker_every_m=float(args.sticker_every))
     steps = cfg.steps_for(float(args.km))
+    if not args.monitor and args.fallback != "none":
+        raise PDNError("--fallback needs --monitor")
+    monitor = _monitor(model, args) if args.monitor else None
     camera = Camera().with_size(*model.input_size)
     roads = make_roads(args.roads, steps, cfg, args.seed)
-    metrics, log = drive_closed_loop(model, roads, steps, camera, cfg, np.random.default_rng([args.seed, 0xD21FE]),
+    metrics, log = drive_closed_loop(model if monitor is None else monitor.policy, roads, steps, camera, cfg,
+                                     np.random.default_rng([args.seed, 0xD21FE]),
                                      sticker=sticker, device=args.device, progress=progress(args), video=args.video,
-                                     threads=args.threads)
+                                     threads=args.threads, monitor=monitor)
     result = {**metrics, "model": str(model_path), "seed": int(args.seed), "km_per_road": float(args.km),
               "sticker": args.sticker}
+    if monitor is not None:
+        from defenses.monitor import summarize
+
+        result["monitor"] = {"threat": monitor.threat, "delta_deg": monitor.delta, "fallback": monitor.fallback,
+                             **summarize(log)}
     if args.out:
         out = Path(args.out)
         write_csv(out / "drive_log.csv", log, float_format="%.9g")
         write_json(out / "drive.json", {**result, "road_seeds": [r.seed for r in roads], "config": cfg.to_dict(),
                                         "camera": camera.to_dict(), "sticker_placement": _placement(sticker)})
         result["out"] = str(out)
+        if monitor is not None:
+            from defenses.monitor import plot_traces
+
+            result["monitor"]["trace"] = str(plot_traces({"road 0": log}, out / "monitor_trace.png"))
     text = (f"autonomy {metrics['autonomy_pct']:.1f}%  interventions {metrics['interventions']}  "
             f"lane departures {metrics['departure_events']}  mean |offset| {metrics['mean_abs_offset_m']:.2f} m  "
             f"max {metrics['max_abs_offset_m']:.2f} m  |steer - expert| {metrics['mean_abs_steer_error_deg']:.2f} deg  "
             f"over {metrics['distance_km']:.1f} km on {metrics['roads']} roads"
             + (f"  (sticker in view in {metrics['sticker_frames']} frames)" if sticker is not None else "")
             + (f"  video: {metrics['video']}" if "video" in metrics else "")
-            + (f"  log: {result['out']}" if "out" in result else ""))
+            + (f"  log: {result['out']}" if "out" in result else "")
+            + (f"  unverified {100 * result['monitor']['unverified_share']:.1f}% of frames"
+               if "monitor" in result else ""))
     emit(result, args.json, text)
     return 0
+
+
+def _monitor(model: Any, args: argparse.Namespace) -> object:
+    """The certified runtime monitor of :mod:`defenses.monitor` (the CLI wires the defense into the core loop)."""
+    from defenses.monitor import CertifiedMonitor
+
+    return CertifiedMonitor(model, args.delta, patch=args.monitor_patch, fallback=args.fallback,  # type: ignore[arg-type]
+                            slow_factor=args.slow_factor, hold_s=args.hold_s)
 
 
 def _placement(sticker: tuple | None) -> dict | None:

@@ -31,8 +31,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(model=args.model, model_cfg=model_cfg, seed=args.seed, loss=args.loss, photometric=args.photometric,
                       balance=not args.no_balance, augment=not args.no_augment, compile=args.compile,
                       channels_last=not args.no_channels_last, device=args.device, **settings)
-    summary = train(args.data, args.out, cfg, val=args.val, resume=args.resume, progress=progress(args),
-                    allow_outside=args.allow_outside_paths)
+    tb = _tensorboard_log(args.tensorboard, args.data[0]) if args.tensorboard else None
+    try:
+        summary = train(args.data, args.out, cfg, val=args.val, resume=args.resume, progress=progress(args),
+                        allow_outside=args.allow_outside_paths, on_epoch=tb)
+    finally:
+        if tb is not None:
+            tb.close()
     if summary["rank"] != 0:  # under torchrun only rank 0 reports
         return 0
     best = summary["best_val_rmse_deg"]
@@ -40,6 +45,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             + (f"; best validation RMSE {best:.3f} deg" if best is not None else ""))
     emit(summary, args.json, text)
     return 0
+
+
+def _tensorboard_log(logdir: str, data: str) -> Any:
+    """A TensorBoard logger with a few frames of ``data`` logged once (the tensorboard extra)."""
+    import numpy as np
+
+    from drivenet_patch.data import open_dataset
+    from drivenet_patch.tensorboard_log import TensorBoardLog
+
+    tb = TensorBoardLog(logdir)
+    ds = open_dataset(data)
+    tb.frames(ds.frames(np.linspace(0, len(ds) - 1, min(8, len(ds))).astype(int)))
+    return tb
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -84,6 +102,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--compile", action="store_true", help="torch.compile the model")
     c.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
     c.add_argument("--quick", action="store_true", help="a short recipe (about 2 minutes on 2 cores)")
+    c.add_argument("--tensorboard", metavar="DIR",
+                   help="also log loss, validation RMSE, lr, images/s per epoch and a few frames to TensorBoard "
+                        "(needs the tensorboard extra)")
     add_allow_outside(c)
     add_device_and_json(c)
 
