@@ -103,6 +103,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         from drivenet_patch.world.camera import parse_size
 
         model_cfg["input_size"] = tuple(parse_size(args.input_size, "--input-size"))
+    model_cfg.update(_model_args(args.model, args.model_arg, model_cfg))
     cfg = TrainConfig(model=args.model, model_cfg=model_cfg, seed=args.seed, loss=args.loss, photometric=args.photometric,
                       balance=not args.no_balance, augment=not args.no_augment, compile=args.compile,
                       channels_last=not args.no_channels_last, device=args.device, **settings)
@@ -115,6 +116,50 @@ def cmd_train(args: argparse.Namespace) -> int:
             + (f"; best validation RMSE {best:.3f} deg" if best is not None else ""))
     _emit(summary, args.json, text)
     return 0
+
+
+def cmd_selection(args: argparse.Namespace) -> int:
+    from drivenet_patch.checkpoint import load_model
+    from drivenet_patch.data import open_dataset
+    from drivenet_patch.io import write_json
+    from drivenet_patch.models.patchdrive import has_patches
+    from drivenet_patch.selection import inference_cost, selection_stats
+
+    model = load_model(args.model, device=args.device)
+    result: dict[str, Any] = {"model": str(args.model), "name": model.name,
+                              "input_size": list(model.input_size)}
+    if has_patches(model):
+        dataset = open_dataset(args.data, format=args.format, size=model.input_size)
+        result.update(selection_stats(model, dataset, n=args.frames))
+        result["data"] = str(args.data)
+    result.update(inference_cost(model, batch=args.batch))
+    if Path(args.model).is_dir():  # beside the weights, for the report's model table
+        write_json(Path(args.model) / "selection.json", result)
+    text = (f"{model.name}: {result['macs'] / 1e6:.1f} M MACs, {result['ms_per_image']:.3f} ms/image"
+            + (f"; effective patches {result['effective_patches']:.2f} of {result['k']} (fusion "
+               f"{result['effective_patches_fusion']:.2f}) over {result['n_frames']} frames"
+               if "k" in result else ""))
+    _emit(result, args.json, text)
+    return 0
+
+
+def cmd_selection_study(args: argparse.Namespace) -> int:
+    from drivenet_patch.selection_study import write_study_table
+
+    result = write_study_table(args.results)
+    _emit(result, args.json, Path(result["table_md"]).read_text())
+    return 0
+
+
+def _model_args(model: str, items: Sequence[str], given: dict[str, Any]) -> dict[str, Any]:
+    """``--model-arg KEY=VALUE`` items -> config keys, refusing one that another flag already sets."""
+    from drivenet_patch.models import parse_model_args
+
+    extra = parse_model_args(model, items or [])
+    both = sorted(set(extra) & set(given))
+    if both:
+        raise PDNError(f"--model-arg: {', '.join(both)} is already set by its own flag (--{both[0].replace('_', '-')})")
+    return extra
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -291,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--input-size", metavar="HxW",
                    help="model input size (default: the model's own, e.g. 66x200 for pilotnet, 160x320 for "
                         "patchdrive); the data is cropped and resized to it")
+    c.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
+                   help="a config key of the model (repeatable; stored in config.json), e.g. "
+                        "selection_weight=0.01 for patchdrive; VALUE is read as JSON when it parses")
     c.add_argument("--out", required=True, help="run folder")
     c.add_argument("--epochs", type=_positive_int, help="epochs (default 10; --quick: 4)")
     c.add_argument("--batch", type=_positive_int, help="batch size (default 64)")
@@ -318,6 +366,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accept a .pt/.pth state dict (read with torch.load(weights_only=True); trusted files only)")
     _allow_outside(c)
     _device_and_json(c)
+
+    c = command(sub, "selection", "how many of its patches a patch model uses (effective patches over a "
+                "dataset) and what one image costs; writes RUN/selection.json", cmd_selection)
+    c.add_argument("--model", required=True, help="run folder (or model .safetensors with config.json beside it)")
+    c.add_argument("--data", required=True, help="dataset folder or log file (frames to measure the selection on)")
+    c.add_argument("--format", default="auto", help="dataset format (default auto)")
+    c.add_argument("--frames", type=_positive_int, default=512, help="frames spread over the dataset (default 512)")
+    c.add_argument("--batch", type=_positive_int, default=64, help="batch of the timed forward pass (default 64)")
+    _device_and_json(c)
+
+    c = command(sub, "selection-study", "the patch-selection study's table (make patchdrive-selection-study) from "
+                "its results folder; writes table.csv and table.md there", cmd_selection_study)
+    c.add_argument("--results", required=True, type=Path, help="the study's results folder (*_eval.json, ...)")
+    _json(c)
 
     from drivenet_patch.drive_cli import add_drive_command
     from drivenet_patch.models.cli import add_saliency_command

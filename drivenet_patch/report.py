@@ -584,8 +584,9 @@ def _model_comparison(runs: Sequence[Path], drives: Sequence[Path], attack_rows:
     for run in runs:
         model = load_model(run)
         macs = patchdrive_macs(model) if isinstance(model, PatchDrive) else count_macs(model)  # + attention
-        row: list[Any] = [str(run), model.name, "x".join(map(str, model.input_size)),
-                          sum(p.numel() for p in model.parameters()), round(macs / 1e6, 1)]
+        lam = float(model.config.get("selection_weight") or 0.0)  # issue 22: the patch-selection loss
+        row: list[Any] = [str(run), model.name + (f" (lambda {lam:g})" if lam else ""),
+                          "x".join(map(str, model.input_size)), sum(p.numel() for p in model.parameters()), round(macs / 1e6, 1)]
         pred = run / "predictions.csv"
         if pred.is_file():
             p = _read_csv(pred, ["steering_deg", "predicted_deg"])
@@ -595,6 +596,8 @@ def _model_comparison(runs: Sequence[Path], drives: Sequence[Path], attack_rows:
             row += [None, None]
         auto = [a.get("autonomy_pct") for a in drive_results if _same(a.get("model"), run)]
         row.append(auto[0] if auto else None)
+        sel = _read_json(run / "selection.json") if (run / "selection.json").is_file() else {}  # pdn selection
+        row.append(sel.get("effective_patches_fusion"))
         hit = attack_rows[[_same(m, run) for m in attack_rows["model"]]] if not attack_rows.empty else attack_rows
         if len(hit):  # the strongest of the stickers given against this model
             best = hit.loc[pd.to_numeric(hit["mean_dev_deg"], errors="coerce").fillna(-1.0).idxmax()]
@@ -604,7 +607,7 @@ def _model_comparison(runs: Sequence[Path], drives: Sequence[Path], attack_rows:
         rows.append(row)
     return "<h3>Models compared</h3>" + _table(rows, [
         "run", "model", "input", "parameters", "MMACs / image", "eval RMSE (deg)", "RMSE / always-zero",
-        "autonomy %", "strongest sticker given", "its mean |dev| (deg)", "its success"])
+        "autonomy %", "effective patches (fusion)", "strongest sticker given", "its mean |dev| (deg)", "its success"])
 
 
 def _attack_summary(page: _Page, df: pd.DataFrame) -> str:
