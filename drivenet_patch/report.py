@@ -596,18 +596,19 @@ def _model_comparison(runs: Sequence[Path], drives: Sequence[Path], attack_rows:
             row += [None, None]
         auto = [a.get("autonomy_pct") for a in drive_results if _same(a.get("model"), run)]
         row.append(auto[0] if auto else None)
-        sel = _read_json(run / "selection.json") if (run / "selection.json").is_file() else {}  # pdn selection
-        row.append(sel.get("effective_patches_fusion"))
         hit = attack_rows[[_same(m, run) for m in attack_rows["model"]]] if not attack_rows.empty else attack_rows
         if len(hit):  # the strongest of the stickers given against this model
             best = hit.loc[pd.to_numeric(hit["mean_dev_deg"], errors="coerce").fillna(-1.0).idxmax()]
             row += [Path(best["attack"]).name, best["mean_dev_deg"], best["success_rate"]]
         else:
             row += [None, None, None]
+        sel = _read_json(run / "selection.json") if (run / "selection.json").is_file() else {}  # pdn selection
+        row.append(sel.get("effective_patches_fusion"))
         rows.append(row)
     return "<h3>Models compared</h3>" + _table(rows, [
         "run", "model", "input", "parameters", "MMACs / image", "eval RMSE (deg)", "RMSE / always-zero",
-        "autonomy %", "effective patches (fusion)", "strongest sticker given", "its mean |dev| (deg)", "its success"])
+        "autonomy %", "strongest sticker given", "its mean |dev| (deg)", "its success",
+        "effective patches (fusion)"])
 
 
 def _attack_summary(page: _Page, df: pd.DataFrame) -> str:
