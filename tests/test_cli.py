@@ -36,7 +36,7 @@ def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
     for sub in (("data", "synth"), ("data", "check"), ("world", "preview"), ("bench",), ("bench", "world"),
                 ("bench", "train"), ("bench", "attack"), ("bench", "defense"), ("bench", "models"), ("train",),
                 ("eval",), ("drive",), ("saliency",), ("attack",), ("attack", "eval"), ("certify",), ("report",),
-                ("demo",)):
+                ("demo",), ("selection",), ("selection-study",)):
         with pytest.raises(SystemExit) as exc:
             main([*sub, "--help"])
         assert exc.value.code == 0, sub
