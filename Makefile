@@ -87,13 +87,13 @@ $(S_RES)/patchdrive_attack_sal_eval.json: $(S_RES)/patchdrive_attack_sal.json
 # frames with the noise/grey controls. Sized for ~60 min on 2 shared cores; every step writes its
 # result atomically, so an interrupted run resumes. Table: $(SEL)/results/table.md.
 SEL     ?= runs/patchdrive_selection
-SEL_LAMBDAS ?= 0 0.01 0.1 1
+SEL_LAMBDAS ?= 0 0.03 1
 SEL_SIZE ?= 96x192
 SEL_K   ?= 4
 SEL_TRAIN_FRAMES ?= 6000
 SEL_TEST_FRAMES ?= 600
 SEL_TRAIN ?= --epochs 3 --samples-per-epoch 2048 --batch 32 --lr 1e-3 --seed 0
-SEL_ATK ?= --size 2.0x3.5 --distance 5-15 --steps 150 --batch 16 --roads 4 --poses 32
+SEL_ATK ?= --size 2.0x3.5 --distance 5-15 --steps 100 --batch 16 --roads 4 --poses 32
 SEL_EV  ?= --roads 8 --poses 32 --loop-roads 0
 SR      := $(SEL)/results
 SEL_PD  := $(foreach l,$(SEL_LAMBDAS),pd$(l))
