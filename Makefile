@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 DEMO    ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow lint bench patchdrive-study clean
+.PHONY: demo test test-slow lint bench patchdrive-study patchdrive-selection-study clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -83,6 +83,59 @@ $(S_RES)/patchdrive_attack_sal.json: $(S_RES)/patchdrive_train.json
 $(S_RES)/patchdrive_attack_sal_eval.json: $(S_RES)/patchdrive_attack_sal.json
 	$(BIN)/pdn attack eval --model $(STUDY)/patchdrive --sticker $(STUDY)/patchdrive_sticker_sal $(S_EV) \
 	  --json > $@.tmp && mv $@.tmp $@
+
+# Issue 22, the patch-selection loss (`--model-arg selection_weight=L`): PilotNet and PatchDrive at
+# lambda in SEL_LAMBDAS, the same data and recipe, then held-out RMSE, effective patches and cost
+# (`pdn selection`), and the sticker attack with and without --saliency-weight 2 on >= 256 held-out
+# frames with the noise/grey controls. Sized for ~60 min on 2 shared cores; every step writes its
+# result atomically, so an interrupted run resumes. Table: $(SEL)/results/table.md.
+SEL     ?= runs/patchdrive_selection
+SEL_LAMBDAS ?= 0 0.03 1
+SEL_SIZE ?= 96x192
+SEL_K   ?= 4
+SEL_TRAIN_FRAMES ?= 6000
+SEL_TEST_FRAMES ?= 600
+SEL_TRAIN ?= --epochs 3 --samples-per-epoch 2048 --batch 32 --lr 1e-3 --seed 0
+SEL_ATK ?= --size 2.0x3.5 --distance 5-15 --steps 100 --batch 16 --roads 4 --poses 32
+SEL_EV  ?= --roads 8 --poses 32 --loop-roads 0
+SR      := $(SEL)/results
+SEL_PD  := $(foreach l,$(SEL_LAMBDAS),pd$(l))
+SEL_RUNS := pilotnet $(SEL_PD)
+# pdL -> patchdrive with k = SEL_K and selection_weight = L; anything else is a registry name
+sel_model = $(if $(filter pd%,$(1)),--model patchdrive --model-arg k=$(SEL_K) \
+              --model-arg selection_weight=$(patsubst pd%,%,$(1)),--model $(1))
+
+patchdrive-selection-study: $(SR)/table.md
+	@cat $(SR)/table.md
+.SECONDARY: $(foreach r,$(SEL_RUNS),$(SR)/$(r)_train.json $(SR)/$(r)_attack.json $(SR)/$(r)_eval.json \
+              $(SR)/$(r)_selection.json $(SR)/$(r)_attack_eval.json) \
+            $(foreach r,$(SEL_PD),$(SR)/$(r)_attack_sal.json $(SR)/$(r)_attack_sal_eval.json)
+
+$(SEL)/train/meta.json: | $(STAMP)
+	$(BIN)/pdn data synth --out $(SEL)/train --frames $(SEL_TRAIN_FRAMES) --seed 1 --size $(SEL_SIZE) \
+	  --cameras center,left,right
+$(SEL)/test/meta.json: | $(STAMP)
+	$(BIN)/pdn data synth --out $(SEL)/test --frames $(SEL_TEST_FRAMES) --seed 2 --size $(SEL_SIZE) --episode-steps 300
+$(SR)/%_train.json: $(SEL)/train/meta.json
+	@mkdir -p $(SR)
+	$(BIN)/pdn train --data $(SEL)/train $(call sel_model,$*) --input-size $(SEL_SIZE) --out $(SEL)/$* $(SEL_TRAIN) \
+	  --resume --json > $@.tmp && mv $@.tmp $@
+$(SR)/%_eval.json: $(SR)/%_train.json $(SEL)/test/meta.json
+	$(BIN)/pdn eval --model $(SEL)/$* --data $(SEL)/test --json > $@.tmp && mv $@.tmp $@
+$(SR)/%_selection.json: $(SR)/%_train.json $(SEL)/test/meta.json
+	$(BIN)/pdn selection --model $(SEL)/$* --data $(SEL)/test --frames 512 --json > $@.tmp && mv $@.tmp $@
+$(SR)/%_attack.json: $(SR)/%_train.json
+	$(BIN)/pdn attack --model $(SEL)/$* --out $(SEL)/$*_sticker $(SEL_ATK) --no-print --json > $@.tmp && mv $@.tmp $@
+$(SR)/%_attack_eval.json: $(SR)/%_attack.json
+	$(BIN)/pdn attack eval --model $(SEL)/$* --sticker $(SEL)/$*_sticker $(SEL_EV) --json > $@.tmp && mv $@.tmp $@
+$(SR)/%_attack_sal.json: $(SR)/%_train.json
+	$(BIN)/pdn attack --model $(SEL)/$* --out $(SEL)/$*_sticker_sal $(SEL_ATK) --saliency-weight 2 --no-print \
+	  --json > $@.tmp && mv $@.tmp $@
+$(SR)/%_attack_sal_eval.json: $(SR)/%_attack_sal.json
+	$(BIN)/pdn attack eval --model $(SEL)/$* --sticker $(SEL)/$*_sticker_sal $(SEL_EV) --json > $@.tmp && mv $@.tmp $@
+$(SR)/table.md: $(foreach r,$(SEL_RUNS),$(SR)/$(r)_eval.json $(SR)/$(r)_selection.json $(SR)/$(r)_attack_eval.json) \
+                $(foreach r,$(SEL_PD),$(SR)/$(r)_attack_sal_eval.json)
+	$(BIN)/pdn selection-study --results $(SR) --json > $(SR)/table.json.tmp && mv $(SR)/table.json.tmp $(SR)/table.json
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

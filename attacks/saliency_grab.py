@@ -86,7 +86,11 @@ def saliency_capture(model: nn.Module, scenes: StickerScenes, texture: torch.Ten
         ``in_topk_rate`` (share of frames with the sticker inside a selected patch),
         ``in_top1_rate`` (inside the most salient one), ``clean_in_topk_rate`` (the same footprint
         on the clean frame), ``patch_sticker_share`` (sticker pixels per selected-patch pixel,
-        mean over frames) and ``n_visible``.
+        mean over frames), ``weight_on_sticker`` (the share of the driver's patch weights that
+        falls on patches holding sticker pixels, mean over frames: with straight-through weights
+        the share of the k patches; with the patch-selection loss's gates, how much the selected
+        sticker patches count), ``clean_weight_on_sticker`` (the same on the clean frame) and
+        ``n_visible``.
     """
     from drivenet_patch.models.patchdrive import has_patches, patch_coverage
 
@@ -97,7 +101,7 @@ def saliency_capture(model: nn.Module, scenes: StickerScenes, texture: torch.Ten
     scenes = scenes.to(device)
     texture = texture.to(device, torch.float32)
     patch = int(model.patch)
-    adv_cov, clean_cov, vis = [], [], []
+    adv_cov, clean_cov, adv_w, clean_w, vis = [], [], [], [], []
     with attack_mode(model):
         for i in range(0, len(scenes), chunk):
             idx = torch.arange(i, min(i + chunk, len(scenes)), device=device)
@@ -106,18 +110,24 @@ def saliency_capture(model: nn.Module, scenes: StickerScenes, texture: torch.Ten
             clean = model.forward_details(scenes.background[idx])
             adv_cov.append(patch_coverage(mask, adv.corners, patch))  # (b, k)
             clean_cov.append(patch_coverage(mask, clean.corners, patch))
+            adv_w.append(adv.weights.float())  # (b, k) the driver's weight of each selected patch
+            clean_w.append(clean.weights.float())
             vis.append(mask.flatten(1).any(dim=1))
     a, c, v = torch.cat(adv_cov), torch.cat(clean_cov), torch.cat(vis)
     n = int(v.sum())
     if n == 0:
         return {"in_topk_rate": None, "in_top1_rate": None, "clean_in_topk_rate": None,
-                "patch_sticker_share": None, "n_visible": 0}
+                "patch_sticker_share": None, "weight_on_sticker": None, "clean_weight_on_sticker": None,
+                "n_visible": 0}
     a, c = a[v], c[v]
+    wa, wc = torch.cat(adv_w)[v], torch.cat(clean_w)[v]
     return {
         "in_topk_rate": float((a.sum(dim=1) > 0).float().mean()),
         "in_top1_rate": float((a[:, 0] > 0).float().mean()),
         "clean_in_topk_rate": float((c.sum(dim=1) > 0).float().mean()),
         "patch_sticker_share": float((a.sum(dim=1) / (a.shape[1] * patch * patch)).mean()),
+        "weight_on_sticker": float(((wa * (a > 0)).sum(dim=1) / wa.sum(dim=1).clamp_min(1e-30)).mean()),
+        "clean_weight_on_sticker": float(((wc * (c > 0)).sum(dim=1) / wc.sum(dim=1).clamp_min(1e-30)).mean()),
         "n_visible": n,
     }
 

@@ -584,8 +584,9 @@ def _model_comparison(runs: Sequence[Path], drives: Sequence[Path], attack_rows:
     for run in runs:
         model = load_model(run)
         macs = patchdrive_macs(model) if isinstance(model, PatchDrive) else count_macs(model)  # + attention
-        row: list[Any] = [str(run), model.name, "x".join(map(str, model.input_size)),
-                          sum(p.numel() for p in model.parameters()), round(macs / 1e6, 1)]
+        lam = float(model.config.get("selection_weight") or 0.0)  # issue 22: the patch-selection loss
+        row: list[Any] = [str(run), model.name + (f" (lambda {lam:g})" if lam else ""),
+                          "x".join(map(str, model.input_size)), sum(p.numel() for p in model.parameters()), round(macs / 1e6, 1)]
         pred = run / "predictions.csv"
         if pred.is_file():
             p = _read_csv(pred, ["steering_deg", "predicted_deg"])
@@ -601,10 +602,13 @@ def _model_comparison(runs: Sequence[Path], drives: Sequence[Path], attack_rows:
             row += [Path(best["attack"]).name, best["mean_dev_deg"], best["success_rate"]]
         else:
             row += [None, None, None]
+        sel = _read_json(run / "selection.json") if (run / "selection.json").is_file() else {}  # pdn selection
+        row.append(sel.get("effective_patches_fusion"))
         rows.append(row)
     return "<h3>Models compared</h3>" + _table(rows, [
         "run", "model", "input", "parameters", "MMACs / image", "eval RMSE (deg)", "RMSE / always-zero",
-        "autonomy %", "strongest sticker given", "its mean |dev| (deg)", "its success"])
+        "autonomy %", "strongest sticker given", "its mean |dev| (deg)", "its success",
+        "effective patches (fusion)"])
 
 
 def _attack_summary(page: _Page, df: pd.DataFrame) -> str:

@@ -22,9 +22,10 @@ whose ``saliency_stages()`` lists its stages (:class:`~drivenet_patch.models.Sal
 is supported.
 
 A model that chooses where to look itself (PatchDrive, :mod:`drivenet_patch.models.patchdrive`:
-it has ``forward_details``) is shown by its own decision instead: the softmax of its saliency
-logits over the grid cells, and the high-resolution patches it selected drawn as boxes
-(:func:`patch_saliency`).
+it has ``forward_details``) is shown by its own decision instead: the driver's weight of each grid
+cell (the softmax of its saliency logits, or with the patch-selection loss the sigmoid gates), and
+the high-resolution patches it selected drawn as boxes, labelled with their weights when gated
+(:func:`patch_saliency`, :func:`patch_weights_map`).
 """
 
 from __future__ import annotations
@@ -154,32 +155,66 @@ def patch_saliency(model: SteeringModel, x: torch.Tensor) -> tuple[torch.Tensor,
         x: (B, 3, H, W) float images in [0, 1].
 
     Returns:
-        ``(masks, steering, corners)``: (B, H, W) softmax saliency over the cells, each cell
-        filling its block of pixels and scaled to [0, 1] per image; (B,) degrees; (B, k, 2)
-        long top-left ``(y0, x0)`` of the selected patches, most salient first.
+        ``(masks, steering, corners)``: (B, H, W) the driver's weight of each cell (see
+        :func:`patch_weights_map`), each cell filling its block of pixels; (B,) degrees;
+        (B, k, 2) long top-left ``(y0, x0)`` of the selected patches, most salient first.
+    """
+    masks, steering, corners, _ = patch_weights_map(model, x)
+    return masks, steering, corners
+
+
+def patch_weights_map(
+    model: SteeringModel, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`patch_saliency` plus the weights (B, k) the driver gives the selected patches.
+
+    The mask is the driver's weight of every cell (``model.cell_weights``): for a model trained
+    with the patch-selection loss (gated, ``selection_weight > 0``) the sigmoid gates, shown as
+    they are (a cell the driver ignores stays untinted, so sparsity is visible); otherwise the
+    softmax over the grid, scaled to [0, 1] per image. A model without ``cell_weights`` gets the
+    softmax.
+
+    Returns:
+        ``(masks, steering, corners, weights)``: (B, H, W) in [0, 1], (B,), (B, k, 2), (B, k).
     """
     check_frames(x, "saliency frames")
     with use_mode(model, False), torch.no_grad():
         out = model.forward_details(x)
-    prob = out.saliency.float().flatten(1).softmax(dim=1).view_as(out.saliency)  # (B, gh, gw)
+    logits = out.saliency.float()
+    cell_weights = getattr(model, "cell_weights", None)
+    gated = bool(getattr(model, "gated", False))
+    prob = cell_weights(logits) if cell_weights is not None else logits.flatten(1).softmax(dim=1).view_as(logits)
     masks = F.interpolate(prob[:, None], size=tuple(x.shape[-2:]), mode="nearest")[:, 0]  # (B, H, W)
-    return unit_range(masks), out.steering, out.corners
+    weights = getattr(out, "weights", None)
+    if weights is None:
+        weights = torch.ones(out.corners.shape[:2])
+    return (masks if gated else unit_range(masks)), out.steering, out.corners, weights.float()
 
 
-def draw_boxes(images: np.ndarray, corners: np.ndarray | torch.Tensor, size: int) -> np.ndarray:
+def draw_boxes(images: np.ndarray, corners: np.ndarray | torch.Tensor, size: int,
+               weights: np.ndarray | torch.Tensor | None = None) -> np.ndarray:
     """Outline square boxes on uint8 RGB images (a copy); the first box of each image is drawn thicker.
 
     Args:
         images: (N, H, W, 3) uint8.
         corners: (N, k, 2) top-left ``(y0, x0)``.
         size: box side in pixels.
+        weights: optional (N, k) weight of each box, written inside its top-left corner (two
+            decimals, e.g. ``.83``).
     """
     c = corners.detach().cpu().numpy() if isinstance(corners, torch.Tensor) else np.asarray(corners)
+    w = None
+    if weights is not None:
+        w = weights.detach().float().cpu().numpy() if isinstance(weights, torch.Tensor) else np.asarray(weights)
     out = np.ascontiguousarray(images).copy()
-    for img, boxes in zip(out, c):
+    for i, (img, boxes) in enumerate(zip(out, c)):
         for rank, (y0, x0) in reversed(list(enumerate(boxes.tolist()))):  # the most salient drawn last, on top
             cv2.rectangle(img, (int(x0), int(y0)), (int(x0) + size - 1, int(y0) + size - 1), BOX_COLOR,
                           2 if rank == 0 else 1)
+            if w is not None:
+                label = f"{float(w[i, rank]):.2f}".lstrip("0") or "0"
+                cv2.putText(img, label, (int(x0) + 2, int(y0) + 9), cv2.FONT_HERSHEY_PLAIN, 0.6, BOX_COLOR, 1,
+                            cv2.LINE_AA)
     return out
 
 
@@ -211,8 +246,9 @@ def save_saliency(
     Writes, each atomically: ``saliency_{index:06d}.png`` per frame (the overlay), a captioned
     grid ``saliency_grid.png`` and ``saliency.json`` (indices, labels, predictions). For a
     patch-selecting model (``has_patches``) the overlay is its saliency map with the
-    selected patches outlined, and ``saliency.json`` also lists them (``patches``: per frame,
-    ``[y0, x0]`` of each, most salient first; ``patch_size``).
+    selected patches outlined (a gated model's boxes carry their weights), and ``saliency.json``
+    also lists them (``patches``: per frame, ``[y0, x0]`` of each, most salient first;
+    ``patch_weights``: the driver's weight of each; ``patch_size``).
 
     Args:
         model: steering model with conv stages; its input size must match the frames.
@@ -224,7 +260,7 @@ def save_saliency(
 
     Returns:
         ``{"out", "grid", "frames", "indices", "files", "steering_deg", "prediction_deg", "method"}``
-        (plus ``"patches"`` and ``"patch_size"`` for a patch-selecting model).
+        (plus ``"patches"``, ``"patch_weights"`` and ``"patch_size"`` for a patch-selecting model).
     """
     if n <= 0:
         raise PDNError(f"--n: expected a positive number of frames, got {n}")
@@ -241,14 +277,16 @@ def save_saliency(
     device = next(model.parameters()).device
     out = Path(out_dir)
     patches = has_patches(model)
-    overlays, preds, boxes = [], [], []
+    overlays, preds, boxes, box_weights = [], [], [], []
     for start in range(0, len(indices), batch_size):
         frames = dataset.frames(indices[start : start + batch_size])  # (b, H, W, 3) uint8
         x = to_tensor(frames, device)
         if patches:
-            masks, steering, corners = patch_saliency(model, x)
+            masks, steering, corners, weights = patch_weights_map(model, x)
             boxes.append(corners.cpu().numpy())
-            overlays.append(draw_boxes(overlay(frames, masks, alpha=0.5), corners, int(model.patch)))
+            box_weights.append(weights.cpu().numpy())
+            labels_on = weights if getattr(model, "gated", False) else None  # straight-through weights are all 1
+            overlays.append(draw_boxes(overlay(frames, masks, alpha=0.5), corners, int(model.patch), labels_on))
         else:
             masks, steering = _masks_and_steering(model, x)
             overlays.append(overlay(frames, masks))
@@ -274,6 +312,7 @@ def save_saliency(
     if patches:
         result["patch_size"] = int(model.patch)
         result["patches"] = np.concatenate(boxes).astype(int).tolist()
+        result["patch_weights"] = np.round(np.concatenate(box_weights).astype(float), 4).tolist()
     write_json(out / "saliency.json", result)
     return result
 

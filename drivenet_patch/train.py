@@ -211,7 +211,10 @@ def _open_run(data: Sequence[str | Path], out: Path, cfg: TrainConfig, val: str 
     state_path = out / STATE_NAME
     saved_state = None
     if resume and (out / "config.json").is_file():
-        if replace(_saved_config(out), device=cfg.device) != replace(cfg, device=cfg.device):
+        # compared as stored (JSON): a tuple such as model_cfg's input_size comes back as a list
+        same = json.loads(json.dumps(replace(_saved_config(out), device=cfg.device).to_dict())) == json.loads(
+            json.dumps(replace(cfg, device=cfg.device).to_dict()))
+        if not same:
             raise PDNError(f"resume: {out} was trained with a different configuration; use a new run folder")
         if state_path.is_file():
             saved_state = _load_train_state(state_path, device)

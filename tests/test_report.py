@@ -341,6 +341,12 @@ def test_models_compared_when_several_runs(inputs: list[Path], tmp_path: Path) -
         save_model(run, create_model(name, generator=torch.Generator().manual_seed(0)))
         (run / "metrics.csv").write_text((inputs[0] / "metrics.csv").read_text())
         runs.append(run)
+    # issue 22: a PatchDrive trained with the patch-selection loss shows its lambda and effective patches
+    gated = tmp_path / "gated"
+    save_model(gated, create_model("patchdrive_tiny", selection_weight=0.1))
+    (gated / "selection.json").write_text(json.dumps({"effective_patches_fusion": 2.5}))
+    (gated / "metrics.csv").write_text((inputs[0] / "metrics.csv").read_text())
+    runs.append(gated)
     (runs[0] / "predictions.csv").write_text((inputs[0] / "predictions.csv").read_text())
     drive = json.loads((inputs[1] / "drive.json").read_text())
     (inputs[1] / "drive.json").write_text(json.dumps({**drive, "model": str(runs[0])}))
@@ -355,7 +361,7 @@ def test_models_compared_when_several_runs(inputs: list[Path], tmp_path: Path) -
     rows = {r[0]: r for r in page.rows if r and r[0] in {str(p) for p in runs}}
     strong_dev = json.loads((strong / "eval.json").read_text())["mean_dev_deg"]
     assert rows[str(runs[0])][8] == "strong" and float(rows[str(runs[0])][9]) == pytest.approx(strong_dev, rel=1e-3)
-    assert rows[str(runs[1])][8:] == ["None", "None", "None"]
+    assert rows[str(runs[1])][8:] == ["None", "None", "None", "None"]
     p = pd.read_csv(runs[0] / "predictions.csv")
     rmse = float(np.sqrt(((p["predicted_deg"] - p["steering_deg"]) ** 2).mean()))
     small = rows[str(runs[0])]
@@ -363,6 +369,7 @@ def test_models_compared_when_several_runs(inputs: list[Path], tmp_path: Path) -
     assert float(small[7]) == 97.5  # the drive of that run
     n_params = sum(t.numel() for t in create_model("patchvote_tiny").parameters())
     assert int(rows[str(runs[1])][3]) == n_params and rows[str(runs[1])][5] == "None"
+    assert rows[str(gated)][1] == "patchdrive_tiny (lambda 0.1)" and float(rows[str(gated)][11]) == 2.5
 
 
 def test_vote_heat_is_the_mean_of_covering_valid_regions() -> None:

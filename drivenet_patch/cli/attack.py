@@ -278,7 +278,8 @@ def cmd_attack_eval(args: argparse.Namespace) -> int:
     out_dir = args.out or args.sticker
     result = {**{k: results["sticker"].get(k) for k in ("mean_dev_deg", "mean_signed_dev_deg", "success_rate",
                                                           "departure_rate", "mean_dev_5_15m_deg", "autonomy_pct")},
-              **({k: results["sticker"][k] for k in ("in_topk_rate", "in_top1_rate", "clean_in_topk_rate")}
+              **({k: results["sticker"][k] for k in ("in_topk_rate", "in_top1_rate", "clean_in_topk_rate",
+                                                      "weight_on_sticker", "clean_weight_on_sticker")}
                  if "in_topk_rate" in results["sticker"] else {}),
               **{f"control_{c}": results[c] for c in CONTROLS},
               "n_frames": results["sticker"]["n_frames"], "n_approaches": n_approaches,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from drivenet_patch.cli.common import (
     progress,
 )
 from drivenet_patch.cli.common import add_command as command
+from drivenet_patch.errors import PDNError
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -28,6 +30,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         from drivenet_patch.world.camera import parse_size
 
         model_cfg["input_size"] = tuple(parse_size(args.input_size, "--input-size"))
+    model_cfg.update(_model_args(args.model, args.model_arg, model_cfg))
     cfg = TrainConfig(model=args.model, model_cfg=model_cfg, seed=args.seed, loss=args.loss, photometric=args.photometric,
                       balance=not args.no_balance, augment=not args.no_augment, compile=args.compile,
                       channels_last=not args.no_channels_last, device=args.device, **settings)
@@ -45,6 +48,17 @@ def cmd_train(args: argparse.Namespace) -> int:
             + (f"; best validation RMSE {best:.3f} deg" if best is not None else ""))
     emit(summary, args.json, text)
     return 0
+
+
+def _model_args(model: str, items: Sequence[str], given: dict[str, Any]) -> dict[str, Any]:
+    """``--model-arg KEY=VALUE`` items -> config keys, refusing one that another flag already sets."""
+    from drivenet_patch.models import parse_model_args
+
+    extra = parse_model_args(model, items or [])
+    both = sorted(set(extra) & set(given))
+    if both:
+        raise PDNError(f"--model-arg: {', '.join(both)} is already set by its own flag (--{both[0].replace('_', '-')})")
+    return extra
 
 
 def _tensorboard_log(logdir: str, data: str) -> Any:
@@ -87,6 +101,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--input-size", metavar="HxW",
                    help="model input size (default: the model's own, e.g. 66x200 for pilotnet, 160x320 for "
                         "patchdrive); the data is cropped and resized to it")
+    c.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
+                   help="a config key of the model (repeatable; stored in config.json), e.g. "
+                        "selection_weight=0.01 for patchdrive; VALUE is read as JSON when it parses")
     c.add_argument("--out", required=True, help="run folder")
     c.add_argument("--epochs", type=positive_int, help="epochs (default 10; --quick: 4)")
     c.add_argument("--batch", type=positive_int, help="batch size (default 64)")

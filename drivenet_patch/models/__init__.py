@@ -29,6 +29,7 @@ _EXPORTS = {
     "model_defaults": "registry",
     "model_from_config": "registry",
     "parse_input_size": "registry",
+    "parse_model_args": "registry",
     "register_model": "registry",
 }
 
@@ -45,6 +46,7 @@ __all__ = [
     "model_defaults",
     "model_from_config",
     "parse_input_size",
+    "parse_model_args",
     "register_model",
     "use_mode",
 ]
@@ -79,6 +81,7 @@ if TYPE_CHECKING:
         model_defaults,
         model_from_config,
         parse_input_size,
+        parse_model_args,
         register_model,
     )
     from drivenet_patch.models.resnet import ResNetSteering

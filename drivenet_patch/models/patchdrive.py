@@ -33,10 +33,23 @@ are all taken at once (no recurrence), so the whole model is one batched forward
   global CNN 15.9 M, patch CNN 8 x 1.86 M, tokens and head 1.6 M) plus 0.5 M in the
   attention's own projections (:func:`patchdrive_macs`): 33.0 M, 1.23x PilotNet's 26.9 M at
   66x200 and 0.23x its 144 M at 160x320. 565,352 parameters.
+* **Patch-selection loss** (``selection_weight`` = lambda > 0): the design's Driver Module loss
+  ``L_total = L_task + lambda * sum_i |w_i|``, an L1 penalty on the weights the driver gives
+  the patches. Which tensor is ``w``: the straight-through weights above are 1 in value (their
+  L1 is the constant k) and the softmax over the grid is a simplex (its L1 is the constant 1),
+  so an L1 penalty on either has no gradient in the direction of sparsity (the reason
+  Martins & Astudillo, ICML 2016, built sparsemax). With lambda > 0 the driver's weight of a
+  cell is therefore a gate ``w = sigmoid(saliency logit)`` in (0, 1): each selected patch's
+  token is multiplied by its gate *in value* (a patch whose gate is ~0 is ignored however it is
+  selected), and the penalty sums ``w`` over every cell of the grid (every candidate patch, so
+  background cells are pushed to 0 too), averaged over the batch (:func:`selection_penalty`).
+  ``selection_weight = 0`` keeps the straight-through weights: today's model, bit for bit.
+  The selection itself stays hard top-k, so the compute per image does not change with lambda.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -59,12 +72,19 @@ class PatchDriveOutput(NamedTuple):
         saliency: (B, gh, gw) saliency logits over the grid cells.
         index: (B, k) flat indices ``row * gw + col`` of the selected cells, most salient first.
         corners: (B, k, 2) integer ``(y0, x0)`` top-left input pixel of each selected patch.
+        weights: (B, k) the driver's weight of each selected patch, the factor its token is
+            multiplied by: 1 in value (straight-through) at ``selection_weight = 0``, else the
+            sigmoid gate of its cell (:func:`gate_weights`).
+        attention: (B, G, k) the fusion's attention of each global token over the patches
+            (averaged over heads), or None unless ``forward_details(x, attention=True)``.
     """
 
     steering: torch.Tensor
     saliency: torch.Tensor
     index: torch.Tensor
     corners: torch.Tensor
+    weights: torch.Tensor
+    attention: torch.Tensor | None = None
 
 
 # ---------------------------------------------------------------------------- functional core
@@ -144,6 +164,39 @@ def straight_through_weights(logits: torch.Tensor, index: torch.Tensor) -> torch
     return w / w.detach()
 
 
+def gate_weights(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The driver's gate of the selected cells, ``sigmoid(logit)``, used in value.
+
+    Shape:
+        logits (B, gh, gw), index (B, k) -> (B, k) in (0, 1).
+    """
+    return logits.flatten(1).sigmoid().gather(1, index)
+
+
+def selection_penalty(logits: torch.Tensor) -> torch.Tensor:
+    """The patch-selection loss term ``sum_i |w_i|`` per image, ``w = sigmoid(logits)`` over all cells.
+
+    The gates are positive, so ``|w_i| = w_i``; the gradient ``sigmoid'(logit)`` reaches every
+    cell's logit, i.e. the saliency head, for every cell whether selected or not.
+
+    Shape:
+        logits (B, gh, gw) -> (B,).
+    """
+    return logits.flatten(1).sigmoid().sum(dim=1)
+
+
+def effective_patches(weights: torch.Tensor) -> torch.Tensor:
+    """The effective number of patches: ``exp`` of the entropy of the normalised weights.
+
+    k equal weights give k; all weight on one patch gives 1 (the perplexity of ``w / sum w``).
+
+    Shape:
+        weights (B, k) >= 0 -> (B,) in [1, k].
+    """
+    p = weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-30)
+    return torch.exp(-(p * p.clamp_min(1e-30).log()).sum(dim=1))
+
+
 def patch_coverage(mask: torch.Tensor, corners: torch.Tensor, patch: int) -> torch.Tensor:
     """How many pixels of ``mask`` each selected patch holds (e.g. a sticker's footprint).
 
@@ -182,6 +235,8 @@ class PatchDrive(SteeringModel):
         hidden: widths of the head's hidden layers.
         dropout: dropout before every layer of the head.
         out_scale: the head's output is multiplied by this (as in PilotNet).
+        selection_weight: lambda of the patch-selection loss (see the module notes); 0 keeps
+            the straight-through weights, > 0 gates the patches with ``sigmoid(logit)``.
 
     Shape:
         (B, 3, H, W) float in [0, 1] -> (B,) road-wheel degrees, positive = left.
@@ -201,8 +256,10 @@ class PatchDrive(SteeringModel):
         hidden: Sequence[int] = (100, 50, 10),
         dropout: float = 0.0,
         out_scale: float = 10.0,
+        selection_weight: float = 0.0,
     ) -> None:
         super().__init__(input_size)
+        self.selection_weight = float(selection_weight)
         H, W = self.input_size
         self.downscale, self.k, self.patch, self.nms = int(downscale), int(k), int(patch), bool(nms)
         self.cell = GLOBAL_STRIDE * self.downscale
@@ -254,11 +311,12 @@ class PatchDrive(SteeringModel):
         self.check_input(x)
         return self.saliency_head(self.global_net(self.norm(F.avg_pool2d(x, self.downscale))))[:, 0]
 
-    def forward_details(self, x: torch.Tensor) -> PatchDriveOutput:
+    def forward_details(self, x: torch.Tensor, attention: bool = False) -> PatchDriveOutput:
         """One forward pass, returning the steering and the selection behind it.
 
         Args:
             x: (B, 3, H, W) images in [0, 1].
+            attention: also return the fusion's attention weights (a slower attention path).
 
         Returns:
             :class:`PatchDriveOutput` (steering, saliency logits, selected cells, patch corners).
@@ -273,11 +331,50 @@ class PatchDrive(SteeringModel):
         corners = cell_corners(index, self.grid[1], self.cell, self.patch, self.input_size)  # (B, k, 2)
         crops = self.norm(crop_patches(x, corners, self.patch))  # (B*k, 3, P, P) YUV in [-1, 1]
         tokens = self.patch_proj(self.patch_net(crops)).view(B, self.k, -1)  # (B, k, d)
-        tokens = (tokens + self.cell_embed(index)) * straight_through_weights(logits, index)[..., None]
+        weights = self.patch_weights(logits, index)  # (B, k)
+        tokens = (tokens + self.cell_embed(index)) * weights[..., None]
         query = self.global_tokens(feat).flatten(2).transpose(1, 2) + self.global_pos  # (B, G, d)
-        fused, _ = self.attn(query, tokens, tokens, need_weights=False)  # (B, G, d)
+        fused, attn = self.attn(query, tokens, tokens, need_weights=attention)  # (B, G, d), (B, G, k) or None
         steering = self.head(query + fused)[:, 0] * self.out_scale  # (B,)
-        return PatchDriveOutput(steering, logits, index, corners)
+        return PatchDriveOutput(steering, logits, index, corners, weights, attn)
+
+    @property
+    def gated(self) -> bool:
+        """Whether the patches are gated by ``sigmoid(logit)`` (``selection_weight > 0``)."""
+        return self.selection_weight > 0
+
+    def patch_weights(self, logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """The driver's weights (B, k) of the selected cells: gates if :attr:`gated`, else straight-through 1s."""
+        return gate_weights(logits, index) if self.gated else straight_through_weights(logits, index)
+
+    def cell_weights(self, logits: torch.Tensor) -> torch.Tensor:
+        """The driver's weight of every cell (B, gh, gw): the gate, or the softmax over the grid
+        (the ``w`` of the straight-through weights) when not gated."""
+        if self.gated:
+            return logits.sigmoid()
+        return logits.flatten(1).softmax(dim=1).view_as(logits)
+
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor, loss_name: str = "mse") -> torch.Tensor:
+        """``L_task + selection_weight * mean_b sum_i w_i`` (the design's Driver Module loss).
+
+        ``L_task`` is ``pdn train``'s MSE or Huber (delta 1 degree); with ``selection_weight = 0``
+        it is computed exactly as for any other model (same operations, same values).
+
+        Args:
+            x: (B, 3, H, W) images in [0, 1].
+            y: (B,) road-wheel degrees.
+            loss_name: ``mse`` or ``huber``.
+        """
+        out = self.forward_details(x)
+        if loss_name == "mse":
+            loss = F.mse_loss(out.steering, y)
+        elif loss_name == "huber":
+            loss = F.huber_loss(out.steering, y, delta=1.0)
+        else:
+            raise PDNError(f"{self.name}: unknown loss {loss_name!r} (mse or huber)")
+        if self.gated:
+            loss = loss + self.selection_weight * selection_penalty(out.saliency).mean()
+        return loss
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Steering (B,) in degrees for images (B, 3, H, W) in [0, 1]."""
@@ -307,6 +404,13 @@ def _check_int(name: str, value: object) -> int:
     return value
 
 
+def _check_selection_weight(model: str, value: object) -> float:
+    """``selection_weight`` must be a finite number >= 0 (one-line error naming the model)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise PDNError(f"model '{model}': selection_weight must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
 def _check_sizes(model: str, **values: object) -> None:
     """Each of ``values`` must be an integer >= 1 (one-line error naming the model and the key)."""
     for name, v in values.items():
@@ -324,11 +428,13 @@ def patchdrive(
     nms: bool = True,
     dropout: float = 0.0,
     out_scale: float = 10.0,
+    selection_weight: float = 0.0,
 ) -> PatchDrive:
     """Global 1/4-resolution CNN, saliency top-k 32x32 high-resolution patches, attention fusion."""
     _check_sizes("patchdrive", k=k, patch=patch, downscale=downscale)
     return PatchDrive(input_size, k=k, patch=patch, downscale=downscale, nms=bool(nms), dropout=dropout,
-                      out_scale=out_scale)
+                      out_scale=out_scale,
+                      selection_weight=_check_selection_weight("patchdrive", selection_weight))
 
 
 @register_model("patchdrive_tiny")
@@ -341,9 +447,11 @@ def patchdrive_tiny(
     nms: bool = True,
     dropout: float = 0.0,
     out_scale: float = 10.0,
+    selection_weight: float = 0.0,
 ) -> PatchDrive:
     """PatchDrive's structure with tiny widths (4-6-8-8 / 4-6-8-8, 16-dim tokens) for fast tests."""
     _check_sizes("patchdrive_tiny", k=k, patch=patch, downscale=downscale)
     return PatchDrive(input_size, k=k, patch=patch, downscale=downscale, nms=bool(nms),
                       global_channels=(4, 6, 8, 8), patch_channels=(4, 6, 8, 8), dim=16, heads=2, hidden=(16, 8),
-                      dropout=dropout, out_scale=out_scale)
+                      dropout=dropout, out_scale=out_scale,
+                      selection_weight=_check_selection_weight("patchdrive_tiny", selection_weight))

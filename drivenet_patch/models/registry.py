@@ -12,7 +12,7 @@ import inspect
 import json
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -102,6 +102,55 @@ def list_models() -> list[str]:
 def model_defaults(name: str) -> dict[str, Any]:
     """The config keys of model ``name`` with their default values."""
     return dict(_entry(name).defaults)
+
+
+def parse_model_args(name: str, items: Sequence[str], where: str = "--model-arg") -> dict[str, Any]:
+    """``["key=value", ...]`` -> config keys of model ``name`` (``pdn train --model-arg``).
+
+    A value is read as JSON when it parses (``0.01``, ``true``, ``[96, 192]``), else taken as a
+    string (``96x192``). Each key must be one of the model's config keys and each value must
+    have its default's type (a bool for a bool, an integer for an int, a number for a float, a
+    list of the same length for a tuple); the model's own range checks run when it is built.
+
+    Raises:
+        PDNError: one line naming the argument, for a malformed item, an unknown or repeated
+            key, or a value of the wrong type.
+    """
+    defaults = model_defaults(name)
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = str(item).partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise PDNError(f"{where} {item!r}: expected KEY=VALUE")
+        if key not in defaults:
+            raise PDNError(f"{where} {item!r}: model {name!r} has no config key {key!r}; "
+                           f"valid keys: {', '.join(sorted(defaults))}")
+        if key in out:
+            raise PDNError(f"{where} {item!r}: {key} is given twice")
+        try:
+            value: Any = json.loads(text)
+        except ValueError:
+            value = text
+        default = defaults[key]
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        elif isinstance(default, (tuple, list)):
+            ok = (isinstance(value, list) and len(value) == len(default)) or key == "input_size"
+        elif isinstance(default, str):
+            ok = isinstance(value, str)
+        else:
+            ok = True
+        if not ok:
+            kind = type(default).__name__ if not isinstance(default, (tuple, list)) else f"list of {len(default)}"
+            raise PDNError(f"{where} {item!r}: {key} of model {name!r} must be a {kind} "
+                           f"(default {_jsonable(default)!r}), got {text!r}")
+        out[key] = value
+    return out
 
 
 def _entry(name: str) -> _Entry:

@@ -82,6 +82,9 @@ def test_saliency_objective_raises_the_in_topk_share(model: torch.nn.Module, sce
     assert after["in_topk_rate"] > max(before["in_topk_rate"], after["clean_in_topk_rate"])
     assert 0 <= after["patch_sticker_share"] <= 1
     assert after["in_top1_rate"] == after["in_topk_rate"]  # k = 1
+    # k = 1 with straight-through weights (all 1): the sticker's weight share is the in-top-k share
+    assert after["weight_on_sticker"] == pytest.approx(after["in_topk_rate"])
+    assert after["clean_weight_on_sticker"] == pytest.approx(after["clean_in_topk_rate"])
 
 
 def test_saliency_weight_needs_a_patch_model(scenes: StickerScenes) -> None:
