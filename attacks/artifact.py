@@ -13,7 +13,7 @@ from typing import Any
 
 from attacks.base import StickerResult
 from attacks.scenes import StickerScenes
-from drivenet_patch.drive import save_sticker
+from drivenet_patch.sticker_io import save_sticker
 from drivenet_patch.world.sticker import StickerPlacement
 
 
@@ -54,8 +54,8 @@ def read_attack(folder: str | Path) -> tuple[Any, StickerPlacement, dict[str, An
     """
     import json
 
-    from drivenet_patch.drive import load_sticker
     from drivenet_patch.errors import PDNError
+    from drivenet_patch.sticker_io import load_sticker
 
     folder = Path(folder)
     if not folder.is_dir():

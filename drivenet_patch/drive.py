@@ -40,25 +40,22 @@ spacing, would cover a pixel or two at most.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import tempfile
-import warnings
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from drivenet_patch.drive_video import annotate_frame, open_video
 from drivenet_patch.errors import PDNError
-from drivenet_patch.io import atomic_path, write_json
+from drivenet_patch.sticker_io import Sticker
 from drivenet_patch.tensors import check_frames, to_uint8
 from drivenet_patch.world.camera import Camera
 from drivenet_patch.world.episodes import DriveConfig, expert_steer, lane_state
@@ -73,11 +70,8 @@ LANE_DEPARTURE_M = LANE_WIDTH_M / 2.0 - CAR_HALF_WIDTH_M  # a wheel leaves the l
 #: Bounds of a closed-loop run (absurd values would otherwise build roads or logs until memory runs out).
 MAX_ROADS = 1000
 MAX_KM_PER_ROAD = 20.0
-STICKER_PNG = "sticker.png"
-ATTACK_JSON = "attack.json"
 
 Policy = Callable[[torch.Tensor], torch.Tensor]
-Sticker = tuple[torch.Tensor, StickerPlacement]
 
 
 @dataclass(frozen=True)
@@ -244,180 +238,6 @@ def make_roads(count: int, steps_per_road: int, cfg: ClosedLoopConfig, seed: int
     return [Road.generate(int(seed) + i, length) for i in range(count)]
 
 
-# ---------------------------------------------------------------------------- stickers on disk
-def load_sticker(path: str | Path) -> Sticker:
-    """Read a sticker: a PNG texture, or an attack folder with ``sticker.png`` and ``attack.json``.
-
-    Folder format (written by :func:`save_sticker`; ``attack.json`` may hold any other keys)::
-
-        {"placement": {"kind": "road", "d": -1.75, "width_m": 3.5, "length_m": 2.0,
-                       "yaw_deg": 0.0, "bottom_m": 1.5}}
-
-    ``placement`` holds :class:`StickerPlacement` fields; missing ones take their defaults and
-    ``s`` (optional) is ignored by closed-loop driving, which repeats the sticker along the road.
-    A bare PNG gets the default placement: a 3.5 m x 2.0 m road sticker centred on the ego lane.
-
-    Returns:
-        ``(texture, placement)``: texture (3, h, w) float32 RGB in [0, 1] (alpha is dropped).
-    """
-    path = Path(path)
-    if path.is_dir():
-        png, meta_path = path / STICKER_PNG, path / ATTACK_JSON
-        if not meta_path.is_file():
-            raise PDNError(f"--sticker: {path} is a folder but has no {ATTACK_JSON}")
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise PDNError(f"--sticker: cannot read {meta_path}: {exc}") from None
-        placement = _placement_from_json(meta.get("placement") if isinstance(meta, dict) else None, meta_path)
-    else:
-        png, placement = path, StickerPlacement(s=0.0)
-    return _read_texture(png), placement
-
-
-def save_sticker(folder: str | Path, texture: torch.Tensor, placement: StickerPlacement,
-                 extra: dict[str, Any] | None = None) -> Path:
-    """Write an attack folder that :func:`load_sticker` reads: ``sticker.png`` and ``attack.json``.
-
-    Args:
-        folder: destination folder (created).
-        texture: (3, h, w) RGB in [0, 1].
-        placement: the placement stored under ``"placement"``.
-        extra: further JSON-serialisable keys for ``attack.json`` (attack settings, metrics).
-
-    Returns:
-        The folder.
-    """
-    check_frames(texture[None] if torch.is_tensor(texture) else texture, "sticker texture")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / STICKER_PNG) as tmp:
-        if not cv2.imwrite(str(tmp), cv2.cvtColor(to_uint8(texture[None])[0], cv2.COLOR_RGB2BGR)):
-            raise PDNError(f"cannot write {folder / STICKER_PNG}")
-    extra = dict(extra or {})
-    if "placement" in extra:
-        raise PDNError("extra must not hold a 'placement' key")
-    write_json(folder / ATTACK_JSON, {**extra, "placement": asdict(placement)})
-    return folder
-
-
-def _placement_from_json(obj: Any, where: Path) -> StickerPlacement:
-    if not isinstance(obj, dict):
-        raise PDNError(f"--sticker: {where} needs a 'placement' object with StickerPlacement fields")
-    known = {f.name for f in fields(StickerPlacement)}
-    unknown = sorted(set(obj) - known)
-    if unknown:
-        raise PDNError(f"--sticker: {where}: unknown placement field {unknown[0]!r}; known: {', '.join(sorted(known))}")
-    values: dict[str, Any] = {"s": 0.0}
-    for key, value in obj.items():
-        if key == "kind":
-            values[key] = str(value)
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise PDNError(f"--sticker: {where}: placement field {key!r} must be a finite number, got {value!r}")
-        values[key] = float(value)
-    return StickerPlacement(**values)
-
-
-def _read_texture(png: Path) -> torch.Tensor:
-    if not png.is_file():
-        raise PDNError(f"--sticker: {png} does not exist")
-    img = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
-    if img is None or img.ndim not in (2, 3) or img.shape[0] < 1 or img.shape[1] < 1:
-        raise PDNError(f"--sticker: cannot read {png} as an image")
-    scale = 65535.0 if img.dtype == np.uint16 else 255.0
-    if img.dtype not in (np.uint8, np.uint16):
-        raise PDNError(f"--sticker: {png} has unsupported pixel type {img.dtype}")
-    if img.ndim == 2:
-        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-    elif img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
-    elif img.shape[2] == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    else:
-        raise PDNError(f"--sticker: {png} has {img.shape[2]} channels; expected 1, 3 or 4")
-    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)).astype(np.float32) / scale)
-
-
-# ---------------------------------------------------------------------------- video
-def _probe_fourcc(folder: Path, code: str, suffix: str, size: tuple[int, int], fps: float) -> bool:
-    """Whether this OpenCV build can open a writer for ``code`` (tried on a throw-away file)."""
-    fd, name = tempfile.mkstemp(prefix=".probe.", suffix=suffix, dir=folder)
-    os.close(fd)
-    try:
-        writer = cv2.VideoWriter(name, cv2.VideoWriter_fourcc(*code), fps, size)
-        ok = writer.isOpened()
-        writer.release()
-        return ok
-    finally:
-        Path(name).unlink(missing_ok=True)
-
-
-def _open_video(path: Path, size: tuple[int, int], fps: float, stack: ExitStack) -> tuple[cv2.VideoWriter, Path]:
-    """An open writer whose file is renamed into place when ``stack`` closes without error.
-
-    ``.mp4`` uses the 'mp4v' codec and falls back, with a warning, to Motion-JPEG in an ``.avi``
-    next to it when this OpenCV build cannot write it; ``.avi`` uses Motion-JPEG.
-    """
-    suffix = path.suffix.lower()
-    if suffix not in (".mp4", ".avi"):
-        raise PDNError(f"--video: expected a .mp4 or .avi file name, got {str(path)!r}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PDNError(f"--video: cannot create the folder of {path} ({exc.strerror or exc})") from None
-    code = "mp4v" if suffix == ".mp4" else "MJPG"
-    if code == "mp4v" and not _probe_fourcc(path.parent, code, suffix, size, fps):
-        warnings.warn(f"this OpenCV build cannot write mp4v; writing Motion-JPEG to {path.with_suffix('.avi')}",
-                      RuntimeWarning, stacklevel=3)
-        code, path = "MJPG", path.with_suffix(".avi")
-    tmp = stack.enter_context(atomic_path(path))
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*code), fps, size)
-    if not writer.isOpened():
-        raise PDNError(f"--video: cannot open a {code} video writer for {path}")
-    stack.callback(writer.release)  # runs before the rename (LIFO)
-    return writer, path
-
-
-def annotate_frame(frame: np.ndarray, scale: int, predicted: float, expert: float, offset_m: float, t: float,
-                   intervention: bool = False, sticker_in_view: bool = False, road: int = 0) -> np.ndarray:
-    """One video frame: the model's view upscaled, steering bars and a caption.
-
-    The green bar is the policy's command and the white bar the expert's, drawn from the image
-    centre toward the side they steer to (full width = 10 degrees); a red border marks an
-    intervention.
-
-    Args:
-        frame: (H, W, 3) uint8 RGB, what the policy saw.
-        scale: integer upscaling (nearest neighbour: the pixels stay those the model saw).
-
-    Returns:
-        (H', W', 3) uint8 BGR with even H' and W' (codecs want even sizes).
-    """
-    img = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), None, fx=scale, fy=scale,
-                     interpolation=cv2.INTER_NEAREST)
-    h, w = img.shape[:2]
-    cx = w // 2
-    px_per_deg = (w / 2 - 4) / 10.0
-    for row, value, colour in ((h - 24, predicted, (40, 220, 40)), (h - 13, expert, (255, 255, 255))):
-        end = round(cx - float(np.clip(value, -10.0, 10.0)) * px_per_deg)  # positive = left
-        cv2.rectangle(img, (min(cx, end), row), (max(cx, end), row + 7), colour, -1)
-    cv2.line(img, (cx, h - 28), (cx, h - 3), (0, 0, 255), 1)
-    if intervention:
-        cv2.rectangle(img, (1, 1), (w - 2, h - 2), (0, 0, 255), 4)
-        cv2.putText(img, "INTERVENTION", (10, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 255), 2, cv2.LINE_AA)
-    if sticker_in_view:
-        cv2.putText(img, "sticker", (w - 80, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 220, 255), 2, cv2.LINE_AA)
-    caption = np.zeros((42, w, 3), np.uint8)
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    cv2.putText(caption, f"model {predicted:+6.2f} deg", (6, 16), font, 0.45, (40, 220, 40), 1, cv2.LINE_AA)
-    cv2.putText(caption, f"expert {expert:+6.2f} deg", (w // 3, 16), font, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
-    cv2.putText(caption, f"road {road}   t {t:6.1f} s   offset {offset_m:+5.2f} m", (6, 35), font, 0.45,
-                (200, 200, 200), 1, cv2.LINE_AA)
-    out = np.concatenate([img, caption], axis=0)
-    return np.pad(out, ((0, out.shape[0] % 2), (0, out.shape[1] % 2), (0, 0)))
-
-
 # ---------------------------------------------------------------------------- the drive
 def drive_closed_loop(
     policy: Policy | None,
@@ -478,6 +298,57 @@ def drive_closed_loop(
         pose the frame was rendered from, ``s, offset_m, heading_err_deg`` the car centre's
         lane position.
     """
+    roads, steps = _check_drive(roads, steps_per_road, cfg, video_scale, threads)
+    R = len(roads)
+    renderer = Renderer(camera, device=device)
+    lights = Lighting.sample(rng, R, device) if cfg.vary_lighting else Lighting.neutral(R, device)
+    copies = _StickerCopies.of(sticker, roads, cfg, camera, device)
+    trace = _Trace.empty(steps, R, cfg.speed_mps)
+    poses = np.stack([centred_pose(road, cfg.start_s_m) for road in roads])  # (R, 3) rear axles
+    with ExitStack() as stack:
+        bar = tqdm(total=steps, desc="drive", unit="step", disable=not progress, leave=False)
+        stack.callback(bar.close)
+        writer = video_path = None
+        if video is not None:
+            probe = annotate_frame(np.zeros((camera.height, camera.width, 3), np.uint8), video_scale, 0, 0, 0, 0)
+            writer, video_path = open_video(Path(video), (probe.shape[1], probe.shape[0]), 1.0 / cfg.dt, stack)
+        if threads is not None and renderer.device.type == "cpu":
+            stack.callback(torch.set_num_threads, torch.get_num_threads())
+            torch.set_num_threads(threads)
+        for i in range(steps):
+            batch = _render_step(renderer, roads, poses, lights, copies, camera, cfg, trace, i)
+            if policy is None:
+                command = trace.cols["expert_deg"][i].copy()
+            else:
+                with torch.no_grad():
+                    command = _as_degrees(policy(batch), R)
+            trace.cols["predicted_deg"][i] = command
+            if monitor is not None:
+                command, trace.speeds[i] = _monitor_step(monitor, batch, command, i * cfg.dt, cfg.speed_mps,
+                                                         trace.records, i, steps)
+            trace.executed[i] = command
+            trace.cols["x"][i], trace.cols["y"][i], trace.cols["yaw"][i] = poses.T
+            trace.inter[i] = np.abs(trace.cols["offset_m"][i]) > cfg.intervention_m
+            if writer is not None:
+                writer.write(annotate_frame(to_uint8(batch[:1])[0], video_scale, command[0],
+                                            trace.cols["expert_deg"][i, 0], trace.cols["offset_m"][i, 0], i * cfg.dt,
+                                            bool(trace.inter[i, 0]), bool(trace.sticker_px[i, 0] > 0)))
+            poses = bicycle_step(poses, command, trace.speeds[i], cfg.dt)
+            for r in np.flatnonzero(trace.inter[i]):  # the safety driver re-centres the car
+                poses[r] = centred_pose(roads[r], trace.cols["s"][i, r] + trace.speeds[i, r] * cfg.dt)
+            bar.update(1)
+    log = trace.log(cfg, monitor is not None, copies is not None)
+    metrics = trace.metrics(cfg)
+    if copies is not None:
+        metrics["sticker_frames"] = int((trace.sticker_px > 0).sum())
+    if video_path is not None:
+        metrics["video"] = str(video_path)
+    return metrics, log
+
+
+def _check_drive(roads: Sequence[Road], steps_per_road: int, cfg: ClosedLoopConfig, video_scale: int,
+                 threads: int | None) -> tuple[list[Road], int]:
+    """The arguments of :func:`drive_closed_loop` checked once: ``(roads, steps)``."""
     roads = list(roads)
     if not roads or not all(isinstance(r, Road) for r in roads):
         raise PDNError("roads: expected a non-empty list of Road")
@@ -495,120 +366,120 @@ def drive_closed_loop(
     max_threads = 4 * (os.cpu_count() or 1)
     if threads is not None and threads > max_threads:  # OpenMP would try to start them all (and run out of memory)
         raise PDNError(f"threads: at most {max_threads} (4 per CPU core of this machine), got {threads}")
-    R = len(roads)
-    renderer = Renderer(camera, device=device)
+    return roads, steps
 
-    lights = Lighting.sample(rng, R, device) if cfg.vary_lighting else Lighting.neutral(R, device)
-    texture, copies, reach = None, [], 0.0
-    if sticker is not None:
+
+@dataclass
+class _StickerCopies:
+    """One sticker design repeated along every road: texture, template placement, copies' arc lengths."""
+
+    texture: torch.Tensor
+    template: StickerPlacement
+    copies: list[np.ndarray]
+    reach: float
+
+    @classmethod
+    def of(cls, sticker: Sticker | None, roads: list[Road], cfg: ClosedLoopConfig, camera: Camera,
+           device: str | torch.device) -> _StickerCopies | None:
+        if sticker is None:
+            return None
         texture, template = sticker
         if not isinstance(template, StickerPlacement):
             raise PDNError(f"sticker: expected (texture, StickerPlacement), got {type(template).__name__}")
         texture = check_frames(texture[None] if torch.is_tensor(texture) else texture, "sticker texture")[0]
-        texture = texture.detach().to(device, torch.float32)
-        copies = [sticker_positions(road, template, cfg) for road in roads]
-        reach = _reach_m(template, camera)
+        return cls(texture.detach().to(device, torch.float32), template,
+                   [sticker_positions(road, template, cfg) for road in roads], _reach_m(template, camera))
 
-    # (steps, R) logs
-    cols = {k: np.zeros((steps, R)) for k in ("x", "y", "yaw", "s", "offset_m", "heading_err_deg",
-                                               "predicted_deg", "expert_deg", "sticker_s")}
-    inter = np.zeros((steps, R), bool)
-    executed, speeds = np.zeros((steps, R)), np.full((steps, R), float(cfg.speed_mps))
-    records: dict[str, np.ndarray] = {}
-    sticker_px = np.zeros((steps, R), np.int64)
-    poses = np.stack([centred_pose(road, cfg.start_s_m) for road in roads])  # (R, 3) rear axles
-    with ExitStack() as stack:
-        bar = tqdm(total=steps, desc="drive", unit="step", disable=not progress, leave=False)
-        stack.callback(bar.close)
-        writer = None
-        if video is not None:
-            probe = annotate_frame(np.zeros((camera.height, camera.width, 3), np.uint8), video_scale, 0, 0, 0, 0)
-            writer, video_path = _open_video(Path(video), (probe.shape[1], probe.shape[0]), 1.0 / cfg.dt, stack)
-        if threads is not None and renderer.device.type == "cpu":
-            stack.callback(torch.set_num_threads, torch.get_num_threads())
-            torch.set_num_threads(threads)
-        for i in range(steps):
-            frames = []
-            for r, road in enumerate(roads):
-                pose = poses[r : r + 1]
-                state = centre_state(road, pose)
-                cols["s"][i, r] = state["s"][0]
-                cols["offset_m"][i, r] = state["offset_m"][0]
-                cols["heading_err_deg"][i, r] = state["heading_err_deg"][0]
-                cols["expert_deg"][i, r] = expert_steer(road, pose, cfg.lookahead_m)[0]
-                light = lights.index(slice(r, r + 1))
-                placement = None
-                if texture is not None:
-                    ahead = _next_copy(road, pose[0], camera, copies[r], reach)
-                    cols["sticker_s"][i, r] = np.nan if ahead is None else ahead
-                    placement = None if ahead is None else replace(template, s=ahead)
-                if placement is None:
-                    frames.append(renderer.render(road, pose, light).image)
-                else:
-                    out = renderer.render(road, pose, light, sticker=placement, texture=texture, with_maps=True)
-                    sticker_px[i, r] = int(out.mask.sum())
-                    frames.append(out.image)
-            batch = torch.cat(frames)  # (R, 3, H, W)
-            if policy is None:
-                command = cols["expert_deg"][i].copy()
-            else:
-                with torch.no_grad():
-                    command = _as_degrees(policy(batch), R)
-            cols["predicted_deg"][i] = command
-            if monitor is not None:
-                command, speeds[i] = _monitor_step(monitor, batch, command, i * cfg.dt, cfg.speed_mps, records, i, steps)
-            executed[i] = command
-            cols["x"][i], cols["y"][i], cols["yaw"][i] = poses.T
-            inter[i] = np.abs(cols["offset_m"][i]) > cfg.intervention_m
-            if writer is not None:
-                writer.write(annotate_frame(to_uint8(batch[:1])[0], video_scale, command[0],
-                                            cols["expert_deg"][i, 0], cols["offset_m"][i, 0], i * cfg.dt,
-                                            bool(inter[i, 0]), bool(sticker_px[i, 0] > 0)))
-            poses = bicycle_step(poses, command, speeds[i], cfg.dt)
-            for r in np.flatnonzero(inter[i]):  # the safety driver re-centres the car
-                poses[r] = centred_pose(roads[r], cols["s"][i, r] + speeds[i, r] * cfg.dt)
-            bar.update(1)
-    in_view = sticker_px > 0
 
-    departures = np.abs(cols["offset_m"]) > LANE_DEPARTURE_M
-    log = pd.DataFrame({
-        "road": np.repeat(np.arange(R), steps),
-        "step": np.tile(np.arange(steps), R),
-        "t": np.tile(np.arange(steps) * cfg.dt, R),
-        **{k: cols[k].T.ravel() for k in ("x", "y", "yaw", "s", "offset_m", "heading_err_deg", "predicted_deg",
-                                           "expert_deg")},
-        "intervention": inter.T.ravel(),
-        "lane_departure": departures.T.ravel(),
-    })
-    if monitor is not None:
-        log["command_deg"] = executed.T.ravel()
-        log["speed_mps"] = speeds.T.ravel()
-        for k, v in records.items():
-            log[k] = v.T.ravel()
-    if texture is not None:
-        log["sticker_in_view"] = in_view.T.ravel()
-        log["sticker_px"] = sticker_px.T.ravel()
-        log["sticker_s"] = cols["sticker_s"].T.ravel()
-    n_inter = int(inter.sum())
-    elapsed = steps * cfg.dt * R
-    metrics: dict[str, Any] = {
-        "autonomy_pct": float(autonomy_pct(n_inter, elapsed, cfg.penalty_s)),
-        "interventions": n_inter,
-        "departures": n_inter,
-        "departure_events": count_events(departures),
-        "mean_abs_offset_m": float(np.abs(cols["offset_m"]).mean()),
-        "max_abs_offset_m": float(np.abs(cols["offset_m"]).max()),
-        "mean_abs_steer_error_deg": float(np.abs(cols["predicted_deg"] - cols["expert_deg"]).mean()),
-        "elapsed_s": float(elapsed),
-        "distance_km": float(speeds.sum() * cfg.dt / 1000.0),
-        "roads": R,
-        "steps_per_road": steps,
-    }
-    if texture is not None:
-        metrics["sticker_frames"] = int(in_view.sum())
-    if video is not None:
-        metrics["video"] = str(video_path)
-    return metrics, log
+@dataclass
+class _Trace:
+    """Everything a drive records, (steps, R) arrays, and the log and metrics made from them."""
+
+    cols: dict[str, np.ndarray]
+    inter: np.ndarray
+    executed: np.ndarray
+    speeds: np.ndarray
+    sticker_px: np.ndarray
+    records: dict[str, np.ndarray]
+
+    @classmethod
+    def empty(cls, steps: int, R: int, speed: float) -> _Trace:
+        cols = {k: np.zeros((steps, R)) for k in ("x", "y", "yaw", "s", "offset_m", "heading_err_deg",
+                                                   "predicted_deg", "expert_deg", "sticker_s")}
+        return cls(cols, np.zeros((steps, R), bool), np.zeros((steps, R)), np.full((steps, R), float(speed)),
+                   np.zeros((steps, R), np.int64), {})
+
+    def log(self, cfg: ClosedLoopConfig, monitored: bool, with_sticker: bool) -> pd.DataFrame:
+        """One row per road and step (road-major): ``LOG_COLUMNS`` (+ monitor and ``STICKER_COLUMNS``)."""
+        steps, R = self.inter.shape
+        departures = np.abs(self.cols["offset_m"]) > LANE_DEPARTURE_M
+        log = pd.DataFrame({
+            "road": np.repeat(np.arange(R), steps),
+            "step": np.tile(np.arange(steps), R),
+            "t": np.tile(np.arange(steps) * cfg.dt, R),
+            **{k: self.cols[k].T.ravel() for k in ("x", "y", "yaw", "s", "offset_m", "heading_err_deg",
+                                                    "predicted_deg", "expert_deg")},
+            "intervention": self.inter.T.ravel(),
+            "lane_departure": departures.T.ravel(),
+        })
+        if monitored:
+            log["command_deg"] = self.executed.T.ravel()
+            log["speed_mps"] = self.speeds.T.ravel()
+            for k, v in self.records.items():
+                log[k] = v.T.ravel()
+        if with_sticker:
+            log["sticker_in_view"] = (self.sticker_px > 0).T.ravel()
+            log["sticker_px"] = self.sticker_px.T.ravel()
+            log["sticker_s"] = self.cols["sticker_s"].T.ravel()
+        return log
+
+    def metrics(self, cfg: ClosedLoopConfig) -> dict[str, Any]:
+        """PilotNet autonomy and the lane-keeping numbers (see the module docstring)."""
+        steps, R = self.inter.shape
+        n_inter = int(self.inter.sum())
+        elapsed = steps * cfg.dt * R
+        offset = self.cols["offset_m"]
+        return {
+            "autonomy_pct": float(autonomy_pct(n_inter, elapsed, cfg.penalty_s)),
+            "interventions": n_inter,
+            "departures": n_inter,
+            "departure_events": count_events(np.abs(offset) > LANE_DEPARTURE_M),
+            "mean_abs_offset_m": float(np.abs(offset).mean()),
+            "max_abs_offset_m": float(np.abs(offset).max()),
+            "mean_abs_steer_error_deg": float(np.abs(self.cols["predicted_deg"] - self.cols["expert_deg"]).mean()),
+            "elapsed_s": float(elapsed),
+            "distance_km": float(self.speeds.sum() * cfg.dt / 1000.0),
+            "roads": R,
+            "steps_per_road": steps,
+        }
+
+
+def _render_step(renderer: Renderer, roads: list[Road], poses: np.ndarray, lights: Lighting,
+                 copies: _StickerCopies | None, camera: Camera, cfg: ClosedLoopConfig, trace: _Trace,
+                 i: int) -> torch.Tensor:
+    """Every car's frame at step ``i`` (one render call per road), with its lane state logged: (R, 3, H, W)."""
+    frames = []
+    cols = trace.cols
+    for r, road in enumerate(roads):
+        pose = poses[r : r + 1]
+        state = centre_state(road, pose)
+        cols["s"][i, r] = state["s"][0]
+        cols["offset_m"][i, r] = state["offset_m"][0]
+        cols["heading_err_deg"][i, r] = state["heading_err_deg"][0]
+        cols["expert_deg"][i, r] = expert_steer(road, pose, cfg.lookahead_m)[0]
+        light = lights.index(slice(r, r + 1))
+        placement = None
+        if copies is not None:
+            ahead = _next_copy(road, pose[0], camera, copies.copies[r], copies.reach)
+            cols["sticker_s"][i, r] = np.nan if ahead is None else ahead
+            placement = None if ahead is None else replace(copies.template, s=ahead)
+        if placement is None:
+            frames.append(renderer.render(road, pose, light).image)
+        else:
+            out = renderer.render(road, pose, light, sticker=placement, texture=copies.texture, with_maps=True)
+            trace.sticker_px[i, r] = int(out.mask.sum())
+            frames.append(out.image)
+    return torch.cat(frames)
 
 
 def _monitor_step(monitor: StepMonitor, batch: torch.Tensor, command: np.ndarray, t: float, speed: float,

@@ -24,11 +24,10 @@ from drivenet_patch.drive import (
     autonomy_pct,
     count_events,
     drive_closed_loop,
-    load_sticker,
     make_roads,
-    save_sticker,
 )
 from drivenet_patch.errors import PDNError
+from drivenet_patch.sticker_io import load_sticker, save_sticker
 from drivenet_patch.world import Camera, Renderer, Road, StickerPlacement
 from drivenet_patch.world.episodes import lane_state
 from drivenet_patch.world.preview import demo_texture

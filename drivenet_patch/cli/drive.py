@@ -62,8 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_drive(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from drivenet_patch.drive import MAX_ROADS, ClosedLoopConfig, drive_closed_loop, load_sticker, make_roads
+    from drivenet_patch.drive import MAX_ROADS, ClosedLoopConfig, drive_closed_loop, make_roads
     from drivenet_patch.io import write_csv, write_json
+    from drivenet_patch.sticker_io import load_sticker
     from drivenet_patch.world.camera import Camera
 
     ClosedLoopConfig().steps_for(args.km)  # refuses --km outside (0, MAX_KM_PER_ROAD] before any work
