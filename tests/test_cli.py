@@ -35,7 +35,7 @@ def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
     # every command's --help, in this process (one interpreter start each would cost ~2.5 s)
     for sub in (("data", "synth"), ("data", "check"), ("world", "preview"), ("bench",), ("bench", "world"),
                 ("bench", "train"), ("bench", "attack"), ("bench", "defense"), ("bench", "models"), ("train",),
-                ("eval",), ("drive",), ("saliency",), ("attack",), ("attack", "eval"), ("certify",), ("report",),
+                ("eval",), ("drive",), ("saliency",), ("attack",), ("attack", "eval"), ("attack", "sweep"), ("certify",), ("report",),
                 ("demo",)):
         with pytest.raises(SystemExit) as exc:
             main([*sub, "--help"])
