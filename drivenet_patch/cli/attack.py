@@ -130,7 +130,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_attack(args: argparse.Namespace) -> int:
     import torch
 
-    from attacks.approach import frame_scene_set, world_placement, world_scene_sets
+    from attacks.approach import approach_scenes, frame_scene_set, world_placement, world_scene_sets
     from attacks.artifact import save_result
     from attacks.eot import EOTConfig
     from attacks.evaluate import offline_eval
@@ -167,8 +167,13 @@ def cmd_attack(args: argparse.Namespace) -> int:
                                args.lateral)
     else:
         placement = world_placement(args.place, size, args.lateral)
-        train, held = world_scene_sets(model, placement, distance, args.roads, args.poses, args.seed,
-                                       (ATTACK_SEED_BASE, HELDOUT_SEED_BASE), args.device)
+        if ccfg is None:
+            train, held = world_scene_sets(model, placement, distance, args.roads, args.poses, args.seed,
+                                           (ATTACK_SEED_BASE, HELDOUT_SEED_BASE), args.device)
+        else:  # the closed-loop attack renders its own frames: only the held-out check is precomputed
+            held = approach_scenes(model, placement, distance, max(1, args.roads // 2), args.poses, args.seed,
+                                   HELDOUT_SEED_BASE, args.device)
+            train = held
     generator = torch.Generator(device=args.device).manual_seed(cfg.seed)
     if ccfg is None:
         result = optimize_sticker(model, train, cfg, generator, progress=progress(args), palette=palette)
@@ -176,7 +181,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
         result = closed_loop_attack(model, placement, cfg, ccfg, args, generator, palette)
     texture = result.texture
     _, summary = offline_eval(model, held, texture, args.target, dirt=args.dirt)
-    metrics: dict[str, Any] = {"heldout": summary, "train_frames": len(train), "heldout_frames": len(held)}
+    metrics: dict[str, Any] = {"heldout": summary, "train_frames": len(train) if ccfg is None else None,
+                               "heldout_frames": len(held)}
     if not args.dirt:
         q = quantize(texture, palette.to(texture.device))
         _, qsum = offline_eval(model, held, q, args.target)
