@@ -4,7 +4,8 @@ Where things live: :mod:`attacks.scenes` (the scenes a sticker is optimised on),
 :mod:`attacks.placement` (flat-ground homography for real frames), :mod:`attacks.composite`
 (the learnable sticker layer; the compositing itself is the core's
 :mod:`drivenet_patch.world.composite`), :mod:`attacks.eot` (the EOT draw and jitter),
-:mod:`attacks.sticker` (the optimiser), :mod:`attacks.saliency_grab`, :mod:`attacks.artifact`
+:mod:`attacks.sticker` (the optimiser), :mod:`attacks.closed_loop` (the closed-loop-aware
+optimiser: DRP-style rollouts and the displacement objective), :mod:`attacks.sweep` (the break size), :mod:`attacks.saliency_grab`, :mod:`attacks.artifact`
 (the attack folder).
 
     >>> from attacks import StickerConfig, world_scenes, optimize_sticker  # doctest: +SKIP
@@ -24,6 +25,7 @@ from attacks.base import (
     away_hinge,
     away_mse,
     deviation,
+    lateral_hinge,
     make_objective,
     model_device,
     predict,
@@ -31,6 +33,7 @@ from attacks.base import (
     targeted_hinge,
     targeted_mse,
 )
+from attacks.closed_loop import ClosedLoopAttackConfig, make_approaches, optimize_closed_loop, rollout
 from attacks.composite import DIRT_RANGE, StickerLayer, shift_maps
 from attacks.eot import EOTConfig, EOTParams, draw_eot, eot_frames, gaussian_blur, photometric
 from attacks.placement import homography_maps, local_gain
@@ -51,6 +54,7 @@ __all__ = [
     "LOSSES",
     "TARGETS",
     "ApproachConfig",
+    "ClosedLoopAttackConfig",
     "EOTConfig",
     "EOTParams",
     "EOTStickerAttack",
@@ -73,15 +77,19 @@ __all__ = [
     "frame_scenes",
     "gaussian_blur",
     "homography_maps",
+    "lateral_hinge",
     "load_palette",
     "local_gain",
+    "make_approaches",
     "make_objective",
     "model_device",
     "nps",
+    "optimize_closed_loop",
     "optimize_sticker",
     "photometric",
     "predict",
     "quantize",
+    "rollout",
     "sample_texture",
     "save_result",
     "shift_maps",

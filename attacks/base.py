@@ -27,6 +27,10 @@ from drivenet_patch.models.base import use_mode
 Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``objective(pred (B,), clean (B,)) -> scalar`` loss to minimise; both in degrees, + = left."""
 
+TrajectoryObjective = Callable[[torch.Tensor], torch.Tensor]
+"""``objective(offsets (T, A)) -> scalar`` loss to minimise: lane offsets (metres, + = left) of A
+approaches over T steps of a closed-loop rollout (:mod:`attacks.closed_loop`)."""
+
 TARGETS = ("left", "right", "away")
 LOSSES = ("mse", "hinge")
 
@@ -109,6 +113,27 @@ def make_objective(target: str, angle_deg: float, loss: str = "hinge") -> Object
         return away_mse() if loss == "mse" else away_hinge(angle)
     offset = target_sign(target) * angle
     return targeted_mse(offset) if loss == "mse" else targeted_hinge(offset)
+
+
+def lateral_hinge(target: str, goal_m: float = 1.2) -> TrajectoryObjective:
+    """Displacement toward the target side, capped: ``mean(relu(goal - sign * offset))`` over steps and approaches.
+
+    DRP's objective (Sato et al., USENIX Security 2021) is the lateral deviation the car accumulates
+    over the attack window; the hinge stops rewarding a step once the car is ``goal_m`` toward the
+    target side (a wheel leaves a 3.5 m lane at 0.85 m), so the gradient goes to the approaches
+    and moments that still hold the lane.
+
+    Shape:
+        offsets (T, A) -> scalar.
+    """
+    sign = target_sign(target)
+    if not (math.isfinite(goal_m) and goal_m > 0):
+        raise PDNError(f"goal_m must be a finite number > 0, got {goal_m}")
+
+    def objective(offsets: torch.Tensor) -> torch.Tensor:
+        return F.relu(goal_m - sign * offsets).mean()
+
+    return objective
 
 
 def deviation(pred: torch.Tensor, clean: torch.Tensor, target: str) -> torch.Tensor:

@@ -24,8 +24,8 @@ from drivenet_patch.errors import PDNError
 __all__ = ["COMMAND_MODULES", "build_parser", "main", "run"]
 
 #: The command modules, in the order ``pdn --help`` lists their commands.
-COMMAND_MODULES = ("data", "train", "selection", "drive", "saliency", "export", "attack", "certify", "report", "demo",
-                   "bench")
+COMMAND_MODULES = ("data", "train", "selection", "drive", "saliency", "export", "attack", "attack_sweep", "certify",
+                   "report", "demo", "bench")
 
 
 def build_parser() -> Parser:

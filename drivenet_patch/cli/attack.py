@@ -22,9 +22,9 @@ from drivenet_patch.seeds import ATTACK_SEED_BASE, EVAL_SEED_BASE, HELDOUT_SEED_
 
 
 def route_argv(argv: list[str]) -> list[str]:
-    """``pdn attack eval ...`` -> ``pdn attack-eval ...`` (the parser's name for it)."""
-    if len(argv) >= 2 and argv[0] == "attack" and argv[1] == "eval":
-        return ["attack-eval", *argv[2:]]
+    """``pdn attack eval|sweep ...`` -> ``pdn attack-eval|attack-sweep ...`` (the parser's names for them)."""
+    if len(argv) >= 2 and argv[0] == "attack" and argv[1] in ("eval", "sweep"):
+        return [f"attack-{argv[1]}", *argv[2:]]
     return argv
 
 
@@ -37,8 +37,8 @@ def parse_metres(text: str, name: str = "--size") -> tuple[float, float]:
         raise PDNError(f"{name} must be WIDTHxLENGTH in metres, e.g. 3.5x2.0, got {text!r}") from None
     if not (math.isfinite(w) and math.isfinite(h) and w > 0 and h > 0):
         raise PDNError(f"{name} must be two numbers > 0 (metres), got {text!r}")
-    if w > 20 or h > 20:
-        raise PDNError(f"{name}: at most 20 m per side, got {text!r}")
+    if w > 20 or h > 40:  # 40 m along the road: DRP's painted region is about 38 m long
+        raise PDNError(f"{name}: at most 20 m across and 40 m along, got {text!r}")
     return w, h
 
 
@@ -96,6 +96,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--paper", default="A4", help="print paper: A4 | Letter | A3 (default A4)")
     c.add_argument("--no-print", action="store_true",
                    help="skip sticker_print.pdf, the tiled 1:1 print file (about 15 s for 2.0x3.5 m on A4)")
+    c.add_argument("--closed-loop", action="store_true",
+                   help="world only: closed-loop-aware optimisation (DRP): re-simulate the approaches under the "
+                        "current sticker and optimise the lateral displacement the car accumulates")
+    c.add_argument("--resim-every", type=int, default=None,
+                   help="--closed-loop: re-simulate every this many steps, 1 .. --steps (default 25)")
     c.add_argument("--seed", type=int, default=0, help="seed (same seed -> same sticker)")
     add_device_and_json(c)
     c.set_defaults(fn=cmd_attack)
@@ -125,7 +130,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_attack(args: argparse.Namespace) -> int:
     import torch
 
-    from attacks.approach import frame_scene_set, world_placement, world_scene_sets
+    from attacks.approach import approach_scenes, frame_scene_set, world_placement, world_scene_sets
     from attacks.artifact import save_result
     from attacks.eot import EOTConfig
     from attacks.evaluate import offline_eval
@@ -153,6 +158,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
                         angle_deg=args.angle, loss=args.loss, nps_weight=args.nps_weight, tv_weight=args.tv_weight,
                         dirt=args.dirt, palette=args.palette, eot=EOTConfig(), seed=max(int(args.seed), 0),
                         saliency_weight=args.saliency_weight)
+    ccfg = closed_loop_settings(args)
     model = load_run(args.model, args.device)
     if args.data:
         train = frame_scene_set(model, args.data, args.format, args.frames, distance, size, args.device, 0,
@@ -161,13 +167,22 @@ def cmd_attack(args: argparse.Namespace) -> int:
                                args.lateral)
     else:
         placement = world_placement(args.place, size, args.lateral)
-        train, held = world_scene_sets(model, placement, distance, args.roads, args.poses, args.seed,
-                                       (ATTACK_SEED_BASE, HELDOUT_SEED_BASE), args.device)
-    result = optimize_sticker(model, train, cfg, torch.Generator(device=args.device).manual_seed(cfg.seed),
-                              progress=progress(args), palette=palette)
+        if ccfg is None:
+            train, held = world_scene_sets(model, placement, distance, args.roads, args.poses, args.seed,
+                                           (ATTACK_SEED_BASE, HELDOUT_SEED_BASE), args.device)
+        else:  # the closed-loop attack renders its own frames: only the held-out check is precomputed
+            held = approach_scenes(model, placement, distance, max(1, args.roads // 2), args.poses, args.seed,
+                                   HELDOUT_SEED_BASE, args.device)
+            train = held
+    generator = torch.Generator(device=args.device).manual_seed(cfg.seed)
+    if ccfg is None:
+        result = optimize_sticker(model, train, cfg, generator, progress=progress(args), palette=palette)
+    else:
+        result = closed_loop_attack(model, placement, cfg, ccfg, args, generator, palette)
     texture = result.texture
     _, summary = offline_eval(model, held, texture, args.target, dirt=args.dirt)
-    metrics: dict[str, Any] = {"heldout": summary, "train_frames": len(train), "heldout_frames": len(held)}
+    metrics: dict[str, Any] = {"heldout": summary, "train_frames": len(train) if ccfg is None else None,
+                               "heldout_frames": len(held)}
     if not args.dirt:
         q = quantize(texture, palette.to(texture.device))
         _, qsum = offline_eval(model, held, q, args.target)
@@ -178,7 +193,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
         metrics["heldout_saliency"] = saliency_capture(model, held, texture, args.dirt)
     extra = {"metrics": metrics, "model": str(args.model), "source": "data" if args.data else "world",
              "size_m": list(size), "distance_m": list(distance), "lateral_m": float(args.lateral),
-             "seed": int(args.seed),
+             "seed": int(args.seed), "closed_loop": ccfg is not None,
              "road_seed_bases": None if args.data else [ATTACK_SEED_BASE, HELDOUT_SEED_BASE]}
     out = save_result(args.out, result, train, extra)
     write_csv(out / "history.csv", result.history, float_format="%.6g")
@@ -192,7 +207,10 @@ def cmd_attack(args: argparse.Namespace) -> int:
     report = {"out": str(out), **{k: metrics["heldout"][k] for k in ("mean_dev_deg", "success_rate", "n_frames")},
               "mean_dev_5_15m_deg": metrics["heldout"].get("mean_dev_5_15m_deg"),
               "palette_keeps": metrics.get("palette_keeps"), "steps": cfg.steps,
-              "final_train_deviation_deg": float(result.history["deviation_deg"].iloc[-1])}
+              "final_train_deviation_deg": float(result.history["deviation_deg"].iloc[-1]),
+              "closed_loop": ccfg is not None}
+    if ccfg is not None:
+        report["rollout_departure_rate"] = float(result.history["rollout_departure_rate"].iloc[-1])
     if "heldout_saliency" in metrics:
         report["in_topk_rate"] = metrics["heldout_saliency"]["in_topk_rate"]
     text = (f"sticker written to {out}: held-out mean |dev| {report['mean_dev_deg']:.2f} deg, "
@@ -203,13 +221,49 @@ def cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def closed_loop_settings(args: argparse.Namespace) -> Any:
+    """The :class:`~attacks.closed_loop.ClosedLoopAttackConfig` of ``--closed-loop`` (None without it)."""
+    from attacks.closed_loop import ClosedLoopAttackConfig
+
+    if args.resim_every is not None and not args.closed_loop:
+        raise PDNError("--resim-every needs --closed-loop")
+    if not args.closed_loop:
+        return None
+    if args.data:
+        raise PDNError("--closed-loop needs the world (the car must be re-simulated); drop --data")
+    if args.place != "road":
+        raise PDNError("--closed-loop supports --place road only")
+    every = 25 if args.resim_every is None else args.resim_every
+    if not 1 <= every <= args.steps:
+        raise PDNError(f"--resim-every must be an integer in [1, --steps = {args.steps}], got {every}")
+    return ClosedLoopAttackConfig(resim_every=min(every, 500))
+
+
+def closed_loop_attack(model: Any, placement: Any, cfg: Any, ccfg: Any, args: argparse.Namespace, generator: Any,
+                       palette: Any) -> Any:
+    """Optimise closed-loop-aware on ``--roads`` roads of the attack's seed base (the open-loop attack's roads)."""
+    import numpy as np
+
+    from attacks.approach import approach_roads, model_camera
+    from attacks.closed_loop import make_approaches, optimize_closed_loop, rollout_road_length
+    from drivenet_patch.drive import ClosedLoopConfig
+    from drivenet_patch.world.render import Renderer
+
+    drive = ClosedLoopConfig()
+    roads = approach_roads(ATTACK_SEED_BASE, args.seed, args.roads, rollout_road_length(placement, ccfg, drive))
+    approaches = make_approaches(roads, placement, ccfg, np.random.default_rng([int(args.seed), ATTACK_SEED_BASE]),
+                                 drive, args.device)
+    return optimize_closed_loop(model, approaches, cfg, ccfg, Renderer(model_camera(model), device=args.device),
+                                generator, progress=progress(args), palette=palette, drive=drive)
+
+
 # ---------------------------------------------------------------------------- pdn attack eval
 def cmd_attack_eval(args: argparse.Namespace) -> int:
     import torch
 
     from attacks.approach import approach_scenes, check_scene_counts, frame_scene_set, model_camera
     from attacks.base import model_device
-    from attacks.evaluate import CONTROLS, closed_loop_eval, control_textures, offline_eval
+    from attacks.evaluate import CONTROLS, ApproachWindow, closed_loop_eval, control_textures, offline_eval
     from attacks.saliency_grab import saliency_capture
     from drivenet_patch.drive import LANE_DEPARTURE_M, MAX_ROADS, ClosedLoopConfig, make_roads
     from drivenet_patch.io import write_csv, write_json
@@ -263,9 +317,14 @@ def cmd_attack_eval(args: argparse.Namespace) -> int:
         cfg = ClosedLoopConfig()
         steps = cfg.steps_for(float(args.km))
         roads = make_roads(args.loop_roads, steps, cfg, LOOP_SEED_BASE + 1000 * int(args.seed))
+        # A sticker longer than the demo's 3.5 m widens the window by its extra half-length at both ends,
+        # so the approach still begins 25 m before its near edge (a 32 m one is seen from 36 m before its centre).
+        extra = max(0.0, 0.5 * placement.length_m - 1.75) if placement.kind == "road" else 0.0
+        window = ApproachWindow(25.0 + extra, 20.0 + extra)
         for name, tex in [*textures.items(), ("none", None)]:  # "none": the same roads without any sticker
             approaches, summary, tracks = closed_loop_eval(model, tex, placement, roads, steps, model_camera(model), cfg,
-                                                           seed=int(args.seed), progress=progress(args), tracks=True)
+                                                           seed=int(args.seed), window=window,
+                                                           progress=progress(args), tracks=True)
             approaches.insert(0, "texture", name)
             tracks.insert(0, "texture", name)
             approach_tables.append(approaches)

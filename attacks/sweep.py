@@ -1,0 +1,164 @@
+"""The break size: how large a sticker has to be before a model leaves its lane.
+
+One sticker is optimised and evaluated per area (``pdn attack sweep``; the orchestration lives in
+the CLI, which runs ``pdn attack`` and ``pdn attack eval`` per size). This module holds the pieces
+that are plain functions: the sticker size of an area (:func:`sticker_size`), the parsing of the
+area list, the table row of one size, the break area (:func:`break_area`: the smallest area whose
+closed-loop departure rate reaches :data:`BREAK_RATE`) and the plot.
+
+DRP (Sato et al., USENIX Security 2021) paints a 45 x 300 px bird's-eye region at about 7.9 px/m
+in its highway configuration: about 5.7 m x 38 m, :data:`DRP_AREA_M2` = 108 m², against the
+2.0 x 3.5 m = 7 m² sticker of the demo.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from drivenet_patch.errors import PDNError
+
+DRP_AREA_M2 = 108.0
+DEFAULT_AREAS = (2.0, 4.0, 7.0, 14.0, 28.0, 56.0, 112.0)
+BREAK_RATE = 0.9
+ASPECTS = ("along", "across")
+#: The demo sticker's shape: 2.0 m across the lane, 3.5 m along it.
+ALONG_RATIO = 1.75
+MAX_WIDTH_ALONG_M = 3.5  # an "along" sticker grows along the road once it is as wide as the lane
+MAX_AREA_M2 = 400.0
+
+SWEEP_COLUMNS = ("area_m2", "width_m", "length_m", "departure_rate", "noise_departure_rate",
+                 "grey_departure_rate", "no_sticker_departure_rate", "mean_dev_deg", "success_rate",
+                 "noise_mean_dev_deg", "grey_mean_dev_deg", "n_approaches", "n_frames", "seconds")
+
+
+def parse_areas(text: str) -> tuple[float, ...]:
+    """``"2,4,7"`` -> (2.0, 4.0, 7.0): distinct areas in m², each in (0, 400], sorted.
+
+    Raises:
+        PDNError: empty, not numbers, out of range or repeated (one line naming ``--areas``).
+    """
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        areas = [float(p) for p in parts]
+    except ValueError:
+        raise PDNError(f"--areas must be comma-separated areas in m², e.g. 2,7,28, got {text!r}") from None
+    if not areas or not all(math.isfinite(a) and 0 < a <= MAX_AREA_M2 for a in areas):
+        raise PDNError(f"--areas: every area must be a number in (0, {MAX_AREA_M2:g}] m², got {text!r}")
+    if len(set(areas)) != len(areas):
+        raise PDNError(f"--areas: each area once, got {text!r}")
+    return tuple(sorted(areas))
+
+
+def sticker_size(area_m2: float, aspect: str = "along") -> tuple[float, float]:
+    """``(width across the road, length along it)`` in metres of a sticker of ``area_m2``.
+
+    * ``along``: the demo's 2.0 x 3.5 m shape (length = 1.75 x width) until the sticker is as wide as
+      the lane (3.5 m); larger ones grow along the road, as DRP's long painted region does
+      (7 m² -> 2.0 x 3.5 m, 28 m² -> 3.5 x 8 m, 112 m² -> 3.5 x 32 m).
+    * ``across``: the CLI default's 3.5 x 2.0 m shape scaled (width = 1.75 x length), growing over
+      the neighbouring lane and the shoulder (112 m² -> 14 x 8 m).
+    """
+    if aspect not in ASPECTS:
+        raise PDNError(f"--aspect must be one of {', '.join(ASPECTS)}, got {aspect!r}")
+    a = float(area_m2)
+    if aspect == "along":
+        w = min(math.sqrt(a / ALONG_RATIO), MAX_WIDTH_ALONG_M)
+        return w, a / w
+    return math.sqrt(a * ALONG_RATIO), math.sqrt(a / ALONG_RATIO)
+
+
+def size_text(width_m: float, length_m: float) -> str:
+    """``--size`` text of a sticker (``WIDTHxLENGTH``, 4 decimals)."""
+    return f"{width_m:.4f}x{length_m:.4f}"
+
+
+def sweep_row(area_m2: float, size: tuple[float, float], evaluation: Mapping[str, Any], seconds: float) -> dict:
+    """One row of ``sweep.csv`` from ``pdn attack eval``'s result for the sticker of ``area_m2``."""
+    def get(d: Mapping[str, Any] | None, key: str) -> Any:
+        return None if d is None else d.get(key)
+
+    noise, grey = evaluation.get("control_noise"), evaluation.get("control_grey")
+    return {"area_m2": float(area_m2), "width_m": float(size[0]), "length_m": float(size[1]),
+            "departure_rate": evaluation.get("departure_rate"),
+            "noise_departure_rate": get(noise, "departure_rate"), "grey_departure_rate": get(grey, "departure_rate"),
+            "no_sticker_departure_rate": get(evaluation.get("no_sticker"), "departure_rate"),
+            "mean_dev_deg": evaluation.get("mean_dev_deg"), "success_rate": evaluation.get("success_rate"),
+            "noise_mean_dev_deg": get(noise, "mean_dev_deg"), "grey_mean_dev_deg": get(grey, "mean_dev_deg"),
+            "n_approaches": evaluation.get("n_approaches"), "n_frames": evaluation.get("n_frames"),
+            "seconds": float(seconds)}
+
+
+def break_area(table: pd.DataFrame, rate: float = BREAK_RATE) -> float | None:
+    """The smallest ``area_m2`` whose ``departure_rate`` is at least ``rate`` (None if none is, or none was driven)."""
+    if table.empty or "departure_rate" not in table:
+        return None
+    dep = pd.to_numeric(table["departure_rate"], errors="coerce")
+    hit = table.loc[dep >= rate, "area_m2"]
+    return float(hit.min()) if len(hit) else None
+
+
+def plot_sweep(tables: Mapping[str, pd.DataFrame], path: str | Path, drp_area_m2: float = DRP_AREA_M2,
+               certified_area_m2: float | None = None, title: str = "Lane departures vs sticker area") -> Path:
+    """Departure rate against sticker area (log scale) per model, with its noise, grey and no-sticker controls.
+
+    Args:
+        tables: ``{model name: sweep table}`` (columns of :data:`SWEEP_COLUMNS`).
+        path: the PNG to write (atomically).
+        drp_area_m2: DRP's painted area, marked by a vertical line.
+        certified_area_m2: the defended model's certified sticker area, marked when given.
+        title: the plot's title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from drivenet_patch.io import atomic_path
+
+    fig, ax = plt.subplots(figsize=(7.0, 4.2))
+    styles = {"departure_rate": ("-", "o", "sticker"), "noise_departure_rate": (":", "x", "noise control"),
+              "grey_departure_rate": (":", "s", "grey control"), "no_sticker_departure_rate": ("--", "", "no sticker")}
+    for i, (name, t) in enumerate(tables.items()):
+        colour = f"C{i}"
+        for col, (ls, marker, label) in styles.items():
+            if col in t and t[col].notna().any():
+                ax.plot(t["area_m2"], 100 * pd.to_numeric(t[col]), ls, marker=marker or None, color=colour,
+                        alpha=1.0 if col == "departure_rate" else 0.6, label=f"{name}: {label}")
+    ax.axvline(drp_area_m2, color="k", lw=1, ls="-.")
+    ax.text(drp_area_m2, 50, " DRP's area", rotation=90, va="center", fontsize=8)
+    if certified_area_m2 is not None:
+        ax.axvline(certified_area_m2, color="g", lw=1, ls="-.")
+        ax.text(certified_area_m2, 50, " certified", rotation=90, va="center", fontsize=8, color="g")
+    ax.axhline(100 * BREAK_RATE, color="grey", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("sticker area (m²)")
+    ax.set_ylabel("approaches ending in a lane departure (%)")
+    ax.set_ylim(-3, 103)
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+__all__ = [
+    "ASPECTS",
+    "BREAK_RATE",
+    "DEFAULT_AREAS",
+    "DRP_AREA_M2",
+    "SWEEP_COLUMNS",
+    "break_area",
+    "parse_areas",
+    "plot_sweep",
+    "size_text",
+    "sticker_size",
+    "sweep_row",
+]
