@@ -77,8 +77,10 @@ def cmd_drive(args: argparse.Namespace) -> int:
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise PDNError(f"--out: {args.out} exists and is not a folder")
     model_path = Path(args.model)
-    model = load_run(model_path, args.device)
+    if not model_path.exists():  # the model first, then the sticker, then loading the model
+        raise PDNError(f"--model: {model_path} does not exist")
     sticker = load_sticker(args.sticker) if args.sticker else None
+    model = load_run(model_path, args.device)
     cfg = ClosedLoopConfig(sticker_every_m=float(args.sticker_every))
     steps = cfg.steps_for(float(args.km))
     if not args.monitor and args.fallback != "none":
