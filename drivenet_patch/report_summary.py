@@ -252,9 +252,9 @@ def _certify_findings(certs: Sequence[Path]) -> list[dict[str, Any]]:
         name = _model_name(c.get("model"))
         nums = {"certify": str(path), "kind": kind, "model": name, "certified_acc": acc, "clean_acc": clean,
                 "delta_deg": delta, "n": c.get("n"), "threat": what}
-        text = (f"{name} certifies {_pct(acc)} of {c.get('n', '?')} held-out frames against {what}: its output "
-                f"provably stays within {_deg(delta)} of the true angle (clean accuracy {_pct(clean)} at that "
-                "tolerance).")
+        text = (f"{name} certifies {_pct(acc)} of {c.get('n', '?')} held-out frames against {what}: on those "
+                f"frames its output provably stays within {_deg(delta)} of the true angle (without attack "
+                f"{_pct(clean)} of the frames are within it).")
         weak = acc is not None and acc < MEANINGFUL_CERTIFIED
         if weak:
             text += (f" Weak: the certificate covers less than {_pct(MEANINGFUL_CERTIFIED)} of the frames; on the "
