@@ -403,10 +403,12 @@ def test_cli_command(inputs: list[Path], tmp_path: Path, capsys: pytest.CaptureF
     sub = parser.add_subparsers()
     add_report_command(sub)
     out = tmp_path / "cli"
-    args = parser.parse_args(["report", str(inputs[1]), str(inputs[4]), "--out", str(out), "--json"])
+    args = parser.parse_args(["report", str(inputs[1]), str(inputs[4]), "--out", str(out), "--note", "made by hand",
+                              "--json"])
     assert args.fn(args) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["sections"] == ["Model", "Benchmarks"]
+    assert json.loads(Path(summary["summary"]).read_text())["notes"] == ["made by hand"]
     assert Path(summary["index"]).is_file() and len(summary["figures"]) == 2
 
 
