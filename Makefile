@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 DEMO    ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow lint bench patchdrive-study patchdrive-selection-study clean
+.PHONY: demo test test-slow test-browser lint bench patchdrive-study patchdrive-selection-study clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -33,6 +33,13 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
+
+# The HTML report in headless Chromium (console errors, images decode, summary on the first screen).
+# Installs nothing: needs Debian's `chromium` (apt-get install -y chromium); skipped with the reason without
+# it. REPORT=runs/demo/report/index.html checks that report instead of a tiny one built by the test.
+REPORT ?=
+test-browser: $(STAMP)
+	PDN_REPORT=$(REPORT) $(BIN)/python -m pytest -q -m browser -rs tests/test_report_browser.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

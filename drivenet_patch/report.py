@@ -25,7 +25,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from drivenet_patch.errors import PDNError
-from drivenet_patch.io import atomic_path, write_bytes, write_text
+from drivenet_patch.io import atomic_path, write_bytes, write_json, write_text
+from drivenet_patch.report_summary import summarize, summary_html
 
 __all__ = ["SECTIONS", "build_report", "detect_kind"]
 
@@ -76,16 +77,19 @@ def detect_kind(path: str | os.PathLike[str]) -> str:
     raise PDNError(f"{p}: not a toolkit output folder or dataset (expected one of: {known}; or a dataset)")
 
 
-def build_report(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) -> dict[str, Any]:
-    """Write ``out/index.html`` and its figures from the toolkit outputs ``paths``.
+def build_report(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
+                 notes: Sequence[str] = ()) -> dict[str, Any]:
+    """Write ``out/index.html``, ``out/summary.json`` and the figures from the toolkit outputs ``paths``.
 
     Args:
         paths: run, drive, attack or certify folders, or benchmark ``.json`` files.
         out: output folder (created).
+        notes: sentences about how the inputs were made, shown under the summary.
 
     Returns:
-        ``{"index": path of index.html, "figures": PNG file names in page order,
-        "sections": section titles in page order, "inputs": [{"path", "kind"}, ...]}``.
+        ``{"index": path of index.html, "summary": path of summary.json (the findings the page opens with,
+        :func:`drivenet_patch.report_summary.summarize`), "figures": PNG file names in page order,
+        "sections": section titles in page order (after the summary), "inputs": [{"path", "kind"}, ...]}``.
 
     Raises:
         PDNError: no paths, or a path that is missing, empty or of unknown kind (checked for
@@ -116,10 +120,14 @@ def build_report(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike
     sections = [t for t in titles if any(blocks[t])]
     body = "".join(f'<section id="{t.lower()}"><h2>{t}</h2>{"".join(blocks[t])}</section>\n'
                    for t in sections)
-    nav = " · ".join(f'<a href="#{s.lower()}">{s}</a>' for s in sections)
+    summary = summarize(inputs, notes)
+    head = summary_html(summary)
+    nav = " · ".join(f'<a href="#{s.lower()}">{s}</a>' for s in (["Summary"] if head else []) + sections)
     index = out / "index.html"
-    write_text(index, _HTML.format(title="PatchDriveNet report", nav=nav, body=body))
-    return {"index": str(index), "figures": list(page.figures), "sections": sections,
+    write_json(out / "summary.json", summary)
+    write_text(index, _HTML.format(title="PatchDriveNet report", nav=nav, body=head + body))
+    return {"index": str(index), "summary": str(out / "summary.json"), "figures": list(page.figures),
+            "sections": sections,
             "inputs": [{"path": str(p), "kind": k} for p, k in inputs]}
 
 
@@ -595,7 +603,7 @@ def _model_comparison(runs: Sequence[Path], drives: Sequence[Path], attack_rows:
         else:
             row += [None, None]
         auto = [a.get("autonomy_pct") for a in drive_results if _same(a.get("model"), run)]
-        row.append(auto[0] if auto else None)
+        row.append(auto[0] if auto else "not driven")
         hit = attack_rows[[_same(m, run) for m in attack_rows["model"]]] if not attack_rows.empty else attack_rows
         if len(hit):  # the strongest of the stickers given against this model
             best = hit.loc[pd.to_numeric(hit["mean_dev_deg"], errors="coerce").fillna(-1.0).idxmax()]
@@ -753,6 +761,10 @@ td, th {{ border: 1px solid #ccc; padding: 2px 8px; text-align: left; font-size:
 .figs {{ display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }}
 figure {{ margin: 0.5em 0; }} figure img {{ max-width: 100%; }}
 figcaption {{ font-size: 0.85em; color: #555; }} .big {{ font-size: 1.4em; font-weight: bold; }}
+#summary {{ background: #f6f8fa; border: 1px solid #d0d7de; padding: 0.2em 1em 0.5em; }}
+#summary h2 {{ margin: 0.4em 0; }} .findings li {{ margin: 0.35em 0; line-height: 1.35; }}
+.findings li.weak {{ border-left: 4px solid #d4a72c; padding-left: 0.5em; list-style: none; margin-left: -1.2em; }}
+.notes {{ font-size: 0.85em; color: #555; }} .notes-title {{ margin: 0.3em 0 0; font-size: 0.85em; }}
 </style></head>
 <body><h1>{title}</h1><nav>{nav}</nav>
 {body}</body></html>

@@ -41,6 +41,8 @@ def test_every_stage_command_parses(quick: bool) -> None:
     pv_cmds = next(st for st in stages if st.name == "patchvote").commands
     assert [c[0] for c in pv_cmds] == ["train", "eval"] + ([] if quick else ["drive"])
     assert ("out/drive_patchvote" in inputs) is (not quick)
+    # The quick report says why its numbers are weaker (notes under the summary); the full one needs none.
+    assert ("--note" in report) is quick
 
 
 def test_device_reaches_every_command_that_takes_one() -> None:
@@ -123,7 +125,11 @@ def test_quick_demo_killed_mid_training_resumes_and_reports(tmp_path: Path) -> N
 
     page = _Images()
     page.feed((out / "report" / "index.html").read_text(encoding="utf-8"))
-    assert page.h2 == ["Data", "Model", "Attack", "Defense"]
+    assert page.h2 == ["Summary", "Data", "Model", "Attack", "Defense"]  # the findings open the page
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    keys = [f["key"] for f in summary["findings"]]
+    assert keys.count("model") == 2 and {"attack", "defense_patch", "adaptive"} <= set(keys)
+    assert summary["notes"] and "--quick" in summary["notes"][0]
     assert len(page.imgs) >= 25
     for src in page.imgs:
         img = cv2.imread(str(out / "report" / src))

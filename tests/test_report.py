@@ -232,7 +232,7 @@ def test_report_all_sections(inputs: list[Path], more: list[Path], tmp_path: Pat
     assert index == out / "index.html"
     assert result["sections"] == ["Data", "Model", "Attack", "Defense", "Benchmarks"]
     page = _parse(index)
-    assert page.h2 == result["sections"]
+    assert page.h2 == ["Summary", *result["sections"]]  # the findings open the page
     # Every image referenced exists and is a real PNG; copied attack images keep their size.
     assert page.imgs and all(not s.startswith(("http", "/", "data:")) for s in page.imgs)
     for src in page.imgs:
@@ -410,8 +410,73 @@ def test_cli_command(inputs: list[Path], tmp_path: Path, capsys: pytest.CaptureF
     sub = parser.add_subparsers()
     add_report_command(sub)
     out = tmp_path / "cli"
-    args = parser.parse_args(["report", str(inputs[1]), str(inputs[4]), "--out", str(out), "--json"])
+    args = parser.parse_args(["report", str(inputs[1]), str(inputs[4]), "--out", str(out), "--note", "made by hand",
+                              "--json"])
     assert args.fn(args) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["sections"] == ["Model", "Benchmarks"]
+    assert json.loads(Path(summary["summary"]).read_text())["notes"] == ["made by hand"]
     assert Path(summary["index"]).is_file() and len(summary["figures"]) == 2
+
+
+def _summary(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text(encoding="utf-8"))
+
+
+def test_summary_opens_the_page_with_findings_that_link_to_their_sections(
+        inputs: list[Path], more: list[Path], tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    result = build_report([*inputs, *more], out, notes=["PatchVote is not driven in --quick."])
+    assert result["summary"] == str(out / "summary.json")
+    summary = _summary(out)
+    f = {x["key"]: x for x in summary["findings"]}
+    assert set(f) == {"model", "attack", "defense_patch", "adaptive"}
+    text = Path(result["index"]).read_text(encoding="utf-8")
+    assert text.index('id="summary"') < min(text.index(f'id="{s.lower()}"') for s in result["sections"])
+    ids = {s.lower() for s in result["sections"]}
+    page = _parse(Path(result["index"]))
+    for x in summary["findings"]:  # every finding links to a section that exists
+        assert x["section"] in ids and f"#{x['section']}" in page.links
+    # The numbers are the inputs' own, and the sentences carry them.
+    ev = json.loads((inputs[2] / "eval.json").read_text())
+    assert f["attack"]["numbers"]["mean_dev_deg"] == pytest.approx(ev["mean_dev_deg"])
+    assert f"{ev['mean_dev_deg']:.2f} deg" in f["attack"]["text"]
+    ratio = ev["mean_dev_deg"] / max(ev["control_noise"]["mean_dev_deg"], ev["control_grey"]["mean_dev_deg"])
+    assert f["attack"]["numbers"]["dev_over_controls"] == pytest.approx(ratio) and not f["attack"]["weak"]
+    assert "1 x 1.75 m" in f["attack"]["text"]  # the smaller sticker against the same model
+    cert = json.loads((inputs[3] / "certify.json").read_text())
+    assert f["defense_patch"]["numbers"]["certified_acc"] == cert["certified_acc"] >= 0.5
+    assert not f["defense_patch"]["weak"]
+    assert "97.5% autonomy" in f["model"]["text"] and f["model"]["weak"]  # it needed an intervention
+    assert "patchvote" in f["adaptive"]["text"] and "0 certificate violations" not in f["adaptive"]["text"]
+    assert summary["notes"] == ["PatchVote is not driven in --quick."] and "not driven in --quick" in text
+
+
+def test_summary_says_in_words_when_a_finding_is_weak(inputs: list[Path], tmp_path: Path) -> None:
+    # The model leaves its lane with no sticker, and the certificate covers under half of the frames.
+    ev = json.loads((inputs[2] / "eval.json").read_text())
+    ev["no_sticker"] = {"departure_rate": 0.5, "n_approaches": 6}
+    (inputs[2] / "eval.json").write_text(json.dumps(ev))
+    cert = json.loads((inputs[3] / "certify.json").read_text())
+    (inputs[3] / "certify.json").write_text(json.dumps({**cert, "certified_acc": 0.13, "attack_runs": 8,
+                                                        "violations": 1}))
+    build_report(inputs, tmp_path / "r")
+    f = {x["key"]: x for x in _summary(tmp_path / "r")["findings"]}
+    assert f["attack"]["weak"] and "with no sticker at all" in f["attack"]["text"]
+    assert f["defense_patch"]["weak"] and "covers less than 50%" in f["defense_patch"]["text"]
+    assert f["adaptive"]["weak"] and "1 certificate violations" in f["adaptive"]["text"]
+    # A sticker no stronger than its controls is called out too.
+    ev["mean_dev_deg"] = 1.5 * ev["control_noise"]["mean_dev_deg"]
+    (inputs[2] / "eval.json").write_text(json.dumps(ev))
+    build_report([inputs[2]], tmp_path / "r2")
+    (attack,) = _summary(tmp_path / "r2")["findings"]
+    assert attack["weak"] and "not clearly" in attack["text"]
+
+
+def test_summary_of_a_physical_certificate(inputs: list[Path], tmp_path: Path) -> None:
+    cert = json.loads((inputs[3] / "certify.json").read_text())
+    threat = {"width_m": 2.0, "length_m": 3.5, "place": "road", "distance_m": [5.0, 30.0]}
+    (inputs[3] / "certify.json").write_text(json.dumps({**cert, "threat": threat}))
+    build_report([inputs[3]], tmp_path / "r")
+    (f,) = _summary(tmp_path / "r")["findings"]
+    assert f["key"] == "defense_physical" and "road sticker of 2.0 x 3.5 m 5-30 m ahead" in f["text"]

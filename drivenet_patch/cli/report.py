@@ -15,6 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("paths", nargs="+", metavar="PATH",
                    help="training run, drive, attack or certify folder, or benchmark .json file")
     c.add_argument("--out", required=True, type=Path, help="output folder for index.html and the figures")
+    c.add_argument("--note", action="append", default=[], metavar="TEXT",
+                   help="a sentence about how the inputs were made, shown under the summary (repeatable)")
     c.add_argument("--json", action="store_true", help="print one JSON object")
     c.set_defaults(fn=cmd_report)
 
@@ -23,7 +25,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Run ``pdn report``; returns the exit code (0)."""
     from drivenet_patch.report import build_report
 
-    result = build_report(args.paths, args.out)
+    result = build_report(args.paths, args.out, notes=args.note)
     emit(result, args.json, f"wrote {result['index']} ({len(result['figures'])} figures; "
                              f"sections: {', '.join(result['sections'])})")
     return 0
