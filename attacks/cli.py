@@ -382,14 +382,15 @@ def _examples(path: Path, model: Any, scenes: Any, texture: Any, dirt: bool, n: 
 
 # ---------------------------------------------------------------------------- pdn attack eval
 def _read_attack(folder: Path) -> tuple[Any, Any, dict]:
-    import json
 
     from drivenet_patch.drive import load_sticker
 
     if not folder.is_dir():
         raise PDNError(f"--sticker: {folder} is not an attack folder (from pdn attack)")
     texture, placement = load_sticker(folder)
-    meta = json.loads((folder / "attack.json").read_text(encoding="utf-8"))
+    from drivenet_patch.inputs import read_json
+
+    meta = read_json(folder / "attack.json", "attack settings")
     if not isinstance(meta, dict) or not isinstance(meta.get("attack"), dict):
         raise PDNError(f"--sticker: {folder / 'attack.json'} has no 'attack' settings (not written by pdn attack?)")
     return texture, placement, meta

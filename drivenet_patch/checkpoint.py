@@ -27,6 +27,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from drivenet_patch.errors import PDNError
+from drivenet_patch.inputs import loads_json, read_json, regular_file
 from drivenet_patch.io import atomic_path, write_json
 from drivenet_patch.models import SteeringModel, model_from_config
 
@@ -73,10 +74,7 @@ def read_state_meta(path: str | Path) -> dict[str, Any]:
     text = header.get(_META_KEY)
     if text is None:
         return {}
-    try:
-        meta = json.loads(text)
-    except ValueError:
-        raise PDNError(f"{path}: metadata is not valid JSON") from None
+    meta = loads_json(text, f"{path}: metadata {_META_KEY!r}")
     if not isinstance(meta, dict):
         raise PDNError(f"{path}: metadata is not a JSON object")
     return meta
@@ -190,7 +188,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
     path = Path(path)
     if path.is_dir():
         weights = path / "model.safetensors"
-        if not weights.is_file():
+        if not weights.exists():
             raise PDNError(f"{weights}: missing (a run folder needs model.safetensors and {CONFIG_NAME})")
     elif path.exists():
         weights = path
@@ -200,14 +198,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
     config_path = weights.parent / CONFIG_NAME
     if suffix == ".safetensors":
         state, header = _read(weights, "cpu")
-        if config_path.is_file():
+        if config_path.exists():  # read_json refuses a FIFO or folder there
             model_cfg, where = _read_config(config_path), str(config_path)
         elif _CONFIG_META_KEY in header:
             where = f"{weights} (embedded config)"
-            try:
-                model_cfg = json.loads(header[_CONFIG_META_KEY])
-            except ValueError:
-                raise PDNError(f"{where}: not valid JSON") from None
+            model_cfg = loads_json(header[_CONFIG_META_KEY], where)
         else:
             raise PDNError(f"{config_path}: missing (needed to know the architecture of {weights.name})")
     elif suffix in PICKLE_SUFFIXES:
@@ -240,8 +235,7 @@ def _save(path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, s
 
 
 def _read_header(path: Path) -> dict[str, str]:
-    if not path.is_file():
-        raise PDNError(f"{path}: missing")
+    regular_file(path, "safetensors file")  # a FIFO would block the reader
     try:
         with safe_open(str(path), framework="pt") as fh:
             return dict(fh.metadata() or {})
@@ -250,8 +244,7 @@ def _read_header(path: Path) -> dict[str, str]:
 
 
 def _read(path: Path, device: str | torch.device) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    if not path.is_file():
-        raise PDNError(f"{path}: missing")
+    regular_file(path, "safetensors file")  # a FIFO would block the reader
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as fh:
             header = dict(fh.metadata() or {})
@@ -262,10 +255,7 @@ def _read(path: Path, device: str | torch.device) -> tuple[dict[str, torch.Tenso
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise PDNError(f"{path}: not valid JSON ({exc})") from None
+    cfg = read_json(path, "model config")  # non-finite values are named by the registry check
     if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
         raise PDNError(f"{path}: expected an object with a 'model' object")
     version = cfg.get("format_version", FORMAT_VERSION)
@@ -301,4 +291,10 @@ def _load_weights(model: SteeringModel, state: Mapping[str, torch.Tensor], where
                 f"{where}: shape mismatch for {key!r}: file has {tuple(state[key].shape)}, "
                 f"model {model.name!r} needs {tuple(ref.shape)}"
             )
+        got = state[key].dtype
+        if got != ref.dtype and not (got.is_floating_point and ref.dtype.is_floating_point):
+            # loading would cast silently (int, bool, complex -> float): refuse instead
+            raise PDNError(f"{where}: {key!r} is stored as {got}, model {model.name!r} needs {ref.dtype}")
+        if got.is_floating_point and not bool(torch.isfinite(state[key]).all()):
+            raise PDNError(f"{where}: {key!r} holds NaN or infinite weights")
     model.load_state_dict(state, strict=True)

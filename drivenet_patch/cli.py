@@ -8,9 +8,9 @@ Progress bars go to stderr, and only when it is a terminal.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -28,7 +28,12 @@ class _Parser(argparse.ArgumentParser):
 
 def _emit(result: dict[str, Any], as_json: bool, text: str | None = None) -> None:
     if as_json:
-        print(json.dumps(result, sort_keys=True, default=str))
+        from drivenet_patch.inputs import dumps_strict
+
+        text_json, replaced = dumps_strict(result, sort_keys=True, default=str)
+        if replaced:  # strict JSON has no NaN/Infinity: say which values became null, and why
+            print(f"pdn: note: not finite, written as null: {', '.join(replaced)[:200]}", file=sys.stderr)
+        print(text_json)
     else:
         print(text if text is not None else "\n".join(f"{k}: {v}" for k, v in result.items()))
 
@@ -386,7 +391,48 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(route_argv(list(sys.argv[1:] if argv is None else argv)))
+    # Warnings (torch, numpy) are held back until the command ends: a refusal stays one line.
+    with warnings.catch_warnings(record=True) as held:
+        rc = _run_command(args)
+    if rc == 0:
+        for w in held:
+            print(warnings.formatwarning(w.message, w.category, w.filename, w.lineno).rstrip(), file=sys.stderr)
+    return rc
+
+
+#: Options that name files or folders a command reads, and those naming what it writes.
+_INPUT_OPTIONS = ("model", "data", "val", "sticker", "palette", "init", "path", "paths")
+_OUTPUT_OPTIONS = ("out", "video")
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """Every command's path arguments, checked once before it runs: no FIFO or device as an input
+    (it would block forever), no output written over an input or over a model or dataset file."""
+    from drivenet_patch.inputs import check_input_path, check_output
+
+    inputs: list[str] = []
+    for name in _INPUT_OPTIONS:
+        value = getattr(args, name, None)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, (str, Path)) and str(item):
+                check_input_path(item, f"--{name}" if name not in ("path", "paths") else "PATH")
+                inputs.append(str(item))
+    sticker = getattr(args, "sticker", None)
+    for name in _OUTPUT_OPTIONS:
+        value = getattr(args, name, None)
+        if isinstance(value, (str, Path)) and str(value):
+            is_file = name == "video" or args.fn in (cmd_eval, cmd_world_preview)
+            check_output(value, inputs, f"--{name}", is_file=is_file, own_names=("predictions.csv",),
+                         may_equal=[sticker] if sticker else [])
+
+
+def _run_command(args: argparse.Namespace) -> int:
     try:
+        if isinstance(getattr(args, "device", None), str):  # every command's --device, checked once here
+            from drivenet_patch.inputs import check_device
+
+            args.device = check_device(args.device)
+        _check_paths(args)
         return int(args.fn(args) or 0)
     except PDNError as exc:
         print(f"pdn: error: {exc}", file=sys.stderr)

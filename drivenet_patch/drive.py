@@ -40,7 +40,6 @@ spacing, would cover a pixel or two at most.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
@@ -58,6 +57,7 @@ import torch
 from tqdm.auto import tqdm
 
 from drivenet_patch.errors import PDNError
+from drivenet_patch.inputs import read_json
 from drivenet_patch.io import atomic_path, write_json
 from drivenet_patch.tensors import check_frames, to_uint8
 from drivenet_patch.world.camera import Camera
@@ -238,12 +238,9 @@ def load_sticker(path: str | Path) -> Sticker:
     path = Path(path)
     if path.is_dir():
         png, meta_path = path / STICKER_PNG, path / ATTACK_JSON
-        if not meta_path.is_file():
+        if not meta_path.exists():
             raise PDNError(f"--sticker: {path} is a folder but has no {ATTACK_JSON}")
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise PDNError(f"--sticker: cannot read {meta_path}: {exc}") from None
+        meta = read_json(meta_path, "attack settings")
         placement = _placement_from_json(meta.get("placement") if isinstance(meta, dict) else None, meta_path)
     else:
         png, placement = path, StickerPlacement(s=0.0)

@@ -13,7 +13,6 @@ Figures are drawn on :class:`matplotlib.figure.Figure` objects (Agg canvas), nev
 from __future__ import annotations
 
 import html
-import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from drivenet_patch.errors import PDNError
+from drivenet_patch.inputs import read_json
 from drivenet_patch.io import atomic_path, write_bytes, write_text
 
 __all__ = ["SECTIONS", "build_report", "detect_kind"]
@@ -170,10 +170,7 @@ def _fmt(v: Any) -> str:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PDNError(f"{path}: not readable JSON ({exc})") from None
+    obj = read_json(path)
     if not isinstance(obj, dict):
         raise PDNError(f"{path}: expected a JSON object")
     return obj

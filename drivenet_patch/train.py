@@ -24,7 +24,6 @@ the same frames per epoch from the run seed and takes a disjoint share of each b
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import threading
@@ -53,6 +52,7 @@ from drivenet_patch.checkpoint import (
 )
 from drivenet_patch.data import DriveDataset, open_dataset
 from drivenet_patch.errors import PDNError
+from drivenet_patch.inputs import read_json_object
 from drivenet_patch.io import remove_stale_temps, write_csv, write_json
 from drivenet_patch.models import create_model
 from drivenet_patch.tensors import to_tensor
@@ -554,7 +554,7 @@ def _saved_config(out: Path) -> TrainConfig:
     """The training configuration recorded in ``out/config.json``; a PDNError if it is unreadable."""
     path = out / "config.json"
     try:
-        saved = json.loads(path.read_text(encoding="utf-8"))["train"]
+        saved = read_json_object(path, "run configuration")["train"]
         return TrainConfig(**saved)
     except PDNError as exc:
         raise PDNError(f"{path}: invalid training configuration ({exc})") from None
@@ -587,8 +587,9 @@ def _load_train_state(path: Path, device: torch.device) -> tuple[int, list[dict[
         opt_sd = unpack_state({k[4:]: v for k, v in tensors.items() if k.startswith("opt.")}, meta["optimizer"])
         if len(history) != epoch + 1 or not model_sd:
             raise ValueError("history and epoch disagree")
-    except (KeyError, TypeError, ValueError) as exc:
-        raise PDNError(f"{path}: not a resumable training state ({exc}); start a new run") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise PDNError(f"{path}: not a resumable training state ({first}); start a new run") from None
     return epoch, history, best, model_sd, opt_sd
 
 

@@ -11,6 +11,7 @@ import os
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -223,13 +224,14 @@ def test_resume_with_a_corrupt_state_is_one_line(tiny_synth: Path, tmp_path: Pat
         train([tiny_synth], tmp_path / "run", cfg, resume=True)
 
 
-def test_resynthesis_killed_half_way_leaves_no_valid_looking_dataset(tmp_path: Path, monkeypatch) -> None:
+def test_resynthesis_interrupted_half_way_leaves_the_old_dataset_intact(tmp_path: Path, monkeypatch) -> None:
     import drivenet_patch.data.synthesize as synth_mod
     from drivenet_patch.data import open_dataset
 
     out = tmp_path / "ds"
     synth_mod.synthesize(out, 4, seed=1, size=(16, 32), episode_steps=4, progress=False)
-    assert len(open_dataset(out)) == 4
+    before = open_dataset(out)
+    frames, labels = before.frames(range(4)), before.labels.copy()
 
     def killed(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt  # stands in for a kill between images.npy and labels.csv
@@ -237,5 +239,7 @@ def test_resynthesis_killed_half_way_leaves_no_valid_looking_dataset(tmp_path: P
     monkeypatch.setattr(synth_mod, "write_csv", killed)
     with pytest.raises(KeyboardInterrupt):
         synth_mod.synthesize(out, 6, seed=2, size=(16, 32), episode_steps=4, progress=False)
-    with pytest.raises(PDNError, match="no known dataset here"):  # not 6 new frames under 4 old labels
-        open_dataset(out)
+    after = open_dataset(out)  # not 6 new frames under 4 old labels: the old dataset, unchanged
+    assert len(after) == 4 and np.array_equal(after.frames(range(4)), frames)
+    assert after.labels.equals(labels)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # the staging folder is gone

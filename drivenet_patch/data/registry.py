@@ -111,10 +111,10 @@ def open_dataset(
         raise PDNError(f"unknown dataset format {format!r}; valid formats: auto, {_valid()}")
     p = Path(path)
     if cls is SynthDataset:
-        options.pop("allow_outside", None)  # a synth dataset names no files, so nothing can leave it
+        allow_outside = bool(options.pop("allow_outside", False))  # its files may be symlinks out of the folder
         if options:
             raise PDNError(f"format 'synth' takes no options, got {', '.join(sorted(options))}")
-        ds = SynthDataset(p.parent if p.is_file() else p)
+        ds = SynthDataset(p.parent if p.is_file() else p, allow_outside=allow_outside)
         if size is not None and tuple(size) != tuple(ds.size):
             raise PDNError(
                 f"{p}: synth frames are stored at {ds.size[0]}x{ds.size[1]}, cannot open at {size[0]}x{size[1]}"

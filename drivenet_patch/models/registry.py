@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import torch
 
 from drivenet_patch.errors import PDNError
+from drivenet_patch.inputs import MAX_IMAGE_SIDE
 from drivenet_patch.models.base import SteeringModel
 
 Builder = Callable[..., SteeringModel]
@@ -173,9 +174,15 @@ def model_from_config(config: Mapping[str, Any], where: str = "config") -> Steer
         for key in recorded:
             cfg[key] = entry.defaults[key]
         # A fixed generator: the weights are about to be replaced, and the global RNG stays put.
+        bad = next((k for k, v in cfg.items() if isinstance(v, float) and not math.isfinite(v)), None)
+        if bad is not None:
+            raise PDNError(f"{bad} must be a finite number, got {cfg[bad]!r}")
         model = create_model(name, generator=torch.Generator().manual_seed(0), **cfg)
     except PDNError as exc:
         raise PDNError(f"{where}: {exc}") from None
+    except (RuntimeError, MemoryError, ValueError, TypeError, OverflowError) as exc:  # sizes that cannot be built
+        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise PDNError(f"{where}: cannot build model {name!r} from this config ({first})") from None
     model.config.update(recorded)
     return model
 
@@ -198,6 +205,8 @@ def parse_input_size(value: Any, where: str = "input_size") -> tuple[int, int]:
         raise PDNError(f"{where}: expected (H, W) or 'HxW', got {value!r}") from None
     if min(out) <= 0:
         raise PDNError(f"{where}: sizes must be positive, got {value!r}")
+    if max(out) > MAX_IMAGE_SIDE:
+        raise PDNError(f"{where}: sides must be at most {MAX_IMAGE_SIDE} pixels, got {value!r}")
     return out[0], out[1]
 
 
