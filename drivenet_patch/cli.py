@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from drivenet_patch import __version__
-from drivenet_patch.errors import PDNError
+from drivenet_patch.errors import PDNError, one_line
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse with the project's error contract: one line, exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
 
 
 def _emit(result: dict[str, Any], as_json: bool, text: str | None = None) -> None:
@@ -438,7 +438,7 @@ def _run_command(args: argparse.Namespace) -> int:
         print(f"pdn: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # the file system refused (not a folder, no permission, disk full): one line, no traceback
-        print(f"pdn: error: {_os_error_line(exc)}", file=sys.stderr)
+        print(f"pdn: error: {one_line(_os_error_line(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pdn: interrupted", file=sys.stderr)

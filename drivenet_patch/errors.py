@@ -16,7 +16,12 @@ class PDNError(Exception):
 
     def __init__(self, message: str) -> None:
         # Keep the contract: one line, whatever the caller formatted.
-        super().__init__(_shorten(" ".join(str(message).split())))
+        super().__init__(one_line(message))
+
+
+def one_line(message: object) -> str:
+    """``message`` on one line of at most :data:`MAX_MESSAGE_CHARS` characters (see :class:`PDNError`)."""
+    return _shorten(" ".join(str(message).split()))
 
 
 def _shorten(text: str) -> str:

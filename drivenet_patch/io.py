@@ -11,7 +11,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -200,7 +200,8 @@ def glob_escape(name: str) -> str:
 
 
 @contextlib.contextmanager
-def replace_folder(out: str | os.PathLike[str], owned: tuple[str, ...], what: str = "output") -> Iterator[Path]:
+def replace_folder(out: str | os.PathLike[str], owned: tuple[str, ...] | Callable[[str], bool],
+                   what: str = "output") -> Iterator[Path]:
     """Build a whole output folder beside ``out`` and swap it in at the end; a kill loses nothing.
 
     Yields a fresh staging folder ``.<out name>.staging-<pid>-<random>`` next to ``out``. When the
@@ -211,8 +212,8 @@ def replace_folder(out: str | os.PathLike[str], owned: tuple[str, ...], what: st
 
     Args:
         out: the folder to (re)create.
-        owned: file names a previous run of the same command writes there; ``out`` holding
-            anything else is refused rather than deleted.
+        owned: file names a previous run of the same command writes there (or a test of a
+            name); ``out`` holding anything else is refused rather than deleted.
         what: what the folder is, for messages (e.g. ``"a synth dataset"``).
 
     Raises:
@@ -228,7 +229,8 @@ def replace_folder(out: str | os.PathLike[str], owned: tuple[str, ...], what: st
         clean_stale_folders(out)
         if out.is_dir():
             remove_stale_temps(out)
-            foreign = sorted(p.name for p in out.iterdir() if p.name not in owned)
+            mine = owned if callable(owned) else (lambda name: name in owned)
+            foreign = sorted(p.name for p in out.iterdir() if not (mine(p.name) and p.is_file()))
             if foreign:
                 raise PDNError(f"--out: {out} holds {foreign[0]!r}, which is not part of {what}; "
                                "choose an empty or new folder (nothing was changed)")

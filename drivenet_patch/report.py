@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 
 from drivenet_patch.errors import PDNError
 from drivenet_patch.inputs import read_json
-from drivenet_patch.io import atomic_path, write_bytes, write_text
+from drivenet_patch.io import atomic_path, replace_folder, write_bytes, write_text
 
 __all__ = ["SECTIONS", "build_report", "detect_kind"]
 
@@ -95,7 +95,21 @@ def build_report(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike
         raise PDNError("report: give at least one input folder or .json file")
     inputs = [(Path(p), detect_kind(p)) for p in paths]
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    # Built in a staging folder beside ``out`` and swapped in whole: a failure or a kill at any moment
+    # leaves the previous report as it was (never new figures under an old index.html).
+    with replace_folder(out, _is_report_file, "a report") as staging:
+        figures, sections = _write_report(inputs, staging)
+    return {"index": str(out / "index.html"), "figures": figures, "sections": sections,
+            "inputs": [{"path": str(p), "kind": k} for p, k in inputs]}
+
+
+def _is_report_file(name: str) -> bool:
+    """True for the files :func:`build_report` writes (index.html, PNG and PDF figures)."""
+    return name == "index.html" or name.lower().endswith((".png", ".pdf"))
+
+
+def _write_report(inputs: list[tuple[Path, str]], out: Path) -> tuple[list[str], list[str]]:
+    """Write index.html and the figures of ``inputs`` (path, kind) into ``out``; (figures, sections)."""
     page = _Page(out)
     renderers: dict[str, Callable[[_Page, Path, str], str]] = {
         "data": _data_section, "train": _train_section, "saliency": _saliency_section, "drive": _drive_section,
@@ -117,10 +131,8 @@ def build_report(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike
     body = "".join(f'<section id="{t.lower()}"><h2>{t}</h2>{"".join(blocks[t])}</section>\n'
                    for t in sections)
     nav = " · ".join(f'<a href="#{s.lower()}">{s}</a>' for s in sections)
-    index = out / "index.html"
-    write_text(index, _HTML.format(title="PatchDriveNet report", nav=nav, body=body))
-    return {"index": str(index), "figures": list(page.figures), "sections": sections,
-            "inputs": [{"path": str(p), "kind": k} for p, k in inputs]}
+    write_text(out / "index.html", _HTML.format(title="PatchDriveNet report", nav=nav, body=body))
+    return list(page.figures), sections
 
 
 # --------------------------------------------------------------------------------------------

@@ -550,6 +550,12 @@ def load_training_data(paths: Sequence[str | Path], val: str | Path | None, cfg:
     return train, valid
 
 
+def _has_trained_epoch(out: Path) -> bool:
+    """True when the run folder holds weights or a resume point: a folder where a run failed or was
+    killed before its first epoch ended (only ``config.json``) may be started afresh."""
+    return (out / STATE_NAME).exists() or any(out.glob("*.safetensors"))
+
+
 def _saved_config(out: Path) -> TrainConfig:
     """The training configuration recorded in ``out/config.json``; a PDNError if it is unreadable."""
     path = out / "config.json"
@@ -678,7 +684,7 @@ def _train(data: Sequence[str | Path], out: Path, cfg: TrainConfig, val: str | P
             raise PDNError(f"--resume: {out} was trained with a different configuration; use a new --out")
         if state_path.is_file():
             saved_state = _load_train_state(state_path, device)
-    elif not resume and (out / "config.json").exists():
+    elif not resume and (out / "config.json").exists() and _has_trained_epoch(out):
         raise PDNError(f"--out: {out} already holds a run; pass --resume to continue it or choose a new folder")
     start_epoch = 0 if saved_state is None else saved_state[0] + 1
     if not _all_same(start_epoch, d, device):  # also keeps rank 0 from writing before every rank has checked

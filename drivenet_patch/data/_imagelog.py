@@ -116,6 +116,16 @@ class PathGuard:
         return text
 
 
+def refuse_special(path: str | Path, where: str) -> None:
+    """A PDNError when ``path`` exists but is not a regular file (a FIFO or device named as an image
+    would block the reader), naming ``where`` (log file and row); nothing when it is missing."""
+    if os.path.exists(path) and not os.path.isfile(path):
+        try:
+            regular_file(path, "image")
+        except PDNError as exc:
+            raise PDNError(f"{where}: {exc}") from None
+
+
 def is_absolute_any(path: str) -> bool:
     """True for POSIX absolute paths and Windows ones (``C:\\...``, ``C:/...``, ``\\\\server\\share``)."""
     p = path.replace("\\", "/")

@@ -39,13 +39,14 @@ def _valid() -> str:
 
 def _formats_in_dir(d: Path) -> list[str]:
     found = []
-    if (d / "images.npy").is_file() and (d / "meta.json").is_file():
+    # exists(), not is_file(): a FIFO in a log's place is found here and refused by the loader
+    if (d / "images.npy").exists() and (d / "meta.json").exists():
         found.append("synth")
-    if (d / "driving_log.csv").is_file():
+    if (d / "driving_log.csv").exists():
         found.append("udacity-sim")
-    if (d / "interpolated.csv").is_file():
+    if (d / "interpolated.csv").exists():
         found.append("udacity-ch2")
-    if (d / "data.txt").is_file():
+    if (d / "data.txt").exists():
         found.append("sullychen")
     if (d / "camera").is_dir() and (d / "log").is_dir() and any((d / "camera").glob("*.h5")):
         found.append("commaai")
