@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -67,6 +68,9 @@ def synthesize(
     out = Path(out)
     existing = next((p for p in (out, *out.parents) if p.exists()), Path.cwd())
     need = frames * size[0] * size[1] * 3
+    writable = out.parent if existing == out else existing  # the staging folder is made beside ``out``
+    if writable.is_dir() and not os.access(writable, os.W_OK | os.X_OK):  # before the space check: the real fault
+        raise PDNError(f"--out: cannot write in {writable} (permission denied or read-only)")
     try:
         free = shutil.disk_usage(existing).free
     except OSError as exc:
