@@ -30,6 +30,10 @@ MAX_JSON_DEPTH = 64
 MAX_STEERING_DEG = 90.0
 #: Largest side of a camera image or model input, pixels.
 MAX_IMAGE_SIDE = 8192
+#: Largest side of a model input, pixels (PilotNet at 1024x1024 already has 94 M weights).
+MAX_MODEL_INPUT_SIDE = 1024
+#: Largest integer in a model config (layer widths, counts): the weights grow with it.
+MAX_CONFIG_INT = 4096
 #: Largest image file decoded, in bytes.
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 #: Most frames one HDF5 camera file may declare.

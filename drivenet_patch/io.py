@@ -224,6 +224,9 @@ def replace_folder(out: str | os.PathLike[str], owned: tuple[str, ...] | Callabl
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise PDNError(f"--out: {out} is a file, not a folder")
+    above = next((p for p in out.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise PDNError(f"{out}: cannot write (Not a directory: {above} is a file)")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         clean_stale_folders(out)
