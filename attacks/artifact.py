@@ -52,16 +52,15 @@ def read_attack(folder: str | Path) -> tuple[Any, StickerPlacement, dict[str, An
     Raises:
         PDNError: not a folder, or its ``attack.json`` has no ``attack`` settings (the file is named).
     """
-    import json
-
     from drivenet_patch.errors import PDNError
+    from drivenet_patch.inputs import read_json
     from drivenet_patch.sticker_io import load_sticker
 
     folder = Path(folder)
     if not folder.is_dir():
         raise PDNError(f"--sticker: {folder} is not an attack folder (from pdn attack)")
     texture, placement = load_sticker(folder)
-    meta = json.loads((folder / "attack.json").read_text(encoding="utf-8"))
+    meta = read_json(folder / "attack.json", "attack settings")
     if not isinstance(meta, dict) or not isinstance(meta.get("attack"), dict):
         raise PDNError(f"--sticker: {folder / 'attack.json'} has no 'attack' settings (not written by pdn attack?)")
     return texture, placement, meta

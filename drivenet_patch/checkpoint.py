@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from drivenet_patch.errors import PDNError
+from drivenet_patch.inputs import loads_json, read_json
 from drivenet_patch.io import write_json
 from drivenet_patch.models import SteeringModel, model_from_config
 from drivenet_patch.state import (
@@ -92,7 +93,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
     path = Path(path)
     if path.is_dir():
         weights = path / "model.safetensors"
-        if not weights.is_file():
+        if not weights.exists():
             raise PDNError(f"{weights}: missing (a run folder needs model.safetensors and {CONFIG_NAME})")
     elif path.exists():
         weights = path
@@ -102,14 +103,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
     config_path = weights.parent / CONFIG_NAME
     if suffix == ".safetensors":
         state, header = read_state(weights, "cpu")
-        if config_path.is_file():
+        if config_path.exists():  # read_json refuses a FIFO or folder there
             model_cfg, where = _read_config(config_path), str(config_path)
         elif CONFIG_META_KEY in header:
             where = f"{weights} (embedded config)"
-            try:
-                model_cfg = json.loads(header[CONFIG_META_KEY])
-            except ValueError:
-                raise PDNError(f"{where}: not valid JSON") from None
+            model_cfg = loads_json(header[CONFIG_META_KEY], where)
         else:
             raise PDNError(f"{config_path}: missing (needed to know the architecture of {weights.name})")
     elif suffix in PICKLE_SUFFIXES:
@@ -135,10 +133,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
 
 # ---------------------------------------------------------------------------- internals
 def _read_config(path: Path) -> dict[str, Any]:
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise PDNError(f"{path}: not valid JSON ({exc})") from None
+    cfg = read_json(path, "model config")  # non-finite values are named by the registry check
     if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
         raise PDNError(f"{path}: expected an object with a 'model' object")
     version = cfg.get("format_version", FORMAT_VERSION)
@@ -174,4 +169,10 @@ def _load_weights(model: SteeringModel, state: Mapping[str, torch.Tensor], where
                 f"{where}: shape mismatch for {key!r}: file has {tuple(state[key].shape)}, "
                 f"model {model.name!r} needs {tuple(ref.shape)}"
             )
+        got = state[key].dtype
+        if got != ref.dtype and not (got.is_floating_point and ref.dtype.is_floating_point):
+            # loading would cast silently (int, bool, complex -> float): refuse instead
+            raise PDNError(f"{where}: {key!r} is stored as {got}, model {model.name!r} needs {ref.dtype}")
+        if got.is_floating_point and not bool(torch.isfinite(state[key]).all()):
+            raise PDNError(f"{where}: {key!r} holds NaN or infinite weights")
     model.load_state_dict(state, strict=True)

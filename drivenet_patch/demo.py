@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from drivenet_patch.errors import PDNError
+from drivenet_patch.inputs import read_json
 from drivenet_patch.io import write_json, write_text
 
 __all__ = ["CommandRunner", "DemoSettings", "Stage", "plan", "run_demo"]
@@ -223,9 +224,10 @@ def run_demo(runner: CommandRunner, out: str | Path, quick: bool = False, seed: 
                        for st in stages]}
     if meta_path.is_file() and not restart:
         try:
-            old = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+            old = read_json(meta_path, "demo settings")
+        except PDNError:
             old = {}
+        old = old if isinstance(old, dict) else {}
         if (old.get("quick"), old.get("seed")) != (meta["quick"], meta["seed"]):
             raise PDNError(f"{out} holds a demo made with quick={old.get('quick')} seed={old.get('seed')}; "
                            f"use another --out or pass --restart")

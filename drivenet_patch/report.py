@@ -13,7 +13,6 @@ Figures are drawn on :class:`matplotlib.figure.Figure` objects (Agg canvas), nev
 from __future__ import annotations
 
 import html
-import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,7 +24,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from drivenet_patch.errors import PDNError
-from drivenet_patch.io import atomic_path, write_bytes, write_json, write_text
+from drivenet_patch.inputs import read_json
+from drivenet_patch.io import atomic_path, replace_folder, write_bytes, write_json, write_text
 from drivenet_patch.report_summary import summarize, summary_html
 
 __all__ = ["SECTIONS", "build_report", "detect_kind"]
@@ -99,7 +99,21 @@ def build_report(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike
         raise PDNError("report: give at least one input folder or .json file")
     inputs = [(Path(p), detect_kind(p)) for p in paths]
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    # Built in a staging folder beside ``out`` and swapped in whole: a failure or a kill at any moment
+    # leaves the previous report as it was (never new figures under an old index.html).
+    with replace_folder(out, _is_report_file, "a report") as staging:
+        figures, sections = _write_report(inputs, staging, notes)
+    return {"index": str(out / "index.html"), "summary": str(out / "summary.json"), "figures": figures,
+            "sections": sections, "inputs": [{"path": str(p), "kind": k} for p, k in inputs]}
+
+
+def _is_report_file(name: str) -> bool:
+    """True for the files :func:`build_report` writes (index.html, summary.json, PNG and PDF figures)."""
+    return name in ("index.html", "summary.json") or name.lower().endswith((".png", ".pdf"))
+
+
+def _write_report(inputs: list[tuple[Path, str]], out: Path, notes: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Write index.html, summary.json and the figures of ``inputs`` (path, kind) into ``out``; (figures, sections)."""
     page = _Page(out)
     renderers: dict[str, Callable[[_Page, Path, str], str]] = {
         "data": _data_section, "train": _train_section, "saliency": _saliency_section, "drive": _drive_section,
@@ -123,12 +137,11 @@ def build_report(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike
     summary = summarize(inputs, notes)
     head = summary_html(summary)
     nav = " · ".join(f'<a href="#{s.lower()}">{s}</a>' for s in (["Summary"] if head else []) + sections)
-    index = out / "index.html"
     write_json(out / "summary.json", summary)
-    write_text(index, _HTML.format(title="PatchDriveNet report", nav=nav, body=head + body))
-    return {"index": str(index), "summary": str(out / "summary.json"), "figures": list(page.figures),
-            "sections": sections,
-            "inputs": [{"path": str(p), "kind": k} for p, k in inputs]}
+    write_text(out / "index.html", _HTML.format(title="PatchDriveNet report", nav=nav, body=head + body))
+    return list(page.figures), sections
+
+
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,10 +191,7 @@ def _fmt(v: Any) -> str:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PDNError(f"{path}: not readable JSON ({exc})") from None
+    obj = read_json(path)
     if not isinstance(obj, dict):
         raise PDNError(f"{path}: expected a JSON object")
     return obj

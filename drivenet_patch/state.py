@@ -17,6 +17,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from drivenet_patch.errors import PDNError
+from drivenet_patch.inputs import loads_json, regular_file
 from drivenet_patch.io import atomic_path
 
 __all__ = ["CONFIG_META_KEY", "META_KEY", "load_state", "pack_state", "read_header", "read_state",
@@ -62,10 +63,7 @@ def read_state_meta(path: str | Path) -> dict[str, Any]:
     text = header.get(META_KEY)
     if text is None:
         return {}
-    try:
-        meta = json.loads(text)
-    except ValueError:
-        raise PDNError(f"{path}: metadata is not valid JSON") from None
+    meta = loads_json(text, f"{path}: metadata {META_KEY!r}")
     if not isinstance(meta, dict):
         raise PDNError(f"{path}: metadata is not a JSON object")
     return meta
@@ -139,8 +137,7 @@ def write_state(path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict[
 
 def read_header(path: Path) -> dict[str, str]:
     """The string metadata of a ``.safetensors`` file's header (one-line errors naming the file)."""
-    if not path.is_file():
-        raise PDNError(f"{path}: missing")
+    regular_file(path, "safetensors file")  # a FIFO would block the reader
     try:
         with safe_open(str(path), framework="pt") as fh:
             return dict(fh.metadata() or {})
@@ -150,8 +147,7 @@ def read_header(path: Path) -> dict[str, str]:
 
 def read_state(path: Path, device: str | torch.device) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """All tensors of a ``.safetensors`` file on ``device`` and its header metadata."""
-    if not path.is_file():
-        raise PDNError(f"{path}: missing")
+    regular_file(path, "safetensors file")  # a FIFO would block the reader
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as fh:
             header = dict(fh.metadata() or {})

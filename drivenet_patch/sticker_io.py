@@ -3,7 +3,6 @@ written by the attack (:mod:`attacks.artifact`)."""
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 import torch
 
 from drivenet_patch.errors import PDNError
+from drivenet_patch.inputs import read_json
 from drivenet_patch.io import atomic_path, write_json
 from drivenet_patch.tensors import check_frames, to_uint8
 from drivenet_patch.world.sticker import StickerPlacement
@@ -44,12 +44,9 @@ def load_sticker(path: str | Path) -> Sticker:
     path = Path(path)
     if path.is_dir():
         png, meta_path = path / STICKER_PNG, path / ATTACK_JSON
-        if not meta_path.is_file():
+        if not meta_path.exists():
             raise PDNError(f"--sticker: {path} is a folder but has no {ATTACK_JSON}")
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise PDNError(f"--sticker: cannot read {meta_path}: {exc}") from None
+        meta = read_json(meta_path, "attack settings")
         placement = _placement_from_json(meta.get("placement") if isinstance(meta, dict) else None, meta_path)
     else:
         png, placement = path, StickerPlacement(s=0.0)

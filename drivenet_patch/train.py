@@ -47,6 +47,7 @@ from drivenet_patch.checkpoint import save_model
 from drivenet_patch.distributed import Dist, all_same, group_threads_left, init_distributed, leave_group
 from drivenet_patch.errors import PDNError
 from drivenet_patch.evaluation import predict_all, regression_metrics
+from drivenet_patch.inputs import read_json_object
 from drivenet_patch.io import remove_stale_temps, write_csv, write_json
 from drivenet_patch.models import create_model
 from drivenet_patch.state import load_state, pack_state, read_state_meta, save_state, unpack_state
@@ -92,11 +93,17 @@ def _lr_at(cfg: TrainConfig, epoch: int) -> float:
     return cfg.lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * frac)))
 
 
+def _has_trained_epoch(out: Path) -> bool:
+    """True when the run folder holds weights or a resume point: a folder where a run failed or was
+    killed before its first epoch ended (only ``config.json``) may be started afresh."""
+    return (out / STATE_NAME).exists() or any(out.glob("*.safetensors"))
+
+
 def _saved_config(out: Path) -> TrainConfig:
     """The training configuration recorded in ``out/config.json``; a PDNError if it is unreadable."""
     path = out / "config.json"
     try:
-        saved = json.loads(path.read_text(encoding="utf-8"))["train"]
+        saved = read_json_object(path, "run configuration")["train"]
         return TrainConfig(**saved)
     except PDNError as exc:
         raise PDNError(f"{path}: invalid training configuration ({exc})") from None
@@ -129,8 +136,9 @@ def _load_train_state(path: Path, device: torch.device) -> tuple[int, list[dict[
         opt_sd = unpack_state({k[4:]: v for k, v in tensors.items() if k.startswith("opt.")}, meta["optimizer"])
         if len(history) != epoch + 1 or not model_sd:
             raise ValueError("history and epoch disagree")
-    except (KeyError, TypeError, ValueError) as exc:
-        raise PDNError(f"{path}: not a resumable training state ({exc}); start a new run") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise PDNError(f"{path}: not a resumable training state ({first}); start a new run") from None
     return epoch, history, best, model_sd, opt_sd
 
 
@@ -218,7 +226,7 @@ def _open_run(data: Sequence[str | Path], out: Path, cfg: TrainConfig, val: str 
             raise PDNError(f"resume: {out} was trained with a different configuration; use a new run folder")
         if state_path.is_file():
             saved_state = _load_train_state(state_path, device)
-    elif not resume and (out / "config.json").exists():
+    elif not resume and (out / "config.json").exists() and _has_trained_epoch(out):
         raise PDNError(f"out: {out} already holds a run; resume it or choose a new folder")
     start_epoch = 0 if saved_state is None else saved_state[0] + 1
     if not all_same(start_epoch, d, device):  # also keeps rank 0 from writing before every rank has checked

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import subprocess
 import sys
 import tempfile
@@ -420,3 +421,129 @@ def test_saliency_arguments(tiny_run: Path, small_synth: Path, n: str, data_kind
                                       "--n", n, "--format", fmt, "--json"])
         if code == 0:
             assert (out / "saliency.json").is_file()
+
+
+# ------------------------------------------------------------------------------------- hostile model folders and JSON
+JSON_LEAF = st.one_of(st.none(), st.booleans(), st.integers(-(10**30), 10**30),
+                      st.floats(allow_nan=True, allow_infinity=True), TEXT)
+JSON_VALUE = st.recursive(JSON_LEAF, lambda c: st.one_of(st.lists(c, max_size=4), st.dictionaries(TEXT, c, max_size=4)),
+                          max_leaves=16)
+
+
+def _deep(n: int) -> str:
+    return "[" * n + "]" * n
+
+
+JSON_TEXT = st.one_of(
+    JSON_VALUE.map(json.dumps),  # json.dumps writes NaN/Infinity, as a careless or hostile writer would
+    st.integers(1, 200_000).map(_deep),
+    st.integers(1, 200_000).map(lambda n: '{"a":' * n + "1" + "}" * n),
+    st.binary(max_size=40).map(lambda b: b.decode("latin-1")),
+)
+CONFIG_KEYS = st.one_of(st.sampled_from(["input_size", "dropout", "out_scale", "tau_deg", "name", "abstain",
+                                         "regions", "init", "format_version"]), TEXT)
+CONFIG_VALUES = st.one_of(JSON_VALUE, st.sampled_from([[100_000, 100_000], [66, 200], "66x200", 1e300, -1, 0]),
+                          st.lists(st.integers(0, 10**6), min_size=1000, max_size=1000))
+
+
+def _strict_json(text: str) -> object:
+    def refuse(name: str) -> None:
+        raise AssertionError(f"{name} in --json output")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@given(
+    config=st.one_of(st.none(), JSON_TEXT, st.dictionaries(CONFIG_KEYS, CONFIG_VALUES, max_size=3)),
+    weights=st.sampled_from(["keep", "int32", "bool", "complex64", "float64", "nan", "inf", "missing_key",
+                             "garbage", "empty", "symlink_out", "fifo", "deep_meta"]),
+)
+def test_hostile_model_folders(tiny_run: Path, small_synth: Path, config: object, weights: str) -> None:
+    """A model folder from somebody else: random config.json (deep, non-finite, absurd sizes, unknown keys)
+    and weights of other dtypes, NaN, garbage, a FIFO or a symlink. ``pdn eval`` runs (strict JSON out)
+    or refuses in one line; no input is changed."""
+    import os
+
+    from safetensors.torch import load_file, save_file
+
+    with scratch() as tmp:
+        run = tmp / "run"
+        run.mkdir()
+        base = json.loads((tiny_run / "config.json").read_text())
+        if config is None:
+            text = json.dumps(base)
+        elif isinstance(config, dict):
+            text = json.dumps({**base, "model": {**base["model"], **config}})
+        else:
+            text = str(config)
+        (run / "config.json").write_text(text)
+        state = load_file(str(tiny_run / "model.safetensors"))
+        key = next(k for k, v in state.items() if v.is_floating_point())
+        weights_path = run / "model.safetensors"
+        if weights in ("int32", "bool", "complex64", "float64"):
+            state[key] = state[key].to(getattr(torch, weights))
+        elif weights in ("nan", "inf"):
+            state[key] = state[key].clone().fill_(float(weights))
+        elif weights == "missing_key":
+            del state[key]
+        if weights == "garbage":
+            weights_path.write_bytes(b"\xff" * 64)
+        elif weights == "empty":
+            weights_path.write_bytes(b"")
+        elif weights == "symlink_out":
+            os.symlink(tiny_run / "model.safetensors", weights_path)
+        elif weights == "fifo":
+            os.mkfifo(weights_path)
+        elif weights == "deep_meta":
+            save_file(state, str(weights_path), metadata={"pdn_model_config": _deep(100_000)})
+            (run / "config.json").unlink()
+        else:
+            save_file(state, str(weights_path))
+        before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and not p.is_symlink()}
+        argv = ["eval", "--model", str(run), "--data", str(small_synth), "--out", str(tmp / "p.csv"), "--json"]
+        code, stdout, err = assert_contract(argv)
+        if code == 0:
+            _strict_json(stdout.strip().splitlines()[-1])
+        assert len(err.strip()) <= 400, err
+        assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and not p.is_symlink()} == before
+
+
+@given(target=st.sampled_from(["meta.json", "config.json", "attack.json", "bench.json", "drive.json"]), text=JSON_TEXT)
+def test_hostile_json_inputs(tiny_run: Path, small_synth: Path, target: str, text: str) -> None:
+    """Any JSON the toolkit reads, replaced by random JSON, non-JSON, NaN-laden or 200,000-deep text:
+    the command runs or refuses in one line naming the file; nothing hangs or raises a traceback."""
+    with scratch() as tmp:
+        if target == "meta.json":
+            data = tmp / "data"
+            data.mkdir()
+            for name in ("images.npy", "labels.csv"):
+                (data / name).write_bytes((small_synth / name).read_bytes())
+            (data / "meta.json").write_text(text)
+            argv = ["data", "check", str(data), "--json", "--format", "synth"]
+        elif target == "config.json":
+            run = tmp / "run"
+            run.mkdir()
+            (run / "model.safetensors").write_bytes((tiny_run / "model.safetensors").read_bytes())
+            (run / "config.json").write_text(text)
+            argv = ["report", str(run), "--out", str(tmp / "rep"), "--json"]
+        elif target == "bench.json":
+            (tmp / "bench.json").write_text(text)
+            argv = ["report", str(tmp / "bench.json"), "--out", str(tmp / "rep"), "--json"]
+        else:
+            import cv2
+            import numpy as np
+
+            folder = tmp / target.split(".")[0]
+            folder.mkdir()
+            (folder / target).write_text(text)
+            if target == "attack.json":
+                cv2.imwrite(str(folder / "sticker.png"), np.zeros((8, 8, 3), np.uint8))
+            else:
+                (folder / "drive_log.csv").write_text("road,step,t,x,y,offset_m,steering_deg\n0,0,0.0,0.0,0.0,0.0,0.0\n")
+            argv = ["report", str(folder), "--out", str(tmp / "rep"), "--json"]
+        code, stdout, err = assert_contract(argv)
+        if code == 0:
+            _strict_json(stdout.strip().splitlines()[-1])
+        else:
+            assert str(tmp) in err or "--" in err, err  # names the file (or the option) at fault
+        assert len(err.strip()) <= 400, err

@@ -12,14 +12,17 @@ stderr, and only when it is a terminal.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from drivenet_patch import __version__
 from drivenet_patch.cli.common import Parser, os_error_line
-from drivenet_patch.errors import PDNError
+from drivenet_patch.errors import PDNError, one_line
 
 __all__ = ["COMMAND_MODULES", "build_parser", "main", "run"]
 
@@ -45,13 +48,55 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(route_argv(list(sys.argv[1:] if argv is None else argv)))
+    # Warnings (torch, numpy) are held back until the command ends: a refusal stays one line.
+    with warnings.catch_warnings(record=True) as held:
+        rc = _run_command(args)
+    if rc == 0:
+        for w in held:
+            print(warnings.formatwarning(w.message, w.category, w.filename, w.lineno).rstrip(), file=sys.stderr)
+    return rc
+
+
+#: Options that name files or folders a command reads, and those naming what it writes.
+_INPUT_OPTIONS = ("model", "data", "val", "sticker", "palette", "init", "path", "paths")
+_OUTPUT_OPTIONS = ("out", "video")
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """Every command's path arguments, checked once before it runs: no FIFO or device as an input
+    (it would block forever), no output written over an input or over a model or dataset file.
+    A command whose ``--out`` is a file (not a folder) marks its function with ``out_is_file = True``."""
+    from drivenet_patch.inputs import check_input_path, check_output
+
+    inputs: list[str] = []
+    for name in _INPUT_OPTIONS:
+        value = getattr(args, name, None)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, (str, Path)) and str(item):
+                check_input_path(item, f"--{name}" if name not in ("path", "paths") else "PATH")
+                inputs.append(str(item))
+    sticker = getattr(args, "sticker", None)
+    for name in _OUTPUT_OPTIONS:
+        value = getattr(args, name, None)
+        if isinstance(value, (str, Path)) and str(value):
+            is_file = name == "video" or getattr(args.fn, "out_is_file", False)
+            check_output(value, inputs, f"--{name}", is_file=is_file, own_names=("predictions.csv",),
+                         may_equal=[sticker] if sticker else [])
+
+
+def _run_command(args: argparse.Namespace) -> int:
     try:
+        if isinstance(getattr(args, "device", None), str):  # every command's --device, checked once here
+            from drivenet_patch.inputs import check_device
+
+            args.device = check_device(args.device)
+        _check_paths(args)
         return int(args.fn(args) or 0)
     except PDNError as exc:
         print(f"pdn: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # the file system refused (not a folder, no permission, disk full): one line, no traceback
-        print(f"pdn: error: {os_error_line(exc)}", file=sys.stderr)
+        print(f"pdn: error: {one_line(os_error_line(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pdn: interrupted", file=sys.stderr)

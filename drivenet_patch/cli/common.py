@@ -7,13 +7,12 @@ outside :mod:`drivenet_patch.cli` imports this module (import-linter enforces it
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from drivenet_patch.errors import PDNError
+from drivenet_patch.errors import PDNError, one_line
 
 __all__ = [
     "Parser",
@@ -34,13 +33,18 @@ class Parser(argparse.ArgumentParser):
     """argparse with the project's error contract: one line, exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
 
 
 def emit(result: dict[str, Any], as_json: bool, text: str | None = None) -> None:
     """Print ``result`` as one JSON object (``--json``) or as ``text`` (default: ``key: value`` lines)."""
     if as_json:
-        print(json.dumps(result, sort_keys=True, default=str))
+        from drivenet_patch.inputs import dumps_strict
+
+        text_json, replaced = dumps_strict(result, sort_keys=True, default=str)
+        if replaced:  # strict JSON has no NaN/Infinity: say which values became null, and why
+            print(f"pdn: note: not finite, written as null: {', '.join(replaced)[:200]}", file=sys.stderr)
+        print(text_json)
     else:
         print(text if text is not None else "\n".join(f"{k}: {v}" for k, v in result.items()))
 

@@ -87,3 +87,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--seed", type=int, default=0, help="seed of the random road and style")
     c.add_argument("--size", default="132x400", help="tile size HxW (default 132x400: the model view at 2x)")
     add_json(c)
+
+
+cmd_world_preview.out_is_file = True  # type: ignore[attr-defined]  # --out is an image file

@@ -134,3 +134,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="accept a .pt/.pth state dict (read with torch.load(weights_only=True); trusted files only)")
     add_allow_outside(c)
     add_device_and_json(c)
+
+
+cmd_eval.out_is_file = True  # type: ignore[attr-defined]  # --out is a CSV file, not a folder

@@ -20,6 +20,7 @@ import pandas as pd
 
 from drivenet_patch.data.base import CropResize, DriveDataset
 from drivenet_patch.errors import PDNError
+from drivenet_patch.inputs import MAX_IMAGE_BYTES, read_bytes, regular_file
 from drivenet_patch.world.camera import Camera
 
 DEFAULT_SIZE: tuple[int, int] = (66, 200)
@@ -59,13 +60,14 @@ def find_log(path: str | Path, name: str, layout: str) -> Path:
     """
     path = Path(path)
     log = path / name if path.is_dir() else path
-    if not log.is_file():
+    if not log.exists():
         raise PDNError(f"{log}: missing ({layout})")
-    return log
+    return regular_file(log, "log file")  # a FIFO or device would block the reader
 
 
 def open_log(log: Path) -> TextIO:
     """Open a text log (BOM tolerated, newlines kept for the csv module); a PDNError if unreadable."""
+    regular_file(log, "log file")
     try:
         return open(log, newline="", encoding="utf-8-sig")
     except OSError as exc:
@@ -114,6 +116,16 @@ class PathGuard:
         return text
 
 
+def refuse_special(path: str | Path, where: str) -> None:
+    """A PDNError when ``path`` exists but is not a regular file (a FIFO or device named as an image
+    would block the reader), naming ``where`` (log file and row); nothing when it is missing."""
+    if os.path.exists(path) and not os.path.isfile(path):
+        try:
+            regular_file(path, "image")
+        except PDNError as exc:
+            raise PDNError(f"{where}: {exc}") from None
+
+
 def is_absolute_any(path: str) -> bool:
     """True for POSIX absolute paths and Windows ones (``C:\\...``, ``C:/...``, ``\\\\server\\share``)."""
     p = path.replace("\\", "/")
@@ -123,16 +135,17 @@ def is_absolute_any(path: str) -> bool:
 def read_rgb(path: str, where: str) -> np.ndarray:
     """Decode an image file as uint8 (h, w, 3) RGB.
 
-    Uses ``np.fromfile`` + ``cv2.imdecode`` (same codec as ``cv2.imread``) so that a missing file
+    Uses :func:`~drivenet_patch.inputs.read_bytes` (regular files only, size bounded) + ``cv2.imdecode`` (same codec as ``cv2.imread``) so that a missing file
     and an undecodable one give different messages, and non-ASCII paths work on Windows.
 
     Raises:
         PDNError: naming the image and ``where`` (log file and row).
     """
     try:
-        buf = np.fromfile(path, dtype=np.uint8)
-    except OSError as exc:
-        raise PDNError(f"{path}: cannot read image ({where}): {exc.strerror or exc}") from None
+        data = read_bytes(path, "image", MAX_IMAGE_BYTES)  # a FIFO or device would block np.fromfile
+    except PDNError as exc:
+        raise PDNError(f"{exc} ({where})") from None
+    buf = np.frombuffer(data, dtype=np.uint8)
     bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
     if bgr is None or bgr.ndim != 3 or bgr.shape[0] < 1 or bgr.shape[1] < 1:
         raise PDNError(f"{path}: cannot decode image, the file is corrupt or not an image ({where})")

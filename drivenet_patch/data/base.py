@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from drivenet_patch.errors import PDNError
+from drivenet_patch.inputs import MAX_STEERING_DEG
 from drivenet_patch.world.camera import Camera
 
 
@@ -90,6 +91,13 @@ class DriveDataset:
             where = (f"{self.labels.at[i, 'source_file']}: row {self.labels.at[i, 'source_row']}"
                      if {"source_file", "source_row"} <= set(self.labels.columns) else f"{self.root}: frame {i}")
             raise PDNError(f"{where}: steering label {steer[i]} deg is not a finite number (check the unit options)")
+        bad = np.flatnonzero(np.abs(steer) > MAX_STEERING_DEG)
+        if len(bad):  # a road wheel cannot turn further; such a label is corrupt or in the wrong unit
+            i = int(bad[0])
+            where = (f"{self.labels.at[i, 'source_file']}: row {self.labels.at[i, 'source_row']}"
+                     if {"source_file", "source_row"} <= set(self.labels.columns) else f"{self.root}: frame {i}")
+            raise PDNError(f"{where}: steering label {steer[i]:.6g} deg is beyond +-{MAX_STEERING_DEG:g} deg "
+                           "road-wheel angle (check the unit options)")
         self.camera = camera
         self.crop = crop
         self.size = crop.size

@@ -37,6 +37,7 @@ import pandas as pd
 from drivenet_patch.data._imagelog import PathGuard, make_crop, positive
 from drivenet_patch.data.base import CropResize, DriveDataset
 from drivenet_patch.errors import PDNError
+from drivenet_patch.inputs import MAX_H5_ELEMENTS, MAX_H5_FRAMES, MAX_IMAGE_SIDE, h5_elements, open_h5
 from drivenet_patch.world.camera import Camera
 
 #: Source camera, fitted (least squares, max residual ~8 px) to the ten ground-point/pixel pairs
@@ -103,15 +104,16 @@ class CommaAiDataset(DriveDataset):
         self.steering_ratio = float(steering_ratio)
         self.angle_scale = float(angle_scale)
         self.files = cam_files
+        self.allow_outside = bool(allow_outside)
         tables = []
         shape = None
         for k, cam_path in enumerate(cam_files):
             log_path = root / "log" / cam_path.name
             for p in (cam_path, log_path):
                 guard.check(p, where=str(p))
-            n_frames, frame_shape = _camera_shape(h5py, cam_path)
+            n_frames, frame_shape = _camera_shape(h5py, cam_path, allow_outside)
             shape = shape or frame_shape
-            raw_mean, counts = _frame_labels(h5py, log_path, n_frames)
+            raw_mean, counts = _frame_labels(h5py, log_path, n_frames, allow_outside)
             keep = np.flatnonzero(counts > 0)
             tables.append(
                 pd.DataFrame(
@@ -148,7 +150,7 @@ class CommaAiDataset(DriveDataset):
             with self._lock:  # check_dataset decodes from threads
                 handle = self._handles.get(k)
                 if handle is None:
-                    handle = self._handles[k] = _open(_h5py(), self.files[k])
+                    handle = self._handles[k] = _open(_h5py(), self.files[k], self.allow_outside)
         return handle["X"]
 
     def where(self, i: int) -> str:
@@ -209,15 +211,13 @@ def _camera_files(path: Path, files: Sequence[str] | None) -> tuple[Path, list[P
     return path, found
 
 
-def _open(h5py: Any, path: Path) -> Any:
-    try:
-        return h5py.File(path, "r")
-    except OSError as exc:
-        raise PDNError(f"{path}: cannot open HDF5 file, truncated or not HDF5 ({exc})") from None
+def _open(h5py: Any, path: Path, allow_outside: bool = False) -> Any:
+    """Open through :func:`~drivenet_patch.inputs.open_h5`: no external storage, links or virtual datasets."""
+    return open_h5(path, allow_outside)
 
 
-def _camera_shape(h5py: Any, path: Path) -> tuple[int, tuple[int, int]]:
-    with _open(h5py, path) as f:
+def _camera_shape(h5py: Any, path: Path, allow_outside: bool = False) -> tuple[int, tuple[int, int]]:
+    with _open(h5py, path, allow_outside) as f:
         x = f.get("X")
         if x is None or not isinstance(x, h5py.Dataset):
             raise PDNError(f"{path}: no dataset 'X' (expected camera frames uint8 (N, 3, H, W))")
@@ -225,14 +225,18 @@ def _camera_shape(h5py: Any, path: Path) -> tuple[int, tuple[int, int]]:
             raise PDNError(f"{path}: 'X' is {x.dtype} {x.shape}, expected uint8 (N, 3, H, W)")
         if x.shape[2] < 2 or x.shape[3] < 2:
             raise PDNError(f"{path}: 'X' holds {x.shape[2]}x{x.shape[3]} frames, too small for a camera image")
+        if x.shape[0] > MAX_H5_FRAMES or max(x.shape[2:]) > MAX_IMAGE_SIDE:
+            raise PDNError(f"{path}: 'X' declares {x.shape}, beyond the limits of {MAX_H5_FRAMES} frames "
+                           f"and {MAX_IMAGE_SIDE} pixels a side")
         return int(x.shape[0]), (int(x.shape[2]), int(x.shape[3]))
 
 
-def _frame_labels(h5py: Any, log_path: Path, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+def _frame_labels(h5py: Any, log_path: Path, n_frames: int, allow_outside: bool = False,
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Per camera frame: mean raw steering over the log samples pointing to it, and their count."""
-    if not log_path.is_file():
+    if not log_path.exists():
         raise PDNError(f"{log_path}: missing (every camera/<name>.h5 needs log/<name>.h5)")
-    with _open(h5py, log_path) as f:
+    with _open(h5py, log_path, allow_outside) as f:
         arrays = {}
         for key in ("steering_angle", "cam1_ptr"):
             ds = f.get(key)
@@ -240,6 +244,11 @@ def _frame_labels(h5py: Any, log_path: Path, n_frames: int) -> tuple[np.ndarray,
                 raise PDNError(f"{log_path}: no dataset {key!r}")
             if ds.dtype.kind not in "biuf":  # a complex cast would drop the imaginary part silently
                 raise PDNError(f"{log_path}: {key!r} holds {ds.dtype}, expected real numbers")
+            if ds.ndim != 1 and not (ds.ndim == 2 and ds.shape[1] == 1):  # no silent flattening of a table
+                raise PDNError(f"{log_path}: {key!r} has shape {ds.shape}, expected one value per sample (N,)")
+            if h5_elements(ds.shape) > MAX_H5_ELEMENTS:
+                raise PDNError(f"{log_path}: {key!r} declares {h5_elements(ds.shape)} samples, more than "
+                               f"the limit of {MAX_H5_ELEMENTS}")
             try:
                 arrays[key] = np.asarray(ds[()], dtype=np.float64).reshape(-1)
             except (OSError, RuntimeError, ValueError, TypeError) as exc:

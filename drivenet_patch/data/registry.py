@@ -39,13 +39,14 @@ def _valid() -> str:
 
 def _formats_in_dir(d: Path) -> list[str]:
     found = []
-    if (d / "images.npy").is_file() and (d / "meta.json").is_file():
+    # exists(), not is_file(): a FIFO in a log's place is found here and refused by the loader
+    if (d / "images.npy").exists() and (d / "meta.json").exists():
         found.append("synth")
-    if (d / "driving_log.csv").is_file():
+    if (d / "driving_log.csv").exists():
         found.append("udacity-sim")
-    if (d / "interpolated.csv").is_file():
+    if (d / "interpolated.csv").exists():
         found.append("udacity-ch2")
-    if (d / "data.txt").is_file():
+    if (d / "data.txt").exists():
         found.append("sullychen")
     if (d / "camera").is_dir() and (d / "log").is_dir() and any((d / "camera").glob("*.h5")):
         found.append("commaai")
@@ -111,10 +112,10 @@ def open_dataset(
         raise PDNError(f"unknown dataset format {format!r}; valid formats: auto, {_valid()}")
     p = Path(path)
     if cls is SynthDataset:
-        options.pop("allow_outside", None)  # a synth dataset names no files, so nothing can leave it
+        allow_outside = bool(options.pop("allow_outside", False))  # its files may be symlinks out of the folder
         if options:
             raise PDNError(f"format 'synth' takes no options, got {', '.join(sorted(options))}")
-        ds = SynthDataset(p.parent if p.is_file() else p)
+        ds = SynthDataset(p.parent if p.is_file() else p, allow_outside=allow_outside)
         if size is not None and tuple(size) != tuple(ds.size):
             raise PDNError(
                 f"{p}: synth frames are stored at {ds.size[0]}x{ds.size[1]}, cannot open at {size[0]}x{size[1]}"

@@ -30,6 +30,7 @@ from drivenet_patch.data._imagelog import (
     open_log,
     parse_finite,
     positive,
+    refuse_special,
 )
 from drivenet_patch.data.base import CropResize
 from drivenet_patch.errors import PDNError
@@ -110,6 +111,8 @@ def _parse(log: Path, ratio: float, guard: PathGuard) -> pd.DataFrame:
                 image = checked
                 break
         if image is None:
+            for cand in (root / rel, root / "data" / rel):
+                refuse_special(cand, where)
             raise PDNError(f"{where}: image not found: {name!r} (looked in {root} and {root / 'data'})")
         rows["steering_deg"].append(-angle / ratio)
         rows["camera"].append("center")

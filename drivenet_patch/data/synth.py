@@ -7,7 +7,6 @@ A synth dataset folder holds ``images.npy`` (uint8 N x H x W x 3, opened memory-
 
 from __future__ import annotations
 
-import json
 import math
 import mmap
 from pathlib import Path
@@ -17,6 +16,7 @@ import pandas as pd
 
 from drivenet_patch.data.base import CropResize, DriveDataset
 from drivenet_patch.errors import PDNError
+from drivenet_patch.inputs import MAX_IMAGE_SIDE, MAX_STEERING_DEG, contained_file, read_json
 from drivenet_patch.world.camera import Camera
 
 
@@ -25,11 +25,13 @@ class SynthDataset(DriveDataset):
 
     format = "synth"
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, allow_outside: bool = False) -> None:
+        """Open the dataset folder ``root``; ``allow_outside`` accepts files that are symlinks out of it."""
         root = Path(root)
         for name in ("images.npy", "labels.csv", "meta.json"):
-            if not (root / name).is_file():
+            if not (root / name).exists():
                 raise PDNError(f"{root / name}: missing (a synth dataset needs images.npy, labels.csv, meta.json)")
+            contained_file(root / name, root, allow_outside, what="dataset file")  # no FIFO, no symlink out of the folder
         meta, cam = _read_meta(root / "meta.json")
         try:
             images = np.load(root / "images.npy", mmap_mode="r", allow_pickle=False)
@@ -39,6 +41,9 @@ class SynthDataset(DriveDataset):
             raise PDNError(f"{root / 'images.npy'}: expected uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
         if len(images) == 0:
             raise PDNError(f"{root / 'images.npy'}: no frames (the dataset is empty)")
+        if max(images.shape[1:3]) > MAX_IMAGE_SIDE:
+            raise PDNError(f"{root / 'images.npy'}: frames of {images.shape[1]}x{images.shape[2]} are larger than "
+                           f"{MAX_IMAGE_SIDE} pixels a side")
         if min(images.shape[1:3]) < 8:
             raise PDNError(f"{root / 'images.npy'}: frames of {images.shape[1]}x{images.shape[2]} are smaller than 8x8")
         try:
@@ -53,6 +58,10 @@ class SynthDataset(DriveDataset):
         bad = np.flatnonzero(~np.isfinite(steer.to_numpy(dtype=np.float64)))
         if len(bad):
             raise PDNError(f"{root / 'labels.csv'}: row {int(bad[0]) + 2}: steering_deg is not a finite number")
+        bad = np.flatnonzero(np.abs(steer.to_numpy(dtype=np.float64)) > MAX_STEERING_DEG)
+        if len(bad):
+            raise PDNError(f"{root / 'labels.csv'}: row {int(bad[0]) + 2}: steering_deg {steer.iat[int(bad[0])]:.6g} "
+                           f"is beyond +-{MAX_STEERING_DEG:g} deg road-wheel angle")
         labels["steering_deg"] = steer.astype(np.float64)
         self.meta = meta
         self.images = images
@@ -81,10 +90,7 @@ def _first_line(exc: BaseException) -> str:
 
 def _read_meta(path: Path) -> tuple[dict, Camera]:
     """``meta.json`` as a dict and its source camera; a one-line PDNError naming the file otherwise."""
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise PDNError(f"{path}: not valid JSON ({_first_line(exc)})") from None
+    meta = read_json(path, "synth meta file")
     if not isinstance(meta, dict) or not isinstance(meta.get("camera"), dict):
         raise PDNError(f"{path}: not a valid synth meta file (expected an object with a 'camera' object)")
     for key, value in meta["camera"].items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from tqdm.auto import tqdm
 
 from drivenet_patch import __version__
 from drivenet_patch.errors import PDNError
-from drivenet_patch.io import atomic_path, write_csv, write_json
+from drivenet_patch.io import atomic_path, replace_folder, write_csv, write_json
 from drivenet_patch.world.camera import Camera
 from drivenet_patch.world.episodes import DriveConfig, drive_episode, expert_steer, lane_state, lateral_shift
 from drivenet_patch.world.render import Lighting, Renderer
@@ -20,6 +21,8 @@ from drivenet_patch.world.road import Road
 SIDE_CAMERA_M = 0.6  # lateral mount of PilotNet-style left/right cameras
 CAMERAS = {"center": 0.0, "left": SIDE_CAMERA_M, "right": -SIDE_CAMERA_M}
 SYNTH_VERSION = 1
+#: The files of a synth dataset folder (``--out`` holding anything else is refused, not deleted).
+DATASET_FILES = ("images.npy", "labels.csv", "meta.json")
 
 
 def parse_cameras(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -64,17 +67,28 @@ def synthesize(
     cameras = parse_cameras(cameras)
     out = Path(out)
     existing = next((p for p in (out, *out.parents) if p.exists()), Path.cwd())
+    need = frames * size[0] * size[1] * 3
+    writable = out.parent if existing == out else existing  # the staging folder is made beside ``out``
+    if writable.is_dir() and not os.access(writable, os.W_OK | os.X_OK):  # before the space check: the real fault
+        raise PDNError(f"--out: cannot write in {writable} (permission denied or read-only)")
     try:
-        need, free = frames * size[0] * size[1] * 3, shutil.disk_usage(existing).free
-        if need > free:
-            raise PDNError(f"--frames: {frames} frames of {size[0]}x{size[1]} need {need / 1e9:.3g} GB, "
-                           f"{existing} has {free / 1e9:.3g} GB free")
-        out.mkdir(parents=True, exist_ok=True)
-        # meta.json is written last and marks a complete dataset: a re-synthesis killed half-way
-        # must not leave new images.npy beside old labels that SynthDataset would accept.
-        (out / "meta.json").unlink(missing_ok=True)
+        free = shutil.disk_usage(existing).free
     except OSError as exc:
-        raise PDNError(f"--out: cannot create {out} ({exc.strerror or exc})") from None
+        raise PDNError(f"--out: cannot use {out} ({exc.strerror or exc})") from None
+    if need > free:
+        raise PDNError(f"--frames: {frames} frames of {size[0]}x{size[1]} need {need / 1e9:.3g} GB, "
+                       f"{existing} has {free / 1e9:.3g} GB free")
+    # The new dataset is built in a staging folder beside ``out`` and swapped in when complete:
+    # a failure or a kill at any moment leaves the old dataset as it was.
+    with replace_folder(out, DATASET_FILES, "a synth dataset") as staging:
+        return _synthesize_into(staging, frames, seed, size, cameras, drive, episode_steps, frame_every,
+                                compile, device, progress)
+
+
+def _synthesize_into(out: Path, frames: int, seed: int, size: tuple[int, int], cameras: tuple[str, ...],
+                     drive: DriveConfig, episode_steps: int, frame_every: int, compile: bool, device: str,
+                     progress: bool) -> dict:
+    """Render the dataset into the (empty, staging) folder ``out``; the body of :func:`synthesize`."""
     base_cam = Camera().with_size(*size)
     renderers = {name: Renderer(base_cam.shifted(CAMERAS[name]), device=device, compile=compile) for name in cameras}
     rng = np.random.default_rng([int(seed), 0x5EED])

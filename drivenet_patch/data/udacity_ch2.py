@@ -31,6 +31,7 @@ from drivenet_patch.data._imagelog import (
     open_log,
     parse_finite,
     positive,
+    refuse_special,
 )
 from drivenet_patch.data.base import CropResize
 from drivenet_patch.errors import PDNError
@@ -140,6 +141,7 @@ def _parse(log: Path, ratio: float, guard: PathGuard) -> pd.DataFrame:
                     raise PDNError(f"{where}: filename is empty")
                 image = guard.check(log.parent / name.replace("\\", "/"), where)
                 if not Path(image).is_file():
+                    refuse_special(image, where)
                     raise PDNError(f"{where}: image not found: {image}")
                 rows["steering_deg"].append(math.degrees(angle) / ratio)
                 rows["camera"].append("center")

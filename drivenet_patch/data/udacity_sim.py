@@ -39,9 +39,11 @@ from drivenet_patch.data._imagelog import (
     make_crop,
     open_log,
     parse_finite,
+    refuse_special,
 )
 from drivenet_patch.data.base import CropResize
 from drivenet_patch.errors import PDNError
+from drivenet_patch.inputs import regular_file
 from drivenet_patch.world.camera import Camera
 
 COLUMNS = ("center", "left", "right", "steering", "throttle", "brake", "speed")
@@ -64,13 +66,13 @@ SIDE_OFFSET_M = 0.6
 def _find_log(path: Path) -> Path:
     if path.is_dir():
         log = path / "driving_log.csv"
-        if not log.is_file():
+        if not log.exists():
             raise PDNError(
                 f"{log}: missing (a udacity-sim dataset is a folder with driving_log.csv and IMG/)"
             )
-        return log
-    if path.is_file():
-        return path
+        return regular_file(log, "log file")
+    if path.exists():
+        return regular_file(path, "log file")
     raise PDNError(f"{path}: no such file or folder")
 
 
@@ -223,10 +225,12 @@ def _locate(raw: str, cam: str, img_dir: Path, guard: PathGuard, where: str) -> 
             return guard.check(by_name, where)
         if os.path.isabs(raw) and os.path.isfile(raw):
             return guard.check(raw, where)
+        refuse_special(by_name, where)
         raise PDNError(f"{where}: {cam} image not found: {raw!r} (also looked for {by_name})")
     local = guard.check(img_dir.parent / norm, where)
     if os.path.isfile(local):
         return local
     if name and by_name.is_file():
         return guard.check(by_name, where)
+    refuse_special(local, where)
     raise PDNError(f"{where}: {cam} image not found: {local}")

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from drivenet_patch.errors import PDNError
+from drivenet_patch.inputs import MAX_IMAGE_SIDE as MAX_CAMERA_SIDE
 
 
 @dataclass(frozen=True)
@@ -49,10 +50,15 @@ class Camera:
     def __post_init__(self) -> None:
         if self.height < 2 or self.width < 2:
             raise PDNError(f"camera size must be at least 2x2, got {self.height}x{self.width}")
+        if self.height > MAX_CAMERA_SIDE or self.width > MAX_CAMERA_SIDE:
+            raise PDNError(f"camera size must be at most {MAX_CAMERA_SIDE} pixels a side, got {self.height}x{self.width}")
         if not 5.0 <= self.hfov_deg <= 170.0:
             raise PDNError(f"camera hfov_deg must lie in [5, 170], got {self.hfov_deg}")
-        if not self.mount_height_m > 0:
-            raise PDNError(f"camera mount_height_m must be > 0, got {self.mount_height_m}")
+        if not 0 < self.mount_height_m <= 100.0:
+            raise PDNError(f"camera mount_height_m must lie in (0, 100], got {self.mount_height_m}")
+        for key in ("lateral_m", "forward_m"):
+            if not abs(getattr(self, key)) <= 100.0:  # also refuses NaN
+                raise PDNError(f"camera {key} must lie in [-100, 100], got {getattr(self, key)}")
         if not -30.0 <= self.pitch_deg <= 60.0:
             raise PDNError(f"camera pitch_deg must lie in [-30, 60], got {self.pitch_deg}")
 
