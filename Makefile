@@ -94,7 +94,8 @@ $(S_RES)/patchdrive_attack_sal_eval.json: $(S_RES)/patchdrive_attack_sal.json
 # Issue 22, the patch-selection loss (`--model-arg selection_weight=L`): PilotNet and PatchDrive at
 # lambda in SEL_LAMBDAS, the same data and recipe, then held-out RMSE, effective patches and cost
 # (`pdn selection`), and the sticker attack with and without --saliency-weight 2 on >= 256 held-out
-# frames with the noise/grey controls. Sized for ~60 min on 2 shared cores; every step writes its
+# frames with the noise/grey controls. Sized for ~60 min on 2 shared cores (74 min measured at load
+# average 9-17, README); every step writes its
 # result atomically, so an interrupted run resumes. Table: $(SEL)/results/table.md.
 SEL     ?= runs/patchdrive_selection
 SEL_LAMBDAS ?= 0 0.03 1
