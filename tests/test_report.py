@@ -373,7 +373,8 @@ def test_models_compared_when_several_runs(inputs: list[Path], tmp_path: Path) -
 
 
 def test_vote_heat_is_the_mean_of_covering_valid_regions() -> None:
-    from drivenet_patch.report import _heat, _votes_grid
+    from drivenet_patch.report.votes import heat as _heat
+    from drivenet_patch.report.votes import votes_grid as _votes_grid
 
     table = pd.DataFrame({"y0": [0, 0, 0], "x0": [0, 2, 4], "y1": [2, 2, 2], "x1": [4, 6, 8],
                           "vote_deg": [1.0, 3.0, 100.0], "valid": [True, True, False]})
