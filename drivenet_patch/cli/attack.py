@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from drivenet_patch.cli.common import add_device_and_json, emit, load_run, positive_int, progress
+from drivenet_patch.cli.common import add_device_and_json, add_format, emit, load_run, positive_int, progress
 from drivenet_patch.errors import PDNError
 from drivenet_patch.seeds import ATTACK_SEED_BASE, EVAL_SEED_BASE, HELDOUT_SEED_BASE, LOOP_SEED_BASE
 
@@ -69,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = c.add_mutually_exclusive_group()
     src.add_argument("--world", action="store_true", help="sticker in the built-in world (default)")
     src.add_argument("--data", help="real frames: a flat road sticker ahead of the car in every frame")
-    c.add_argument("--format", default="auto", help="dataset format for --data (default auto)")
+    add_format(c, "dataset format for --data")
     c.add_argument("--frames", type=positive_int, default=256, help="--data: frames used (default 256)")
     c.add_argument("--target", default="left", help="left | right | away (default left)")
     c.add_argument("--angle", type=float, default=15.0, help="push in degrees (default 15)")
@@ -113,7 +113,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = e.add_mutually_exclusive_group()
     src.add_argument("--world", action="store_true", help="held-out world roads (default)")
     src.add_argument("--data", help="real frames (offline numbers only)")
-    e.add_argument("--format", default="auto", help="dataset format for --data (default auto)")
+    add_format(e, "dataset format for --data")
     e.add_argument("--frames", type=positive_int, default=256, help="--data: frames used (default 256)")
     e.add_argument("--threshold", type=float, default=3.0, help="success: deviation in the target direction >= this (deg)")
     e.add_argument("--roads", type=positive_int, default=8, help="held-out roads for offline scenes (default 8)")

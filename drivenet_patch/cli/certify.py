@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from drivenet_patch.cli.common import add_device_and_json, emit, load_run, positive_int, progress
+from drivenet_patch.cli.common import add_device_and_json, add_format, emit, load_run, positive_int, progress
 from drivenet_patch.errors import PDNError
 
 
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = c.add_mutually_exclusive_group()
     src.add_argument("--data", help="dataset folder or log file")
     src.add_argument("--world", action="store_true", help="render held-out world frames (default when no --data)")
-    c.add_argument("--format", default="auto", help="dataset format for --data (default auto)")
+    add_format(c, "dataset format for --data")
     c.add_argument("--frames", type=positive_int, help="frames: --world renders this many (default 1000); "
                    "--data uses the first this many (default all)")
     c.add_argument("--patch", default="2%", help="patch HxW pixels at the model input, or a share of its area "

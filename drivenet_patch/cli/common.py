@@ -114,3 +114,19 @@ def add_command(parent: argparse._SubParsersAction, name: str, help_: str,
     c = parent.add_parser(name, help=help_, **kwargs)
     c.set_defaults(fn=fn)
     return c
+
+
+class _FormatHelp(str):
+    """``--format``'s help, completed with the registered format names only when help is printed
+    (argparse expands a help string with ``%``): building the parser then needs no import of the
+    loaders, which pull in OpenCV, pandas and torch."""
+
+    def __mod__(self, params: Any) -> str:
+        from drivenet_patch.data.registry import format_names
+
+        return f"{self} (auto, or one of: {', '.join(format_names())}; default auto)" % params
+
+
+def add_format(c: argparse.ArgumentParser, what: str = "dataset format") -> None:
+    """``--format`` (default ``auto``), its help listing the formats the data registry's loaders declare."""
+    c.add_argument("--format", default="auto", help=_FormatHelp(what))

@@ -8,6 +8,7 @@ from pathlib import Path
 from drivenet_patch.cli.common import (
     add_allow_outside,
     add_device_and_json,
+    add_format,
     add_json,
     emit,
     positive_int,
@@ -76,8 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = command(data, "check", "parse a dataset, decode its frames and report statistics and problems",
                 cmd_data_check)
     c.add_argument("path", help="dataset folder or log file")
-    c.add_argument("--format", default="auto",
-                   help="auto|synth|udacity-sim|udacity-ch2|sullychen|commaai (default auto)")
+    add_format(c)
     add_allow_outside(c)
     add_json(c)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from drivenet_patch.cli.common import emit, positive_int
+from drivenet_patch.cli.common import add_format, emit, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--data", required=True, help="dataset folder or log file")
     c.add_argument("--out", required=True, type=Path, help="output folder for the PNGs and saliency.json")
     c.add_argument("--n", type=positive_int, default=16, help="frames, spread evenly over the dataset (default 16)")
-    c.add_argument("--format", default="auto", help="dataset format (default auto)")
+    add_format(c)
     c.add_argument("--device", default="cpu", help="torch device (default cpu)")
     c.add_argument("--json", action="store_true", help="print one JSON object")
     c.set_defaults(fn=cmd_saliency)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from drivenet_patch.cli.common import add_command as command
-from drivenet_patch.cli.common import add_device_and_json, add_json, emit, positive_int
+from drivenet_patch.cli.common import add_device_and_json, add_format, add_json, emit, positive_int
 
 
 def cmd_selection(args: argparse.Namespace) -> int:
@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                 "dataset) and what one image costs; writes RUN/selection.json", cmd_selection)
     c.add_argument("--model", required=True, help="run folder (or model .safetensors with config.json beside it)")
     c.add_argument("--data", required=True, help="dataset folder or log file (frames to measure the selection on)")
-    c.add_argument("--format", default="auto", help="dataset format (default auto)")
+    add_format(c)
     c.add_argument("--frames", type=positive_int, default=512, help="frames spread over the dataset (default 512)")
     c.add_argument("--batch", type=positive_int, default=64, help="batch of the timed forward pass (default 64)")
     add_device_and_json(c)

@@ -10,6 +10,7 @@ from typing import Any
 from drivenet_patch.cli.common import (
     add_allow_outside,
     add_device_and_json,
+    add_format,
     emit,
     positive_int,
     progress,
@@ -128,7 +129,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = command(sub, "eval", "evaluate a trained run on a dataset", cmd_eval)
     c.add_argument("--model", required=True, help="run folder (or model .safetensors with config.json beside it)")
     c.add_argument("--data", required=True, help="dataset folder or log file")
-    c.add_argument("--format", default="auto", help="dataset format (default auto)")
+    add_format(c)
     c.add_argument("--out", help="per-frame predictions CSV (default RUN/predictions.csv)")
     c.add_argument("--allow-pickle", action="store_true",
                    help="accept a .pt/.pth state dict (read with torch.load(weights_only=True); trusted files only)")

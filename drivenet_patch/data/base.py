@@ -80,6 +80,19 @@ class DriveDataset:
     """
 
     format: ClassVar[str] = "base"
+    #: File names that are this format's log: a path naming one of them is a dataset of this format.
+    log_names: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def detect(cls, folder: Path) -> bool:
+        """True when ``folder`` looks like a dataset of this format (default: one of ``log_names`` is there;
+        ``exists()``, not ``is_file()``: a FIFO in a log's place is found here and refused by the loader)."""
+        return any((folder / n).exists() for n in cls.log_names)
+
+    @classmethod
+    def names_log(cls, path: Path) -> bool:
+        """True when the file ``path`` is this format's log (default: its name is one of ``log_names``)."""
+        return path.name in cls.log_names
 
     def __init__(self, root: str | Path, labels: pd.DataFrame, camera: Camera, crop: CropResize) -> None:
         self.root = Path(root)

@@ -84,6 +84,14 @@ class CommaAiDataset(DriveDataset):
 
     format = "commaai"
 
+    @classmethod
+    def detect(cls, folder: Path) -> bool:
+        return (folder / "camera").is_dir() and (folder / "log").is_dir() and any((folder / "camera").glob("*.h5"))
+
+    @classmethod
+    def names_log(cls, path: Path) -> bool:
+        return path.suffix == ".h5" and path.parent.name == "camera"
+
     def __init__(
         self,
         path: str | Path,

@@ -14,43 +14,21 @@ from drivenet_patch.data.udacity_ch2 import UdacityCh2Dataset
 from drivenet_patch.data.udacity_sim import UdacitySimDataset
 from drivenet_patch.errors import PDNError
 
-FORMATS: dict[str, type[DriveDataset]] = {
-    "synth": SynthDataset,
-    "udacity-sim": UdacitySimDataset,
-    "udacity-ch2": UdacityCh2Dataset,
-    "sullychen": SullyChenDataset,
-    "commaai": CommaAiDataset,
-}
-
-# File name -> format, for a path that names the log itself.
-_LOG_NAMES = {
-    "driving_log.csv": "udacity-sim",
-    "interpolated.csv": "udacity-ch2",
-    "data.txt": "sullychen",
-    "images.npy": "synth",
-    "labels.csv": "synth",
-    "meta.json": "synth",
-}
+#: The loaders, in detection order. A new format is a DriveDataset subclass that declares ``format``,
+#: ``log_names`` (and ``detect`` / ``names_log`` when a file name is not enough), plus its line here.
+LOADERS: tuple[type[DriveDataset], ...] = (
+    SynthDataset, UdacitySimDataset, UdacityCh2Dataset, SullyChenDataset, CommaAiDataset,
+)
+FORMATS: dict[str, type[DriveDataset]] = {cls.format: cls for cls in LOADERS}
 
 
 def _valid() -> str:
     return ", ".join(FORMATS)
 
 
-def _formats_in_dir(d: Path) -> list[str]:
-    found = []
-    # exists(), not is_file(): a FIFO in a log's place is found here and refused by the loader
-    if (d / "images.npy").exists() and (d / "meta.json").exists():
-        found.append("synth")
-    if (d / "driving_log.csv").exists():
-        found.append("udacity-sim")
-    if (d / "interpolated.csv").exists():
-        found.append("udacity-ch2")
-    if (d / "data.txt").exists():
-        found.append("sullychen")
-    if (d / "camera").is_dir() and (d / "log").is_dir() and any((d / "camera").glob("*.h5")):
-        found.append("commaai")
-    return found
+def format_names() -> list[str]:
+    """The registered format names, as ``--format`` accepts them (besides ``auto``)."""
+    return list(FORMATS)
 
 
 def detect_format(path: str | Path) -> str:
@@ -65,16 +43,15 @@ def detect_format(path: str | Path) -> str:
     """
     p = Path(path)
     if p.is_file():
-        if p.name in _LOG_NAMES:
-            return _LOG_NAMES[p.name]
-        if p.suffix == ".h5" and p.parent.name == "camera":
-            return "commaai"
+        for cls in LOADERS:
+            if cls.names_log(p):
+                return cls.format
         raise PDNError(
             f"{p}: cannot tell the dataset format from this file name; pass a format, one of: {_valid()}"
         )
     if not p.is_dir():
         raise PDNError(f"{p}: no such file or folder")
-    found = _formats_in_dir(p)
+    found = [cls.format for cls in LOADERS if cls.detect(p)]
     if len(found) == 1:
         return found[0]
     if found:

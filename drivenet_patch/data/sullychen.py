@@ -62,6 +62,7 @@ class SullyChenDataset(ImageLogDataset):
     """
 
     format = "sullychen"
+    log_names = ("data.txt",)
 
     def __init__(
         self,

@@ -24,6 +24,11 @@ class SynthDataset(DriveDataset):
     """A dataset written by ``pdn data synth``; frames are memory-mapped, never loaded whole."""
 
     format = "synth"
+    log_names = ("images.npy", "labels.csv", "meta.json")
+
+    @classmethod
+    def detect(cls, folder: Path) -> bool:
+        return (folder / "images.npy").exists() and (folder / "meta.json").exists()
 
     def __init__(self, root: str | Path, allow_outside: bool = False) -> None:
         """Open the dataset folder ``root``; ``allow_outside`` accepts files that are symlinks out of it."""

@@ -80,6 +80,7 @@ class UdacityCh2Dataset(ImageLogDataset):
     """
 
     format = "udacity-ch2"
+    log_names = ("interpolated.csv",)
 
     def __init__(
         self,

@@ -94,6 +94,7 @@ class UdacitySimDataset(ImageLogDataset):
     """
 
     format = "udacity-sim"
+    log_names = ("driving_log.csv",)
 
     def __init__(
         self,
