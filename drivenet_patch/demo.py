@@ -108,14 +108,16 @@ def _with_device(argv: tuple[str, ...], device: str) -> tuple[str, ...]:
     return (*argv, "--device", device) if device != "cpu" and head in _DEVICE_COMMANDS else argv
 
 
-def plan(out: Path, quick: bool, seed: int = 0, device: str = "cpu") -> list[Stage]:
-    """The demo's stages for output folder ``out`` (paths inside ``out``), run on ``device``."""
-    stages = _plan(out, quick, seed)
+def plan(out: Path, quick: bool, seed: int = 0, device: str = "cpu",
+         settings: DemoSettings | None = None) -> list[Stage]:
+    """The demo's stages for output folder ``out`` (paths inside ``out``), run on ``device``; ``settings``
+    replaces the flavour's sizes (the tests run a tiny demo through every stage)."""
+    stages = _plan(out, quick, seed, settings)
     return [Stage(st.name, st.title, tuple(_with_device(c, device) for c in st.commands)) for st in stages]
 
 
-def _plan(out: Path, quick: bool, seed: int) -> list[Stage]:
-    s = QUICK if quick else FULL
+def _plan(out: Path, quick: bool, seed: int, settings: DemoSettings | None = None) -> list[Stage]:
+    s = settings or (QUICK if quick else FULL)
     o = str(out)
     data, held, pilot, pv = f"{o}/data", f"{o}/heldout", f"{o}/pilotnet", f"{o}/patchvote"
     atk, atk_pv = f"{o}/attack", f"{o}/attack_patchvote"
@@ -197,7 +199,8 @@ def _run_command(runner: CommandRunner, argv: Sequence[str], log: io.StringIO) -
 
 
 def run_demo(runner: CommandRunner, out: str | Path, quick: bool = False, seed: int = 0, restart: bool = False,
-             echo: Callable[[str], None] = print, device: str = "cpu") -> dict[str, Any]:
+             echo: Callable[[str], None] = print, device: str = "cpu",
+             settings: DemoSettings | None = None) -> dict[str, Any]:
     """Run (or resume) the demo into ``out``.
 
     Args:
@@ -208,6 +211,7 @@ def run_demo(runner: CommandRunner, out: str | Path, quick: bool = False, seed: 
         restart: forget finished stages and run everything again (files are overwritten).
         echo: receives one line per stage.
         device: torch device of every command that takes one (``cuda`` on a GPU machine).
+        settings: sizes that replace the flavour's (``quick`` still names the folder's flavour).
 
     Returns:
         ``{"out", "report", "quick", "stages": [{"name", "seconds", "skipped"}], "seconds"}``.
@@ -217,7 +221,7 @@ def run_demo(runner: CommandRunner, out: str | Path, quick: bool = False, seed: 
         stage is named; finished stages stay finished for the next run).
     """
     out = Path(out)
-    stages = plan(out, quick, seed, device)
+    stages = plan(out, quick, seed, device, settings)
     meta_path = out / "demo.json"
     meta = {"quick": bool(quick), "seed": int(seed),
             "stages": [{"name": st.name, "title": st.title, "commands": [" ".join(("pdn", *c)) for c in st.commands]}

@@ -16,7 +16,7 @@ import pytest
 
 from drivenet_patch.cli import build_parser, main
 from drivenet_patch.cli.attack import route_argv
-from drivenet_patch.demo import plan, run_demo
+from drivenet_patch.demo import DemoSettings, plan, run_demo
 from drivenet_patch.errors import PDNError
 
 
@@ -82,6 +82,41 @@ def _stage_result(out: Path, name: str, i: int = 0) -> dict:
     return json.loads((out / "stages" / f"{name}.json").read_text())["results"][i]
 
 
+#: A demo through every stage in about a minute: the default run's end-to-end check of the pipeline
+#: (the --quick demo itself, killed and resumed, is the slow test below).
+TINY = DemoSettings(
+    train_frames=800, heldout_frames=200, cameras="center",
+    train_args=("--epochs", "2", "--samples-per-epoch", "256"), patchvote_args=("--epochs", "1", "--samples-per-epoch", "256"),
+    drive_roads=1, drive_km=0.1, saliency_n=2, attack_steps=4, attack_roads=1, attack_poses=4, loop_roads=1,
+    loop_km=0.2, size_sweep=("1.0x1.75",), size_steps=2, certify_attack_runs=2, pv_attack_steps=2, pv_drive=False,
+    notes=("a tiny demo for the tests",))
+
+
+def test_tiny_demo_runs_every_stage_resumes_and_reports(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    lines: list[str] = []
+    first = run_demo(main, out, quick=True, settings=TINY, echo=lines.append)
+    names = [st["name"] for st in first["stages"]]
+    assert names == [st.name for st in plan(out, True, settings=TINY)] and not any(st["skipped"] for st in first["stages"])
+    # Resume: the finished stages are skipped, a stage whose marker is gone runs again.
+    (out / "stages" / "attack_patchvote.json").unlink()
+    again = run_demo(main, out, quick=True, settings=TINY, echo=lines.append)
+    ran = [st["name"] for st in again["stages"] if not st["skipped"]]
+    assert ran == ["attack_patchvote"]
+    assert _stage_result(out, "train")["epochs"] == 2
+    cert = json.loads((out / "certify" / "certify.json").read_text())
+    assert cert["violations"] == 0 and cert["sticker_violations"] == 0
+    page = _Images()
+    page.feed((out / "report" / "index.html").read_text(encoding="utf-8"))
+    assert page.h2 == ["Summary", "Data", "Model", "Attack", "Defense"]
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert summary["notes"] == ["a tiny demo for the tests"]
+    for src in page.imgs:
+        img = cv2.imread(str(out / "report" / src))
+        assert img is not None and img.std() > 0, src
+
+
+@pytest.mark.slow
 def test_quick_demo_killed_mid_training_resumes_and_reports(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     cmd = [sys.executable, "-m", "drivenet_patch.cli", "demo", "--quick", "--out", str(out)]
