@@ -57,7 +57,7 @@ from attacks.base import (
 )
 from attacks.composite import StickerLayer
 from attacks.eot import draw_eot, eot_frames
-from attacks.printability import load_palette, nps, total_variation
+from attacks.printability import load_palette, nps, printable_loss
 from attacks.scenes import StickerScenes
 from attacks.sticker import HISTORY_COLUMNS, StickerConfig
 from drivenet_patch.drive import CAR_CENTRE_M, LANE_DEPARTURE_M, ClosedLoopConfig, centre_state, centred_pose
@@ -486,11 +486,7 @@ def optimize_closed_loop(
                 obj = trajectory_objective(offsets).to(pred.dtype) * ccfg.metre_weight
             else:
                 obj = objective(pred, ref)
-            tv = total_variation(texture)
-            score = nps(texture, pal) if use_nps else nan
-            loss = obj + cfg.tv_weight * tv
-            if use_nps and cfg.nps_weight > 0:
-                loss = loss + cfg.nps_weight * score / nps_ref
+            loss, score, tv = printable_loss(obj, texture, pal, nps_ref, cfg.nps_weight, cfg.tv_weight, nan)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -236,3 +236,20 @@ def quantize(texture: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
     d2 = (px[:, None, :] - pal[None, :, :]).pow(2).sum(-1)  # (T, K)
     nearest = pal[d2.argmin(dim=1)]  # (T, 3)
     return nearest.reshape(texture.movedim(-3, -1).shape).movedim(-1, -3).contiguous()
+
+
+def printable_loss(obj: torch.Tensor, texture: torch.Tensor, palette: torch.Tensor | None,
+                   nps_ref: torch.Tensor | None, nps_weight: float, tv_weight: float,
+                   nan: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The sticker objective with its printability penalties (Sharif et al., CCS 2016):
+    ``obj + tv_weight * TV + nps_weight * NPS / NPS_ref``; no NPS without a palette (dirt mode).
+
+    Returns:
+        ``(loss, nps or nan, tv)``, scalars.
+    """
+    tv = total_variation(texture)
+    score = nps(texture, palette) if palette is not None else nan
+    loss = obj + tv_weight * tv
+    if palette is not None and nps_weight > 0:
+        loss = loss + nps_weight * score / nps_ref
+    return loss, score, tv

@@ -53,7 +53,7 @@ from attacks.base import (
 )
 from attacks.composite import DIRT_RANGE, StickerLayer
 from attacks.eot import EOTConfig, check_range, draw_eot, eot_footprint, eot_frames
-from attacks.printability import load_palette, nps, total_variation
+from attacks.printability import load_palette, nps, printable_loss
 from attacks.saliency_grab import saliency_grab_loss
 from attacks.scenes import StickerScenes
 from drivenet_patch.errors import PDNError
@@ -220,11 +220,7 @@ def optimize_sticker(
                 pred = model(frames)  # (B,)
             ref = clean[params.idx]
             obj = objective(pred, ref)
-            tv = total_variation(texture)
-            score = nps(texture, pal) if use_nps else nan
-            loss = obj + cfg.tv_weight * tv
-            if use_nps and cfg.nps_weight > 0:
-                loss = loss + cfg.nps_weight * score / nps_ref
+            loss, score, tv = printable_loss(obj, texture, pal, nps_ref, cfg.nps_weight, cfg.tv_weight, nan)
             if grab:
                 loss = loss + cfg.saliency_weight * grab_loss
             opt.zero_grad(set_to_none=True)
