@@ -105,6 +105,15 @@ def drive_section(page: Page, path: Path, tag: str) -> str:
             ax.axhline(s * lim, c="r", ls="--", lw=0.8)
     ax.set(xlabel="time (s)", ylabel="lane offset (m)", title="Lateral offset from the lane centre")
     figs.append(page.figure(fig, f"{tag}_offset", "Lane offset over time per road (dashed: intervention limit)"))
+    monitor = d.get("monitor")
+    if isinstance(monitor, dict):  # pdn drive --monitor: the certificate as a runtime safety monitor
+        rows += [(f"monitor {k}", monitor[k]) for k in ("threat", "delta_deg", "fallback", "unverified_share")
+                 if k in monitor]
+        if (path / "monitor_trace.png").is_file():
+            figs.append(page.copy_image(path / "monitor_trace.png", f"{tag}_monitor_trace.png",
+                                        "Runtime monitor, road 0: steering with its certified band over the drive, "
+                                        "unverified frames shaded" + (" (sticker on the road)" if d.get("sticker") else
+                                                                      " (no sticker)"), "max-width: 100%"))
     return "".join([heading(path), lead, html_table(rows), '<div class="figs">', *figs, "</div>"])
 
 

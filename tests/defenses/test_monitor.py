@@ -102,6 +102,11 @@ def test_pdn_drive_monitor_cli(tmp_path: Path, capsys) -> None:
     assert 0 <= result["monitor"]["unverified_share"] <= 1 and Path(result["monitor"]["trace"]).is_file()
     assert {"cert_lo", "cert_hi", "verified", "fallback"} <= set(
         (tmp_path / "d" / "drive_log.csv").read_text().splitlines()[0].split(","))
+    # the report shows the monitor's trace in the drive's section
+    assert main(["report", str(tmp_path / "d"), "--out", str(tmp_path / "r"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert "drive1_monitor_trace.png" in (tmp_path / "r" / "index.html").read_text()
+    assert (tmp_path / "r" / "drive1_monitor_trace.png").stat().st_size > 1000 and report["index"]
     for bad in (["--model", str(tmp_path / "pilot"), "--monitor"], ["--model", str(tmp_path / "pv"), "--fallback", "hold"]):
         assert main(["drive", *bad, "--roads", "1", "--km", "0.01"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
