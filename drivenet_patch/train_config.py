@@ -121,11 +121,8 @@ def _check_int(value: Any, name: str, lo: int, hi: int) -> None:
 
 
 def check_device(device: str | torch.device) -> torch.device:
-    """``device`` as a torch device that exists here; a one-line PDNError otherwise."""
-    try:
-        dev = torch.device(device)
-        torch.empty(0, device=dev)
-    except (RuntimeError, AssertionError, ValueError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PDNError(f"device {str(device)!r}: not usable here ({first})") from None
-    return dev
+    """``device`` as a torch device that exists here (:func:`drivenet_patch.inputs.check_device`, the one
+    check every command uses); a one-line PDNError naming the ``device`` argument otherwise."""
+    from drivenet_patch.inputs import check_device as check
+
+    return torch.device(check(device, "device"))
