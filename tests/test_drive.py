@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from drivenet_patch import drive as drive_mod
+from drivenet_patch import drive_video
 from drivenet_patch.cli import drive as drive_cli
 from drivenet_patch.drive import (
     CAR_CENTRE_M,
@@ -158,7 +158,7 @@ def test_video_is_written_and_reads_back(roads: list[Road], tmp_path: Path) -> N
 
 
 def test_video_falls_back_to_mjpeg_avi(roads: list[Road], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(drive_mod, "_probe_fourcc", lambda *a: False)
+    monkeypatch.setattr(drive_video, "_probe_fourcc", lambda *a: False)
     with pytest.warns(RuntimeWarning, match="mp4v"):
         metrics, _ = drive_closed_loop(None, roads[:1], 12, Camera(), CFG, np.random.default_rng(0),
                                        video=tmp_path / "drive.mp4")
