@@ -32,7 +32,10 @@ The covering argument (why finitely many footprints cover every real one):
    bilinear) a model pixel also reads camera pixels up to about one model pixel away. The mask is
    therefore every pixel centre within ``margin_px`` of the hull (``margin_px = 0.5`` in the world:
    a safety margin for rounding; ``1.5`` through a resize), computed as "inside every edge's
-   half-plane moved out by ``margin_px``", a superset of the exact dilation.
+   half-plane moved out by ``margin_px``", a superset of the exact dilation. Not covered: lossy
+   compression of the recorded frames (JPEG spreads a change over its 8x8 blocks, 16x16 with chroma
+   subsampling, at camera resolution) and lens blur; for such logs the margin must grow by the block
+   size (scaled to the model input) before the certificate is sound. The world's frames are lossless.
 5. Regions. A region is the set of input pixels its vote may depend on (a rectangle for today's
    layouts); the sticker's touch set is every region whose pixel set meets the mask. Every real
    placement's touch set is thus a subset of one cell's, and certificates need only the maximal
