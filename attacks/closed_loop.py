@@ -60,7 +60,14 @@ from attacks.eot import draw_eot, eot_frames
 from attacks.printability import load_palette, nps, printable_loss
 from attacks.scenes import StickerScenes
 from attacks.sticker import HISTORY_COLUMNS, StickerConfig
-from drivenet_patch.drive import CAR_CENTRE_M, LANE_DEPARTURE_M, ClosedLoopConfig, centre_state, centred_pose
+from drivenet_patch.drive import (
+    CAR_CENTRE_M,
+    LANE_DEPARTURE_M,
+    ClosedLoopConfig,
+    centre_state,
+    centred_pose,
+    cpu_threads,
+)
 from drivenet_patch.errors import PDNError
 from drivenet_patch.world.composite import apply_dirt, apply_sticker
 from drivenet_patch.world.render import Lighting, Renderer
@@ -267,20 +274,11 @@ def rollout(model: nn.Module, approaches: Approaches, texture: torch.Tensor | No
         dirt: composite in dirt mode.
         min_pixels: frames with fewer sticker pixels are left out of ``scenes``.
         threads: torch intra-op threads during the rollout on a CPU device, restored afterwards (None:
-            leave the setting alone). As in :func:`drivenet_patch.drive.drive_closed_loop`: small render
-            calls do not share well, and on busy shared cores a second thread made one 66x200 render
-            ~12x slower (measured 0.024 s with 1 thread, 0.31 s with 2).
+            leave the setting alone; see :func:`drivenet_patch.drive.cpu_threads`). On busy shared cores a
+            second thread made one 66x200 render ~12x slower (measured 0.024 s with 1 thread, 0.31 s with 2).
     """
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise PDNError(f"threads must be a positive integer or None, got {threads!r}")
-    if threads is None or renderer.device.type != "cpu":
+    with cpu_threads(threads, renderer.device):
         return _rollout(model, approaches, texture, renderer, drive, dirt, min_pixels)
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        return _rollout(model, approaches, texture, renderer, drive, dirt, min_pixels)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _rollout(model: nn.Module, approaches: Approaches, texture: torch.Tensor | None, renderer: Renderer,

@@ -40,9 +40,10 @@ spacing, would cover a pixel or two at most.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -312,9 +313,7 @@ def drive_closed_loop(
         if video is not None:
             probe = annotate_frame(np.zeros((camera.height, camera.width, 3), np.uint8), video_scale, 0, 0, 0, 0)
             writer, video_path = open_video(Path(video), (probe.shape[1], probe.shape[0]), 1.0 / cfg.dt, stack)
-        if threads is not None and renderer.device.type == "cpu":
-            stack.callback(torch.set_num_threads, torch.get_num_threads())
-            torch.set_num_threads(threads)
+        stack.enter_context(cpu_threads(threads, renderer.device))
         for i in range(steps):
             batch = _render_step(renderer, roads, poses, lights, copies, camera, cfg, trace, i)
             if policy is None:
@@ -361,12 +360,38 @@ def _check_drive(roads: Sequence[Road], steps_per_road: int, cfg: ClosedLoopConf
             raise PDNError(f"road {i} has {road.length - VIEW_MARGIN_M:.0f} drivable m; {steps} steps need {need:.0f} m")
     if isinstance(video_scale, bool) or not isinstance(video_scale, int) or not 1 <= video_scale <= 16:
         raise PDNError(f"video_scale must be an integer in [1, 16], got {video_scale!r}")
+    check_threads(threads)
+    return roads, steps
+
+
+def check_threads(threads: int | None) -> int | None:
+    """``threads`` checked: a positive integer up to 4 per CPU core, or None (leave the setting alone)."""
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise PDNError(f"threads must be a positive integer or None, got {threads!r}")
     max_threads = 4 * (os.cpu_count() or 1)
     if threads is not None and threads > max_threads:  # OpenMP would try to start them all (and run out of memory)
         raise PDNError(f"threads: at most {max_threads} (4 per CPU core of this machine), got {threads}")
-    return roads, steps
+    return threads
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int | None, device: str | torch.device) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` for a block on a CPU ``device``, restored afterwards.
+
+    Closed-loop work (one frame per render call, one small batch per policy call) is too little to
+    share: on 2 idle cores a second thread gained nothing for rendering, and on busy shared cores it
+    made rendering and a PilotNet forward pass 10 to 40 times slower. ``None`` leaves the setting alone.
+    """
+    check_threads(threads)
+    if threads is None or torch.device(device).type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass
