@@ -28,7 +28,7 @@ from drivenet_patch.errors import PDNError
 from drivenet_patch.inputs import read_json
 from drivenet_patch.io import write_json, write_text
 
-__all__ = ["CommandRunner", "DemoSettings", "Stage", "plan", "run_demo"]
+__all__ = ["CommandRunner", "DemoSettings", "Stage", "plan", "run_command", "run_demo"]
 
 
 @dataclass(frozen=True)
@@ -183,8 +183,13 @@ def _plan(out: Path, quick: bool, seed: int, settings: DemoSettings | None = Non
 CommandRunner = Callable[[list[str]], int]
 
 
-def _run_command(runner: CommandRunner, argv: Sequence[str], log: io.StringIO) -> dict[str, Any] | None:
-    """Run one ``pdn`` command in this process; its stdout goes to ``log``. Returns its JSON, if any."""
+def run_command(runner: CommandRunner, argv: Sequence[str], log: io.StringIO | None = None) -> dict[str, Any] | None:
+    """Run one ``pdn`` command in this process; its stdout goes to ``log``. Returns its JSON, if any.
+
+    Raises:
+        PDNError: the command failed (named, with its last line of stderr).
+    """
+    log = io.StringIO() if log is None else log
     err = io.StringIO()
     with contextlib.redirect_stdout(log), contextlib.redirect_stderr(err):
         code = runner(list(argv))
@@ -256,7 +261,7 @@ def run_demo(runner: CommandRunner, out: str | Path, quick: bool = False, seed: 
         log = io.StringIO()
         try:
             for argv in st.commands:
-                results.append(_run_command(runner, argv, log))
+                results.append(run_command(runner, argv, log))
         finally:
             write_text(out / "logs" / f"{st.name}.log", log.getvalue())
         dt = time.perf_counter() - t0

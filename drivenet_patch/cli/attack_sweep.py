@@ -13,9 +13,6 @@ again; one with other settings is refused (pick another ``--out``).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import json
 import math
 import time
 from pathlib import Path
@@ -53,16 +50,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(argv: list[str]) -> dict[str, Any]:
-    """Run one ``pdn`` command in this process with ``--json``; its JSON object (its stdout is captured)."""
-    from drivenet_patch.cli import build_parser
-    from drivenet_patch.cli.attack import route_argv
+    """Run one ``pdn`` command in this process with ``--json`` (as the demo runs its stages); its JSON object."""
+    from drivenet_patch.cli import main
+    from drivenet_patch.demo import run_command
 
-    args = build_parser().parse_args(route_argv([*argv, "--json"]))
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        args.fn(args)
-    lines = [line for line in buf.getvalue().splitlines() if line.startswith("{")]
-    return json.loads(lines[-1])
+    result = run_command(main, [*argv, "--json"])
+    if result is None:
+        raise PDNError(f"`pdn {' '.join(argv)}` printed no JSON")
+    return result
 
 
 def cmd_attack_sweep(args: argparse.Namespace) -> int:
@@ -78,6 +73,7 @@ def cmd_attack_sweep(args: argparse.Namespace) -> int:
     )
     from drivenet_patch.cli.attack import parse_metres, parse_range
     from drivenet_patch.drive import ClosedLoopConfig
+    from drivenet_patch.inputs import read_json_object
     from drivenet_patch.io import write_csv, write_json
 
     areas = parse_areas(args.areas)
@@ -109,10 +105,7 @@ def cmd_attack_sweep(args: argparse.Namespace) -> int:
         settings = {**common, "area_m2": a, "size": size_text(*size)}
         done = folder / SIZE_JSON
         if done.is_file():
-            try:
-                old = json.loads(done.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise PDNError(f"cannot read {done}: {exc}") from None
+            old = read_json_object(done, "sweep size result")
             if old.get("settings") != settings:
                 raise PDNError(f"{done} was made with other settings; use another --out or remove {folder}")
             rows.append(old["row"])
