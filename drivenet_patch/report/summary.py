@@ -21,7 +21,6 @@ covers under half of the frames. :func:`summary_html` renders the findings as th
 from __future__ import annotations
 
 import html
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +28,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from drivenet_patch.errors import PDNError
+from drivenet_patch.inputs import read_json
+from drivenet_patch.report.compare import same_path
 
 __all__ = ["CLEAR_RATIO", "MEANINGFUL_CERTIFIED", "summarize", "summary_html"]
 
@@ -39,9 +42,11 @@ MEANINGFUL_CERTIFIED = 0.5
 
 
 def _json(path: Path) -> dict[str, Any]:
+    """The JSON object at ``path`` through the one input reader (size and depth bounded), ``{}`` when it
+    is missing or unreadable: a summary says what it can."""
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        obj = read_json(path)
+    except PDNError:
         return {}
     return obj if isinstance(obj, dict) else {}
 
@@ -73,13 +78,6 @@ def _model_name(model_path: Any) -> str:
         return "?"
     name = _json(Path(str(model_path)) / "config.json").get("model", {})
     return str(name.get("name", "?")) if isinstance(name, dict) else "?"
-
-
-def _same(a: Any, b: Path) -> bool:
-    try:
-        return Path(str(a)).resolve() == b.resolve()
-    except (OSError, RuntimeError):
-        return False
 
 
 def _defended(name: str) -> bool:
@@ -130,7 +128,7 @@ def _model_findings(runs: Sequence[Path], drives: Sequence[Path]) -> list[dict[s
                     weak.append("its error is more than half of always predicting straight ahead")
         else:
             said.append("was not evaluated on held-out frames (no predictions.csv)")
-        mine = [d for path, d in drive_results if _same(d.get("model"), run)]
+        mine = [d for path, d in drive_results if same_path(d.get("model"), run)]
         if len(drive_results) == 1 and len(runs) == 1 and not mine:
             mine = [drive_results[0][1]]  # a lone drive of a lone run (older drive.json without "model")
         if mine:
@@ -215,7 +213,7 @@ def _sticker_finding(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
             weak.append("it causes no more departures than its controls")
     else:
         parts.append("It was not driven closed loop (no departures measured)")
-    smaller = sorted((r for r in undefended if r is not main and _same(r["model"], Path(str(main["model"])))),
+    smaller = sorted((r for r in undefended if r is not main and same_path(r["model"], Path(str(main["model"])))),
                      key=lambda r: -r["area"])
     if smaller:
         parts.append("Smaller stickers: " + "; ".join(
