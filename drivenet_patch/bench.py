@@ -251,8 +251,8 @@ def bench_models(batch: int = 64, device: str = "cpu", repeats: int = 5, onnx: b
     same batch with the same number of threads as torch, interleaved with the PyTorch runs:
     ``<name>_ort_img_s`` and ``<name>_ort_max_diff_deg`` (max |ONNX Runtime - PyTorch| on the batch).
     """
-    from drivenet_patch.models import count_macs, count_parameters, create_model
-    from drivenet_patch.models.patchdrive import PatchDrive, patchdrive_macs
+    from drivenet_patch.models import count_parameters, create_model
+    from drivenet_patch.models.patchdrive import model_macs
 
     g = torch.Generator().manual_seed(0)
     models = {"pilotnet_66x200": create_model("pilotnet", generator=g),
@@ -265,7 +265,7 @@ def bench_models(batch: int = 64, device: str = "cpu", repeats: int = 5, onnx: b
     result: dict[str, Any] = {"batch": batch, "device": device, "machine": machine()}
     fns: dict[str, Callable[[], Any]] = {}
     for name, m in models.items():
-        result[f"{name}_macs"] = patchdrive_macs(m) if isinstance(m, PatchDrive) else count_macs(m)
+        result[f"{name}_macs"] = model_macs(m)
         result[f"{name}_params"] = count_parameters(m)
         m = m.to(device).eval().to(memory_format=torch.channels_last)
         x = torch.rand(batch, 3, *m.input_size, generator=g).to(device).contiguous(memory_format=torch.channels_last)

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from drivenet_patch.errors import PDNError
-from drivenet_patch.models import SteeringModel, count_macs, count_parameters, use_mode
-from drivenet_patch.models.patchdrive import PatchDrive, effective_patches, has_patches, patchdrive_macs
+from drivenet_patch.models import SteeringModel, count_parameters, use_mode
+from drivenet_patch.models.patchdrive import PatchDrive, effective_patches, has_patches, model_macs
 from drivenet_patch.tensors import to_tensor
 
 
@@ -112,7 +112,7 @@ def inference_cost(model: SteeringModel, batch: int = 64, repeats: int = 7) -> d
     """
     if batch < 1 or repeats < 1:
         raise PDNError(f"inference cost: batch and repeats must be >= 1, got {batch} and {repeats}")
-    macs = patchdrive_macs(model) if isinstance(model, PatchDrive) else count_macs(model)  # + attention
+    macs = model_macs(model)
     param = next(model.parameters())
     x = torch.zeros(batch, 3, *model.input_size, dtype=param.dtype, device=param.device)
     x = x.contiguous(memory_format=torch.channels_last)

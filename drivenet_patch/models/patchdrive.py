@@ -398,6 +398,12 @@ def patchdrive_macs(model: PatchDrive) -> int:
     return count_macs(model) + attention_macs(model)
 
 
+def model_macs(model: nn.Module) -> int:
+    """Multiply-accumulates of one image of any steering model: :func:`patchdrive_macs` for a PatchDrive
+    (its attention too), :func:`count_macs` (convolutions and linear layers) otherwise."""
+    return patchdrive_macs(model) if isinstance(model, PatchDrive) else count_macs(model)
+
+
 def _check_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise PDNError(f"model 'patchdrive': {name} must be an integer, got {value!r}")

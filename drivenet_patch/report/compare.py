@@ -52,14 +52,13 @@ def model_comparison(runs: Sequence[Path], drives: Sequence[Path], attack_rows: 
     if len(runs) < 2:
         return ""
     from drivenet_patch.checkpoint import load_model
-    from drivenet_patch.models.base import count_macs
-    from drivenet_patch.models.patchdrive import PatchDrive, patchdrive_macs
+    from drivenet_patch.models.patchdrive import model_macs
 
     drive_results = [load_json(d / "drive.json") for d in drives]
     rows = []
     for run in runs:
         model = load_model(run)
-        macs = patchdrive_macs(model) if isinstance(model, PatchDrive) else count_macs(model)  # + attention
+        macs = model_macs(model)
         lam = float(model.config.get("selection_weight") or 0.0)  # issue 22: the patch-selection loss
         row: list[Any] = [str(run), model.name + (f" (lambda {lam:g})" if lam else ""),
                           "x".join(map(str, model.input_size)), sum(p.numel() for p in model.parameters()), round(macs / 1e6, 1)]
