@@ -55,11 +55,9 @@ from attacks.base import (
     model_device,
     predict,
 )
-from attacks.composite import StickerLayer
 from attacks.eot import draw_eot, eot_frames
-from attacks.printability import load_palette, nps, printable_loss
 from attacks.scenes import StickerScenes
-from attacks.sticker import HISTORY_COLUMNS, StickerConfig
+from attacks.sticker import HISTORY_COLUMNS, StickerConfig, TextureOptimiser
 from drivenet_patch.drive import (
     CAR_CENTRE_M,
     LANE_DEPARTURE_M,
@@ -444,16 +442,11 @@ def optimize_closed_loop(
         objective = make_objective(cfg.target, cfg.angle_deg, cfg.loss)
     if trajectory_objective is None and ccfg.objective == "displacement":
         trajectory_objective = lateral_hinge(cfg.target, ccfg.goal_m)
-    use_nps = not cfg.dirt
-    pal = (load_palette(cfg.palette) if palette is None else palette).to(device) if use_nps else None
-    layer = StickerLayer(cfg.texture_hw, cfg.dirt, cfg.dirt_range, generator, cfg.init_std).to(device)
-    opt = torch.optim.Adam(layer.parameters(), lr=cfg.lr)
-    nan = torch.tensor(float("nan"), device=device)
+    tex = TextureOptimiser.start(cfg, generator, device, palette)
+    layer = tex.layer
     rows: list[list[float]] = []
     roll: Rollout | None = None
     with attack_mode(model):
-        with torch.no_grad():
-            nps_ref = nps(layer.texture(), pal).clamp(min=1e-30) if use_nps else None
         bar = tqdm(range(cfg.steps), desc="closed-loop sticker", disable=not progress, leave=False)
         for step in bar:
             if step % ccfg.resim_every == 0 or roll is None:
@@ -484,10 +477,8 @@ def optimize_closed_loop(
                 obj = trajectory_objective(offsets).to(pred.dtype) * ccfg.metre_weight
             else:
                 obj = objective(pred, ref)
-            loss, score, tv = printable_loss(obj, texture, pal, nps_ref, cfg.nps_weight, cfg.tv_weight, nan)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss, score, tv = tex.loss(obj, texture)
+            tex.step(loss)
             dev_deg = deviation(pred.detach(), ref, cfg.target).mean()
             rows.append([float(loss.detach()), float(obj.detach()), float(dev_deg), float(score.detach()), float(tv.detach()),
                          peak, dep])

@@ -145,6 +145,47 @@ class StickerConfig:
 
 
 # ---------------------------------------------------------------------------- the attack
+@dataclass
+class TextureOptimiser:
+    """The texture being optimised, its Adam optimiser and its printability terms: what the open-loop
+    (:func:`optimize_sticker`) and the closed-loop (:mod:`attacks.closed_loop`) attacks share.
+
+    Attributes:
+        layer: the texture (``layer.texture()`` (3, h, w) in [0, 1]; dirt mode: a grey multiplier).
+        opt: Adam on its logits.
+        palette: (K, 3) printer colours, None in dirt mode (no NPS).
+        nps_ref: the initial texture's NPS (the penalty is relative to it), None in dirt mode.
+        cfg: the sticker settings (weights).
+    """
+
+    layer: StickerLayer
+    opt: torch.optim.Optimizer
+    palette: torch.Tensor | None
+    nps_ref: torch.Tensor | None
+    cfg: StickerConfig
+
+    @classmethod
+    def start(cls, cfg: StickerConfig, generator: torch.Generator, device: torch.device | str,
+              palette: torch.Tensor | None = None) -> TextureOptimiser:
+        """The initial texture from ``generator`` and ``palette`` (default ``load_palette(cfg.palette)``)."""
+        pal = (load_palette(cfg.palette) if palette is None else palette).to(device) if not cfg.dirt else None
+        layer = StickerLayer(cfg.texture_hw, cfg.dirt, cfg.dirt_range, generator, cfg.init_std).to(device)
+        with torch.no_grad():
+            nps_ref = nps(layer.texture(), pal).clamp(min=1e-30) if pal is not None else None
+        return cls(layer, torch.optim.Adam(layer.parameters(), lr=cfg.lr), pal, nps_ref, cfg)
+
+    def loss(self, obj: torch.Tensor, texture: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(objective + printability, NPS or NaN, TV)`` (:func:`attacks.printability.printable_loss`)."""
+        nan = torch.full((), float("nan"), device=texture.device)
+        return printable_loss(obj, texture, self.palette, self.nps_ref, self.cfg.nps_weight, self.cfg.tv_weight, nan)
+
+    def step(self, loss: torch.Tensor) -> None:
+        """One Adam step on ``loss``."""
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+
 def optimize_sticker(
     model: nn.Module, scenes: StickerScenes, cfg: StickerConfig, generator: torch.Generator | None = None,
     progress: bool = False, objective: Objective | None = None, palette: torch.Tensor | None = None,
@@ -193,21 +234,14 @@ def optimize_sticker(
         generator = torch.Generator(device=device).manual_seed(cfg.seed)
     if objective is None:
         objective = make_objective(cfg.target, cfg.angle_deg, cfg.loss)
-    use_nps = not cfg.dirt
-    pal = (load_palette(cfg.palette) if palette is None else palette).to(device) if use_nps else None
-
-    layer = StickerLayer(cfg.texture_hw, cfg.dirt, cfg.dirt_range, generator, cfg.init_std).to(device)
-    opt = torch.optim.Adam(layer.parameters(), lr=cfg.lr)
-    nan = torch.tensor(float("nan"), device=device)
+    tex = TextureOptimiser.start(cfg, generator, device, palette)
     rows: list[torch.Tensor] = []
     with attack_mode(model):
         clean = predict(model, scenes.background)  # (N,)
-        with torch.no_grad():
-            nps_ref = nps(layer.texture(), pal).clamp(min=1e-30) if use_nps else None
         bar = tqdm(range(cfg.steps), desc="sticker", disable=not progress, leave=False)
         for step in bar:
             params = draw_eot(cfg.eot, len(scenes), cfg.batch, scenes.size, generator, device)
-            texture = layer.texture()  # (3, h, w)
+            texture = tex.layer.texture()  # (3, h, w)
             frames = eot_frames(scenes, texture, params, cfg.eot, cfg.dirt)
             # channels-last input: mkldnn's faster convolution layout on CPU (measured 0.052 -> 0.046 s
             # per step at batch 16 for PilotNet); values and gradients are the same.
@@ -220,12 +254,10 @@ def optimize_sticker(
                 pred = model(frames)  # (B,)
             ref = clean[params.idx]
             obj = objective(pred, ref)
-            loss, score, tv = printable_loss(obj, texture, pal, nps_ref, cfg.nps_weight, cfg.tv_weight, nan)
+            loss, score, tv = tex.loss(obj, texture)
             if grab:
                 loss = loss + cfg.saliency_weight * grab_loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            tex.step(loss)
             dev_deg = deviation(pred.detach(), ref, cfg.target).mean()
             row = [loss.detach(), obj.detach(), dev_deg, score.detach(), tv.detach()]
             rows.append(torch.stack([*row, mass] if grab else row))
@@ -235,7 +267,7 @@ def optimize_sticker(
     history = pd.DataFrame(values, columns=list(HISTORY_COLUMNS[1:]) + ([SALIENCY_COLUMN] if grab else []))
     history.insert(0, "step", range(len(history)))
     with torch.no_grad():
-        texture = layer.texture().detach().clone()
+        texture = tex.layer.texture().detach().clone()
     return StickerResult(texture, history, "dirt" if cfg.dirt else "sticker", cfg.to_dict())
 
 
@@ -265,5 +297,6 @@ __all__ = [
     "SALIENCY_COLUMN",
     "EOTStickerAttack",
     "StickerConfig",
+    "TextureOptimiser",
     "optimize_sticker",
 ]
