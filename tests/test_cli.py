@@ -55,6 +55,13 @@ def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
         assert "--help" in out
 
 
+def test_synth_help_names_the_library_default_episode_length() -> None:
+    from drivenet_patch.data.synthesize import EPISODE_STEPS
+
+    proc = pdn("data", "synth", "--help")
+    assert proc.returncode == 0 and f"default {EPISODE_STEPS})" in " ".join(proc.stdout.split())
+
+
 def test_synth_check_and_preview_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "ds"
     proc = pdn("data", "synth", "--out", str(out), "--frames", "40", "--seed", "3", "--episode-steps", "40",

@@ -23,9 +23,10 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     from drivenet_patch.data.synthesize import parse_cameras, synthesize
     from drivenet_patch.world.camera import parse_size
 
+    steps = {} if args.episode_steps is None else {"episode_steps": args.episode_steps}
     meta = synthesize(
         args.out, args.frames, seed=args.seed, size=parse_size(args.size), cameras=parse_cameras(args.cameras),
-        episode_steps=args.episode_steps, compile=args.compile, device=args.device, progress=progress(args),
+        compile=args.compile, device=args.device, progress=progress(args), **steps,
     )
     result = {"out": str(args.out), "frames": meta["frames"], "episodes": meta["episodes"], "size": meta["size"],
               "cameras": list(meta["cameras"])}
@@ -70,7 +71,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--seed", type=int, default=0, help="random seed (same seed -> same dataset)")
     c.add_argument("--size", default="66x200", help="frame size HxW (default 66x200; 160x320 also common)")
     c.add_argument("--cameras", default="center", help="comma-separated: center,left,right (default center)")
-    c.add_argument("--episode-steps", type=positive_int, default=300, help="simulation steps per episode (0.1 s)")
+    # The default lives in drivenet_patch.data.synthesize.EPISODE_STEPS (importing it here would load torch for
+    # `pdn --help`); tests/test_cli.py checks that this help names the same number.
+    c.add_argument("--episode-steps", type=positive_int,
+                   help="simulation steps per episode (0.1 s; default 60): one road and one lighting per episode, "
+                        "so fewer steps give more of both")
     c.add_argument("--compile", action="store_true", help="torch.compile the renderer (faster for large N)")
     add_device_and_json(c)
 
