@@ -26,6 +26,11 @@ Crop network at a 66x40 band (the default)::
 
 About 2.4 M multiply-accumulates per crop, 22 M for the 9 default bands: 0.82x PilotNet's
 26.9 M. Regions must be at least 33x33 pixels.
+
+With ``layout="strips"`` (:class:`defenses.regions.StripLayout`, made for the physical threat) the
+regions are horizontal strips bounded by ground distances, 3 to 14 rows tall; each is cut out and
+resized (bilinear) to one 33x100 crop, so the same network serves them all and a vote still reads
+its own box alone (the resize reads the cropped box only).
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from torch import nn
 
 from defenses.aggregate import METHODS, aggregate_votes
 from defenses.certify import Certificate, certify_votes
-from defenses.regions import RegionLayout, make_layout, parse_patch, touch_matrix
+from defenses.regions import RegionLayout, StripLayout, make_layout, parse_patch, touch_matrix
 from drivenet_patch.errors import PDNError
 from drivenet_patch.models.base import ColorNorm, SteeringModel, use_mode
 from drivenet_patch.models.pilotnet import conv_output_size, min_input_size
@@ -84,7 +89,7 @@ class PatchVote(SteeringModel):
     def __init__(
         self,
         input_size: tuple[int, int] = (66, 200),
-        layout: RegionLayout | None = None,
+        layout: RegionLayout | StripLayout | None = None,
         channels: Sequence[int] = (24, 36, 48, 64),
         hidden: Sequence[int] = (100, 50),
         abstain: Sequence[int] = (),
@@ -131,28 +136,32 @@ class PatchVote(SteeringModel):
 
         valid = torch.ones(n, dtype=torch.bool)
         valid[list(abstain)] = False
-        rows, cols = self.layout.index_tensors()
         active = valid.nonzero()[:, 0]
         # Geometry is architecture, not weights: non-persistent buffers (they follow .to(device)).
         self.register_buffer("valid", valid, persistent=False)  # (N,)
         self.register_buffer("active", active, persistent=False)  # (Na,) voting region indices
-        self.register_buffer("rows", rows[active], persistent=False)  # (Na, rh, 1)
-        self.register_buffer("cols", cols[active], persistent=False)  # (Na, 1, rw)
-
-        # The first convolution (stride 2, unpadded) can run once on the whole frame when every
-        # region starts on an even row and column: feature (i, j) of a region's crop is then feature
-        # (y0 / 2 + i, x0 / 2 + j) of the frame, computed from the same pixels, all inside the region,
-        # so each vote still depends on its region alone. Overlapping regions no longer repeat that
-        # layer's work (default bands overlap by half: 40% fewer first-layer activations).
-        _, s1 = CROP_CONVS[0]
-        f1h, f1w = conv_output_size(rh, CROP_CONVS[:1]), conv_output_size(rw, CROP_CONVS[:1])
-        self.shared_first = all(v % s1 == 0 for v in (*self.layout.ys, *self.layout.xs))
-        ys1 = torch.tensor([y // s1 for y in self.layout.ys])
-        xs1 = torch.tensor([x // s1 for x in self.layout.xs])
-        rows1 = (ys1.repeat_interleave(len(xs1))[:, None] + torch.arange(f1h)[None, :])[:, :, None]  # (N, f1h, 1)
-        cols1 = (xs1.repeat(len(ys1))[:, None] + torch.arange(f1w)[None, :])[:, None, :]  # (N, 1, f1w)
-        self.register_buffer("rows1", rows1[active], persistent=False)
-        self.register_buffer("cols1", cols1[active], persistent=False)
+        self.strips = isinstance(self.layout, StripLayout)
+        if self.strips:
+            # Strips: each box is cut out and resampled on its own (crops), so a vote reads its box alone.
+            self.shared_first = False
+        else:
+            rows, cols = self.layout.index_tensors()
+            self.register_buffer("rows", rows[active], persistent=False)  # (Na, rh, 1)
+            self.register_buffer("cols", cols[active], persistent=False)  # (Na, 1, rw)
+            # The first convolution (stride 2, unpadded) can run once on the whole frame when every
+            # region starts on an even row and column: feature (i, j) of a region's crop is then feature
+            # (y0 / 2 + i, x0 / 2 + j) of the frame, computed from the same pixels, all inside the region,
+            # so each vote still depends on its region alone. Overlapping regions no longer repeat that
+            # layer's work (default bands overlap by half: 40% fewer first-layer activations).
+            _, s1 = CROP_CONVS[0]
+            f1h, f1w = conv_output_size(rh, CROP_CONVS[:1]), conv_output_size(rw, CROP_CONVS[:1])
+            self.shared_first = all(v % s1 == 0 for v in (*self.layout.ys, *self.layout.xs))
+            ys1 = torch.tensor([y // s1 for y in self.layout.ys])
+            xs1 = torch.tensor([x // s1 for x in self.layout.xs])
+            rows1 = (ys1.repeat_interleave(len(xs1))[:, None] + torch.arange(f1h)[None, :])[:, :, None]  # (N, f1h, 1)
+            cols1 = (xs1.repeat(len(ys1))[:, None] + torch.arange(f1w)[None, :])[:, None, :]  # (N, 1, f1w)
+            self.register_buffer("rows1", rows1[active], persistent=False)
+            self.register_buffer("cols1", cols1[active], persistent=False)
 
         self.norm = ColorNorm.pilotnet_yuv()
         stages, c_in = [], 3
@@ -179,11 +188,19 @@ class PatchVote(SteeringModel):
     def crops(self, x: torch.Tensor) -> torch.Tensor:
         """The voting regions' pixels, stacked: (B, C, H, W) -> (B * Na, C, rh, rw), region-major per image.
 
-        A plain copy of each region's pixels, returned in channels-last memory layout (faster
-        convolutions on the CPU; the values are the same in any layout).
+        A plain copy of each region's pixels (strips: its rows resampled to ``crop_h`` from rows of the
+        same strip), returned in channels-last memory layout (faster convolutions on the CPU; the
+        values are the same in any layout).
         """
         b, ch = x.shape[:2]
         rh, rw = self.layout.size
+        if self.strips:
+            # Crop, then resize (bilinear, half-pixel centres: StripLayout.row_sources / col_sources): the
+            # resize reads the cropped box alone.
+            parts = [F.interpolate(x[:, :, y0:y1, x0:x1], size=(rh, rw), mode="bilinear", align_corners=False)
+                     for r, (y0, x0, y1, x1) in enumerate(self.layout.boxes()) if self.valid[r]]
+            c = torch.stack(parts, 1)  # (B, Na, C, rh, rw)
+            return c.reshape(b * len(parts), ch, rh, rw).contiguous(memory_format=torch.channels_last)
         c = x.permute(0, 2, 3, 1)[:, self.rows, self.cols]  # (B, Na, rh, rw, C), a copy
         return c.reshape(b * self.active.numel(), rh, rw, ch).permute(0, 3, 1, 2)
 
@@ -318,10 +335,10 @@ def _loss(pred: torch.Tensor, target: torch.Tensor, name: str) -> torch.Tensor:
 
 
 def _build(channels: Sequence[int], hidden: Sequence[int], *, input_size: Any, layout: str, region: Any, stride: Any,
-           abstain: Any, **kw: Any) -> PatchVote:
+           strips: Any, abstain: Any, **kw: Any) -> PatchVote:
     if isinstance(abstain, (str, bytes)) or not isinstance(abstain, Sequence):
         raise PDNError(f"patchvote: abstain must be a list of region indices, got {abstain!r}")
-    regions = make_layout(tuple(input_size), layout, region, stride)
+    regions = make_layout(tuple(input_size), layout, region, stride, strips)
     return PatchVote(tuple(input_size), regions, channels=channels, hidden=hidden, abstain=list(abstain), **kw)
 
 
@@ -332,6 +349,7 @@ def patchvote(
     layout: str = "bands",
     region: int | tuple[int, int] | None = None,
     stride: int | tuple[int, int] | None = None,
+    strips: tuple[int, ...] | None = None,
     abstain: tuple[int, ...] = (),
     aggregate: str = "median",
     trim: int = 3,

@@ -11,6 +11,10 @@ Everything here is a pure function of integer geometry on the *model input* (``H
   overlaps: a boolean (P, N) matrix. ``k_max`` is the largest row sum. A region's vote depends
   only on its own pixels, so a patch can change at most the votes of the regions it touches
   (the counting argument of PatchGuard, Xiang et al. 2021).
+- :class:`StripLayout` ("strips", made for the physical threat, issue 17): horizontal strips whose
+  row edges sit at ground distances ahead of the camera, each optionally cut into column windows and
+  resampled to one crop height so one network serves them all. A road sticker L metres long then
+  touches the strips its ground extent meets, about L / strip length + 1 of them, at every distance.
 - :func:`parse_patch` reads ``"16x16"`` (pixels) or ``"2%"`` (share of the image area).
 - :func:`camera_box_to_model` / :func:`camera_patch_to_model` carry a patch given in
   camera pixels through a :class:`~drivenet_patch.data.base.CropResize` to model-input pixels,
@@ -30,7 +34,7 @@ from drivenet_patch.data.base import CropResize
 from drivenet_patch.errors import PDNError
 
 #: The region layouts :func:`make_layout` knows.
-LAYOUTS = ("bands", "grid")
+LAYOUTS = ("bands", "grid", "strips")
 #: Default region size and stride per layout at the 66x200 model input (``(h, w)``; a band's
 #: height is always the full image height).
 DEFAULT_REGION = {"bands": (None, 40), "grid": (33, 50)}
@@ -125,6 +129,131 @@ class RegionLayout:
         return {"input_size": list(self.input_size), "size": list(self.size), "stride": list(self.stride), "n": self.n}
 
 
+#: Ground distances (metres ahead of the camera) of the default strips' edges; the last strip runs
+#: from the last distance to the horizon. Chosen by measurement (README, "Certified in metres").
+DEFAULT_STRIP_EDGES_M = (6.0, 8.0, 10.5, 14.0, 19.0, 27.0, 40.0, 80.0)
+#: Rows every strip is resampled to (the crop network needs at least 33).
+STRIP_CROP_H = 33
+#: Columns every strip window is resampled to by default: half of a 200 px window (pairs of columns
+#: averaged), so nine strips cost the crop network about what nine 66x40 bands do.
+STRIP_CROP_W = 100
+
+
+def ground_row(input_size: tuple[int, int], distance_m: float, camera: Any = None) -> float:
+    """Model-input row (pixel centres at integers) of the ground ``distance_m`` ahead of the camera
+    on its axis, for ``camera`` (default: the world's) drawn at ``input_size``; ``-inf`` at infinity."""
+    from drivenet_patch.world.camera import Camera
+
+    cam = (camera or Camera()).with_size(int(input_size[0]), int(input_size[1]))
+    if not math.isfinite(distance_m):
+        return cam.horizon_row
+    _, v, _ = cam.project([[cam.forward_m + float(distance_m), cam.lateral_m, 0.0]])
+    return float(v[0])
+
+
+def strip_edges(input_size: tuple[int, int], distances_m: Sequence[float] = DEFAULT_STRIP_EDGES_M,
+                camera: Any = None) -> tuple[int, ...]:
+    """Row edges of strips bounded by ground distances: the image bottom, the row of each distance
+    (nearest first), and the first row below the horizon, as increasing integers."""
+    h = int(input_size[0])
+    rows = [h]
+    for d in sorted(float(v) for v in distances_m):
+        r = int(round(ground_row(input_size, d, camera) + 0.5))  # the edge between pixel rows
+        if 0 < r < rows[-1]:
+            rows.append(r)
+    top = max(0, int(math.floor(ground_row(input_size, math.inf, camera) + 0.5)))
+    if top < rows[-1]:
+        rows.append(top)
+    return tuple(sorted(set(rows)))
+
+
+@dataclass(frozen=True)
+class StripLayout:
+    """Horizontal strips (row edges ``edges``), each cut into column windows and resampled to ``crop_h x crop_w``.
+
+    Region ``i * len(xs) + j`` is strip ``i`` (rows ``[edges[i], edges[i + 1])``) times column window
+    ``j`` (``[xs[j], xs[j] + width)``). Its crop is the window linearly resampled, separably: output
+    row ``k`` reads source rows ``floor(s)`` and ``floor(s) + 1`` at
+    ``s = y0 + (k + 0.5) * (y1 - y0) / crop_h - 0.5``, both clamped into ``[y0, y1)`` (columns
+    likewise into ``[x0, x0 + width)``), so the vote depends on its box's pixels alone, exactly as
+    for :class:`RegionLayout` (the box is its dependency set; :func:`touch_matrix` and the physical
+    certificate use it).
+
+    Attributes:
+        input_size: ``(H, W)``.
+        edges: increasing row edges (at least two), within ``[0, H]``.
+        width: column window width (``W``: one window per strip).
+        stride: column step between windows.
+        crop_h: rows of every resampled crop.
+        crop_w: columns of every resampled crop (``None``: ``min(width, STRIP_CROP_W)``).
+    """
+
+    input_size: tuple[int, int]
+    edges: tuple[int, ...]
+    width: int
+    stride: int
+    crop_h: int = STRIP_CROP_H
+    crop_w: int | None = None
+
+    def __post_init__(self) -> None:
+        h, w = (int(v) for v in self.input_size)
+        object.__setattr__(self, "input_size", (h, w))
+        edges = tuple(int(e) for e in self.edges)
+        if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])) or edges[0] < 0 or edges[-1] > h:
+            raise PDNError(f"strips: row edges must increase within [0, {h}], got {list(self.edges)}")
+        object.__setattr__(self, "edges", edges)
+        object.__setattr__(self, "width", int(self.width))
+        object.__setattr__(self, "stride", int(self.stride))
+        object.__setattr__(self, "crop_h", int(self.crop_h))
+        object.__setattr__(self, "crop_w", min(self.width, STRIP_CROP_W) if self.crop_w is None else int(self.crop_w))
+        region_starts(w, self.width, self.stride)  # validates
+        if self.crop_h < 1 or self.crop_w < 1:
+            raise PDNError(f"strips: crop size must be >= 1, got {self.crop_h}x{self.crop_w}")
+
+    @property
+    def xs(self) -> tuple[int, ...]:
+        return region_starts(self.input_size[1], self.width, self.stride)
+
+    @property
+    def n(self) -> int:
+        return (len(self.edges) - 1) * len(self.xs)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.edges) - 1, len(self.xs)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(crop_h, crop_w)``: the crop the network sees."""
+        return self.crop_h, self.crop_w
+
+    def boxes(self) -> list[tuple[int, int, int, int]]:
+        return [(y0, x, y1, x + self.width) for y0, y1 in zip(self.edges, self.edges[1:]) for x in self.xs]
+
+    def row_sources(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per strip and output row: source rows ``lo``, ``hi`` (S, crop_h) int64 and weight of ``hi`` (S, crop_h)."""
+        parts = [_linear_sources(y0, y1, self.crop_h) for y0, y1 in zip(self.edges, self.edges[1:])]
+        return tuple(torch.stack(p) for p in zip(*parts))  # type: ignore[return-value]
+
+    def col_sources(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per column window and output column: source columns ``lo``, ``hi`` (C, crop_w) and weight of ``hi``."""
+        parts = [_linear_sources(x, x + self.width, self.crop_w) for x in self.xs]
+        return tuple(torch.stack(p) for p in zip(*parts))  # type: ignore[return-value]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"input_size": list(self.input_size), "edges": list(self.edges), "width": self.width,
+                "stride": self.stride, "crop": [self.crop_h, self.crop_w], "n": self.n}
+
+
+def _linear_sources(a: int, b: int, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Linear resampling of ``[a, b)`` to ``n`` samples (pixel centres): source ``lo``, ``hi`` and the weight of
+    ``hi``, with both sources clamped into ``[a, b)``."""
+    k = torch.arange(n, dtype=torch.float64)
+    src = (a + (k + 0.5) * (b - a) / n - 0.5).clamp(a, b - 1)
+    lo = src.floor()
+    return lo.to(torch.int64), (lo + 1).clamp(max=b - 1).to(torch.int64), (src - lo).to(torch.float32)
+
+
 def _pair(value: Any, where: str) -> tuple[int | None, int | None]:
     """An int ``s`` -> ``(s, s)``; a pair -> itself; ints only (``None`` allowed per item)."""
     if isinstance(value, str):
@@ -154,16 +283,21 @@ def make_layout(
     layout: str = "bands",
     region: int | Sequence[int] | str | None = None,
     stride: int | Sequence[int] | str | None = None,
-) -> RegionLayout:
-    """Build a :class:`RegionLayout` from user-level settings.
+    strips: Sequence[int] | None = None,
+) -> RegionLayout | StripLayout:
+    """Build a region layout from user-level settings.
 
     Args:
         input_size: ``(H, W)`` of the model input.
-        layout: ``"bands"`` (full-height columns; ``region`` and ``stride`` are widths) or
-            ``"grid"`` (``region`` and ``stride`` are ``(h, w)`` pairs, an int meaning a square).
+        layout: ``"bands"`` (full-height columns; ``region`` and ``stride`` are widths),
+            ``"grid"`` (``region`` and ``stride`` are ``(h, w)`` pairs, an int meaning a square) or
+            ``"strips"`` (:class:`StripLayout`; ``region`` and ``stride`` are the column window's
+            width and step, default the full width).
         region: region size; ``None`` = the layout's default (bands 40 px wide; grid 33x50).
         stride: step between regions; ``None`` = the layout's default (bands 20 px, half
             overlapping; grid 33x25). ``stride < size`` makes regions overlap.
+        strips: ``"strips"`` only: row edges in pixels; ``None`` = :func:`strip_edges` of
+            :data:`DEFAULT_STRIP_EDGES_M` for the world camera.
 
     Raises:
         PDNError: unknown layout or sizes that do not fit the image.
@@ -171,6 +305,18 @@ def make_layout(
     if layout not in LAYOUTS:
         raise PDNError(f"unknown region layout {layout!r}; valid layouts: {', '.join(LAYOUTS)}")
     h, w = int(input_size[0]), int(input_size[1])
+    if strips is not None and layout != "strips":
+        raise PDNError(f"region layout {layout!r} takes no strips (row edges); use layout 'strips'")
+    if layout == "strips":
+        cw = w if region is None else _band_width(region, "region")
+        cs = cw if stride is None else _band_width(stride, "stride")
+        if strips is None:
+            edges = strip_edges((h, w))
+        elif isinstance(strips, (str, bytes)) or not isinstance(strips, Sequence):
+            raise PDNError(f"strips: expected a list of row edges, got {strips!r}")
+        else:
+            edges = tuple(strips)
+        return StripLayout((h, w), edges, cw, cs)
     if layout == "bands":
         rw = DEFAULT_REGION["bands"][1] if region is None else _band_width(region, "region")
         sw = DEFAULT_STRIDE["bands"][1] if stride is None else _band_width(stride, "stride")
@@ -247,31 +393,29 @@ def patch_positions(input_size: tuple[int, int], patch: tuple[int, int]) -> torc
     return torch.stack([py.reshape(-1), px.reshape(-1)], dim=1)
 
 
-def _axis_touch(starts: Sequence[int], size: int, length: int, psize: int) -> torch.Tensor:
-    """(positions, windows) bool: patch ``[p, p + psize)`` overlaps window ``[s, s + size)``."""
-    p = torch.arange(length - psize + 1)[:, None]
-    s = torch.tensor(starts)[None, :]
-    return (p < s + size) & (p + psize > s)
-
-
-def touch_matrix(layout: RegionLayout, patch: tuple[int, int]) -> torch.Tensor:
+def touch_matrix(layout: Any, patch: tuple[int, int]) -> torch.Tensor:
     """Which regions each patch position touches.
 
+    A patch ``[py, py + ph) x [px, px + pw)`` touches a region when it meets the region's
+    dependency box (``layout.boxes()``: the pixels its vote may depend on) along both axes.
+
     Args:
-        layout: the regions.
+        layout: the regions (:class:`RegionLayout` or :class:`StripLayout`).
         patch: ``(ph, pw)`` in model-input pixels.
 
     Returns:
         (P, N) bool; row ``p`` belongs to corner ``patch_positions(...)[p]``.
     """
-    (h, w), (rh, rw) = layout.input_size, layout.size
+    h, w = layout.input_size
     ph, pw = int(patch[0]), int(patch[1])
     if not (1 <= ph <= h and 1 <= pw <= w):
         raise PDNError(f"patch {ph}x{pw} does not fit the {h}x{w} model input")
-    ty = _axis_touch(layout.ys, rh, h, ph)  # (Py, rows)
-    tx = _axis_touch(layout.xs, rw, w, pw)  # (Px, cols)
-    touch = ty[:, None, :, None] & tx[None, :, None, :]  # (Py, Px, rows, cols)
-    return touch.reshape(ty.shape[0] * tx.shape[0], layout.n)
+    b = torch.tensor(layout.boxes(), dtype=torch.int64)  # (N, 4) y0, x0, y1, x1
+    py = torch.arange(h - ph + 1)[:, None]
+    px = torch.arange(w - pw + 1)[:, None]
+    ty = (py < b[None, :, 2]) & (py + ph > b[None, :, 0])  # (Py, N)
+    tx = (px < b[None, :, 3]) & (px + pw > b[None, :, 1])  # (Px, N)
+    return (ty[:, None, :] & tx[None, :, :]).reshape(ty.shape[0] * tx.shape[0], layout.n)
 
 
 def maximal_touch_sets(touch: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,8 @@ def gen(seed: int = 0) -> torch.Generator:
         ("patchvote_tiny", {"layout": "grid", "region": [33, 50], "stride": [33, 25]}),  # overlapping 2x7 grid
         ("patchvote_tiny", {"input_size": [40, 80], "layout": "grid", "region": 33, "stride": [7, 15], "abstain": [1]}),
         ("patchvote", {}),
+        ("patchvote_tiny", {"layout": "strips"}),  # distance strips resampled to 33 rows
+        ("patchvote_tiny", {"layout": "strips", "region": 100, "stride": 50, "strips": [10, 12, 30, 66]}),
     ],
 )
 def test_each_vote_depends_only_on_its_own_region_exactly(name: str, cfg: dict) -> None:

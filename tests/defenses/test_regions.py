@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from defenses.regions import (
     RegionLayout,
+    StripLayout,
     camera_box_to_model,
     camera_patch_to_model,
     k_max,
+    ground_row,
     make_layout,
     maximal_touch_sets,
     parse_patch,
     patch_positions,
     region_starts,
+    strip_edges,
     touch_matrix,
 )
 from drivenet_patch.data.base import CropResize
@@ -78,6 +83,8 @@ def _brute_touch(lay: RegionLayout, patch: tuple[int, int]) -> torch.Tensor:
         (RegionLayout((12, 20), (5, 6), (3, 4)), (3, 4)),  # overlapping grid with a flush last row/col
         (RegionLayout((12, 20), (4, 4), (6, 7)), (2, 2)),  # gaps between regions
         (RegionLayout((9, 9), (3, 3), (3, 3)), (9, 9)),  # the patch is the whole image
+        (StripLayout((12, 20), (2, 3, 7, 12), 20, 20), (3, 4)),  # strips of unequal heights, sky rows uncovered
+        (StripLayout((12, 20), (0, 5, 12), 8, 6), (2, 3)),  # strips x overlapping column windows (flush last)
     ],
 )
 def test_touch_matrix_matches_a_pixel_brute_force(lay: RegionLayout, patch: tuple[int, int]) -> None:
@@ -89,6 +96,32 @@ def test_touch_matrix_matches_a_pixel_brute_force(lay: RegionLayout, patch: tupl
     assert ((touch.float() @ sets.float().T) == touch.sum(1, keepdim=True)).any(1).all()
     assert all((touch == s).all(1).any() for s in sets)
     assert k_max(touch) == int(touch.sum(1).max()) == int(sets.sum(1).max())
+
+
+def test_strip_edges_follow_the_ground_distance() -> None:
+    edges = strip_edges((66, 200))
+    assert edges[-1] == 66 and list(edges) == sorted(set(edges)) and len(edges) == 10
+    # nearer ground lies lower in the image, the horizon above every ground row
+    rows = [ground_row((66, 200), d) for d in (5.0, 10.0, 20.0, 40.0, float("inf"))]
+    assert rows == sorted(rows, reverse=True)
+    assert edges[0] == math.floor(rows[-1] + 0.5)
+    lay = make_layout((66, 200), "strips")
+    assert (lay.n, lay.shape, lay.size) == (9, (9, 1), (33, 100))
+    lo, hi, w = lay.row_sources()
+    for i, (y0, y1) in enumerate(zip(lay.edges, lay.edges[1:])):  # every source row inside its strip
+        assert lo[i].min() >= y0 and hi[i].max() < y1 and (w[i] >= 0).all() and (w[i] < 1).all()
+    # the sources are torch's bilinear resize (half-pixel centres), which PatchVote runs on each cropped box
+    y0, y1 = lay.edges[-2:]
+    img = torch.rand(1, 1, 66, 200, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    want = torch.nn.functional.interpolate(img[:, :, y0:y1, :], size=lay.size, mode="bilinear", align_corners=False)
+    clo, chi, cw = lay.col_sources()
+    rows = torch.lerp(img[0, 0, lo[-1]], img[0, 0, hi[-1]], w[-1][:, None].double())  # (crop_h, W)
+    got = torch.lerp(rows[:, clo[0]], rows[:, chi[0]], cw[0][None, :].double())
+    torch.testing.assert_close(got, want[0, 0])
+    with pytest.raises(PDNError, match="row edges must increase"):
+        StripLayout((66, 200), (20, 10), 200, 200)
+    with pytest.raises(PDNError, match="takes no strips"):
+        make_layout((66, 200), "bands", strips=[0, 66])
 
 
 def test_k_max_of_the_default_bands_and_abstention() -> None:
