@@ -1,10 +1,12 @@
 """Adaptive physical stickers against the physical certificate: no violations, the attack really moves the
 output, a wrong certificate is caught, the world placement matches the threat's camera-relative geometry,
-and same seed same table."""
+same seed same table, and the CLI."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +14,8 @@ import torch
 
 from defenses.physical import ImageGeometry, PhysicalThreat, PhysicalTouch, cell_boxes, footprint_mask
 from defenses.physical_attack import attack_roads, draw_physical_runs, physical_attack, render_runs
+from drivenet_patch.checkpoint import save_model
+from drivenet_patch.cli import main
 from drivenet_patch.models import create_model
 from drivenet_patch.world import Renderer
 
@@ -125,3 +129,23 @@ def test_same_seed_same_table() -> None:
     c, _ = physical_attack(_model(), threat, 6, steps=3, seed=4, n_roads=2, batch=4)
     assert not np.allclose(a["distance_m"], c["distance_m"])
 
+
+def test_cli_certify_physical_attack(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "pv"
+    save_model(run, _model())
+    out = tmp_path / "c"
+    code = main(["certify", "--model", str(run), "--world", "--frames", "8", "--physical", "2.0x3.5",
+                 "--attack", "4", "--attack-steps", "2", "--out", str(out), "--json"])
+    assert code == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["attack_runs"] == 4 and r["violations"] == 0 and r["vote_violations"] == 0
+    assert r["max_push_deg"] >= 0.0 and r["attack_outside_footprint_px"] == 0
+    lines = (out / "attacks_physical.csv").read_text().splitlines()
+    assert len(lines) == 5 and lines[0].startswith("run,road_seed,distance_m,lateral_m,yaw_deg,objective")
+    assert json.loads((out / "certify.json").read_text())["attack_runs"] == 4
+    for bad, msg in ((["--attack", "-1"], "--attack must lie in"),
+                     (["--attack", "2", "--data", str(tmp_path)], "--physical --attack renders its own world"),
+                     (["--attack", "2", "--camera-patch"], "--camera-patch is not available")):
+        assert main(["certify", "--model", str(run), "--physical", "2.0x3.5", *bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0], err
