@@ -46,7 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--distance", default="5-30", help="--physical: camera distances to the sticker centre, NEAR-FAR "
                    "metres (default 5-30)")
     c.add_argument("--lateral", default="-2.5:2.5", help="--physical: the centre's offset left of the camera axis, "
-                   "LO:HI metres (default -2.5:2.5; a billboard to the right: e.g. -8:-4)")
+                   "LO:HI metres (default -2.5:2.5; a billboard to the right: e.g. --lateral=-8:-4, with \"=\" since the "
+                   "value starts with a minus)")
     c.add_argument("--yaw", type=float, default=15.0, help="--physical: largest rotation of the sticker, degrees "
                    "(default 15)")
     c.add_argument("--bottom", default="1.5", help="--physical billboard: height of its lower edge, LO-HI metres "
