@@ -11,14 +11,19 @@ but not impossible (documented, not prevented).
 - ``HELDOUT_SEED_BASE + ...``: the roads of the attack's own held-out check (``attack.json``).
 - ``EVAL_SEED_BASE + ...``: ``pdn attack eval``'s offline scenes (and ``pdn certify --sticker``).
 - ``LOOP_SEED_BASE + 1000 * seed``: ``pdn attack eval``'s closed-loop roads.
+- ``PHYSICAL_ATTACK_SEED_BASE + 1000 * seed + i``: the roads of ``pdn certify --physical ... --attack``
+  (adaptive stickers against the physical certificate, :mod:`defenses.physical_attack`); no other
+  command draws from this base, so those roads are held out from training and from every attack.
 """
 
 from __future__ import annotations
 
-__all__ = ["ATTACK_SEED_BASE", "DRIVE_SEED", "EVAL_SEED_BASE", "HELDOUT_SEED_BASE", "LOOP_SEED_BASE"]
+__all__ = ["ATTACK_SEED_BASE", "DRIVE_SEED", "EVAL_SEED_BASE", "HELDOUT_SEED_BASE", "LOOP_SEED_BASE",
+           "PHYSICAL_ATTACK_SEED_BASE"]
 
 DRIVE_SEED = 10_000
 ATTACK_SEED_BASE = 1_000_000
 HELDOUT_SEED_BASE = 2_000_000
 EVAL_SEED_BASE = 3_000_000
 LOOP_SEED_BASE = 4_000_000
+PHYSICAL_ATTACK_SEED_BASE = 5_000_000

@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``certify`` to the ``pdn`` sub-commands ``sub``."""
     help_ = "certified steering intervals of a PatchVote model under any patch of a given size"
     c = sub.add_parser("certify", help=help_, description=help_ + ". Writes certify.json and certify_frames.csv "
-                       "(and sweep.csv, attacks.csv) into --out.")
+                       "(and sweep.csv, attacks.csv; with --physical sweep_physical.csv, attacks_physical.csv) into --out.")
     c.add_argument("--model", required=True, help="PatchVote run folder (pdn train --model patchvote)")
     src = c.add_mutually_exclusive_group()
     src.add_argument("--data", help="dataset folder or log file")
@@ -34,7 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(max - min) such as 10%% (default)")
     c.add_argument("--sweep", action="store_true", help="also tabulate patch sizes x tolerances (sweep.csv)")
     c.add_argument("--attack", type=int, default=0, help="adaptive attack runs (PGD patches at random positions, "
-                   "aimed at the aggregate and at the votes); reports violations")
+                   "aimed at the aggregate and at the votes); reports violations. With --physical: stickers of the "
+                   "threat at random places inside it on held-out world roads, their textures optimised through the "
+                   "renderer's maps; writes attacks_physical.csv")
     c.add_argument("--sticker", type=Path, help="attack folder (pdn attack): composite its sticker into held-out "
                    "world approach scenes and check each output against the certificate of the sticker's footprint")
     c.add_argument("--physical", metavar="WxL", help="certify against any physical sticker of WIDTHxLENGTH metres "
@@ -44,14 +46,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--distance", default="5-30", help="--physical: camera distances to the sticker centre, NEAR-FAR "
                    "metres (default 5-30)")
     c.add_argument("--lateral", default="-2.5:2.5", help="--physical: the centre's offset left of the camera axis, "
-                   "LO:HI metres (default -2.5:2.5; a billboard to the right: e.g. -8:-4)")
+                   "LO:HI metres (default -2.5:2.5; a billboard to the right: e.g. --lateral=-8:-4, with \"=\" since the "
+                   "value starts with a minus)")
     c.add_argument("--yaw", type=float, default=15.0, help="--physical: largest rotation of the sticker, degrees "
                    "(default 15)")
     c.add_argument("--bottom", default="1.5", help="--physical billboard: height of its lower edge, LO-HI metres "
                    "(default 1.5)")
     c.add_argument("--spacing", type=float, default=0.25, help="--physical: grid spacing of the covering, metres "
                    "(default 0.25; finer is tighter and slower)")
-    c.add_argument("--attack-steps", type=positive_int, default=20, help="PGD steps per attack run (default 20)")
+    c.add_argument("--attack-steps", type=positive_int, default=20, help="PGD steps per attack run (patch pixels, or "
+                   "the sticker texture with --physical; default 20)")
     c.add_argument("--batch", type=positive_int, default=256, help="frames per forward pass (default 256)")
     c.add_argument("--seed", type=int, default=0, help="seed of --world frames and of the attacks")
     c.add_argument("--out", type=Path, help="output folder (default RUN/certify)")
@@ -140,8 +144,11 @@ def cmd_certify(args: argparse.Namespace) -> int:
     method = args.aggregate or model.aggregate_name
     out_dir = args.out or run / "certify"
     if args.physical:
-        if args.attack or args.camera_patch:
-            raise PDNError("--physical: --attack and --camera-patch are not available with a physical threat yet")
+        if args.camera_patch:
+            raise PDNError("--physical: --camera-patch is not available with a physical threat")
+        if args.attack and args.data:
+            raise PDNError("--physical --attack renders its own world frames at the model input; drop --data "
+                           "(certify the dataset and attack in two calls)")
         return _certify_physical(args, model, parse_threat(args), method, out_dir)
     with tempfile.TemporaryDirectory() as tmp:
         if args.data:
@@ -255,6 +262,8 @@ def _certify_physical(args: argparse.Namespace, model: Any, threat: Any, method:
                                args.spacing)
         write_csv(out_dir / "sweep_physical.csv", sweep, float_format="%.6g")
         result["sweep_rows"] = len(sweep)
+    if args.attack:
+        result.update(_attack_physical(args, model, threat, method, out_dir))
     write_json(out_dir / "certify.json", result)
     result["out"] = str(out_dir)
     t = threat
@@ -264,6 +273,31 @@ def _certify_physical(args: argparse.Namespace, model: Any, threat: Any, method:
             f"sets); {method}: certified accuracy {100 * result['certified_acc']:.1f}% at delta {delta:.2f} deg (clean "
             f"{100 * result['clean_acc']:.1f}%, MAE {result['mae_deg']:.3f} deg); by distance: "
             + ", ".join(f"{k} m {100 * v:.0f}%" for k, v in result["certified_acc_by_distance"].items())
+            + (f"; {result['attack_runs']} adaptive {t.place} stickers ({result['attack_runs_per_s']:.1f} runs/s): "
+               f"{result['violations']} violations ({result['attack_certified_runs']} runs certified), "
+               f"{result['vote_violations']} vote violations, {result['attack_cell_violations']} violations of "
+               f"their cell's certificate ({result['attack_cell_certified_runs']} certified), max push "
+               f"{result['max_push_deg']:.2f} deg" if args.attack else "")
             + f"; written to {out_dir}")
     emit(result, args.json, text)
     return 0
+
+
+def _attack_physical(args: argparse.Namespace, model: Any, threat: Any, method: str, out_dir: Path) -> dict[str, Any]:
+    """``--physical ... --attack N``: adaptive stickers inside the threat (:func:`defenses.physical_attack.physical_attack`);
+    the runs go to ``attacks_physical.csv``."""
+    from defenses.physical_attack import physical_attack
+    from drivenet_patch.io import write_csv
+
+    # 64 runs per model call: a backward pass per step keeps every activation of the batch
+    table, s = physical_attack(model, threat, args.attack, steps=args.attack_steps, seed=args.seed, method=method,
+                               spacing_m=args.spacing, batch=min(args.batch, 64), device=args.device,
+                               progress=progress(args))
+    write_csv(out_dir / "attacks_physical.csv", table, float_format="%.6g")
+    return {"attack_runs": s["runs"], "violations": s["violations"], "vote_violations": s["vote_violations"],
+            "max_push_deg": s["max_push_deg"], "attack_steps": s["steps"], "attack_mean_push_deg": s["mean_push_deg"],
+            "attack_certified_runs": s["certified_runs"], "attack_cell_violations": s["cell_violations"],
+            "attack_cell_vote_violations": s["cell_vote_violations"],
+            "attack_cell_certified_runs": s["cell_certified_runs"],
+            "attack_outside_footprint_px": s["outside_footprint_px"], "attack_road_seed_base": s["road_seed_base"],
+            "attack_seconds": s["seconds"], "attack_runs_per_s": s["runs_per_s"]}
