@@ -97,16 +97,22 @@ def test_covering_contains_the_renderers_exact_masks_1000() -> None:
     _brute_force(1000)
 
 
-def test_certificate_holds_against_rendered_stickers() -> None:
-    g = torch.Generator().manual_seed(0)
+@pytest.mark.parametrize(("cfg", "threat"), [
     # 4 x 16 overlapping 33x33 px regions: far stickers touch few of them, so frames certify
-    model = create_model("patchvote_tiny", generator=g, layout="grid", region=(33, 33), stride=(11, 11)).eval()
-    threat = PhysicalThreat(1.0, 1.5, distance_m=(15.0, 30.0), lateral_m=(-2.5, 2.5), yaw_deg=15.0)
+    ({"layout": "grid", "region": (33, 33), "stride": (11, 11)},
+     PhysicalThreat(1.0, 1.5, distance_m=(15.0, 30.0), lateral_m=(-2.5, 2.5), yaw_deg=15.0)),
+    # the default distance strips against the sticker: at most 3 of 9 touched, always bounded
+    ({"layout": "strips"}, PhysicalThreat(2.0, 3.5, distance_m=(5.0, 30.0), lateral_m=(-2.5, 2.5), yaw_deg=15.0)),
+])
+def test_certificate_holds_against_rendered_stickers(cfg: dict, threat: PhysicalThreat) -> None:
+    g = torch.Generator().manual_seed(0)
+    model = create_model("patchvote_tiny", generator=g, **cfg).eval()
     cam = Camera().with_size(H, W)
     road = Road.straight(200.0)
     rng = np.random.default_rng(3)
     n = 48
-    dist, lat, yaw = rng.uniform(15, 30, n), rng.uniform(-2.5, 2.5, n), rng.uniform(-15, 15, n)
+    d0, d1 = threat.distance_m
+    dist, lat, yaw = rng.uniform(d0, d1, n), rng.uniform(-2.5, 2.5, n), rng.uniform(-15, 15, n)
     poses = _relative_poses(road, 100.0, EGO_LANE_D, dist, lat, yaw, cam)
     place = StickerPlacement(s=100.0, d=EGO_LANE_D, width_m=threat.width_m, length_m=threat.length_m)
     r = Renderer(cam)
