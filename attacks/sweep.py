@@ -102,50 +102,79 @@ def break_area(table: pd.DataFrame, rate: float = BREAK_RATE) -> float | None:
     return float(hit.min()) if len(hit) else None
 
 
-def plot_sweep(tables: Mapping[str, pd.DataFrame], path: str | Path, drp_area_m2: float = DRP_AREA_M2,
-               certified_area_m2: float | None = None, title: str = "Lane departures vs sticker area") -> Path:
-    """Departure rate against sticker area (log scale) per model, with its noise, grey and no-sticker controls.
+def draw_sweep(ax: Any, tables: Mapping[str, pd.DataFrame], breaks: Mapping[str, float | None] | None = None,
+               drp_area_m2: float = DRP_AREA_M2, certified: Mapping[str, float] | None = None,
+               title: str = "Lane departures vs sticker area") -> None:
+    """Departure rate against sticker area (log scale) on ``ax``: per model its sticker (solid), its noise,
+    grey and no-sticker controls (dashed) and its break area (a star), DRP's area and certified areas.
 
     Args:
+        ax: a matplotlib ``Axes``.
         tables: ``{model name: sweep table}`` (columns of :data:`SWEEP_COLUMNS`).
-        path: the PNG to write (atomically).
-        drp_area_m2: DRP's painted area, marked by a vertical line.
-        certified_area_m2: the defended model's certified sticker area, marked when given.
+        breaks: ``{model name: break area}``; computed by :func:`break_area` for models not in it.
+        drp_area_m2: DRP's painted area, marked by a labelled vertical line.
+        certified: ``{label: area}`` of certified sticker areas (a defended model's), each marked.
         title: the plot's title.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from drivenet_patch.io import atomic_path
-
-    fig, ax = plt.subplots(figsize=(7.0, 4.2))
-    styles = {"departure_rate": ("-", "o", "sticker"), "noise_departure_rate": (":", "x", "noise control"),
-              "grey_departure_rate": (":", "s", "grey control"), "no_sticker_departure_rate": ("--", "", "no sticker")}
+    breaks = dict(breaks or {})
+    styles = {"departure_rate": ("-", "o", "sticker"), "noise_departure_rate": ("--", "x", "noise control"),
+              "grey_departure_rate": ("--", "s", "grey control"), "no_sticker_departure_rate": ("--", "", "no sticker")}
+    xs = [drp_area_m2, *(certified or {}).values()]
     for i, (name, t) in enumerate(tables.items()):
         colour = f"C{i}"
+        xs += [float(a) for a in t["area_m2"]]
         for col, (ls, marker, label) in styles.items():
             if col in t and t[col].notna().any():
                 ax.plot(t["area_m2"], 100 * pd.to_numeric(t[col]), ls, marker=marker or None, color=colour,
-                        alpha=1.0 if col == "departure_rate" else 0.6, label=f"{name}: {label}")
+                        lw=1.6 if col == "departure_rate" else 1.0, alpha=1.0 if col == "departure_rate" else 0.55,
+                        label=f"{name}: {label}")
+        brk = breaks[name] if name in breaks else break_area(t)
+        if brk is not None:
+            at = pd.to_numeric(t.loc[t["area_m2"] == brk, "departure_rate"])
+            ax.plot([brk], [100 * float(at.iloc[0]) if len(at) else 100 * BREAK_RATE], "*", ms=15, color=colour,
+                    mec="k", label=f"{name}: breaks at {brk:g} m²")
     ax.axvline(drp_area_m2, color="k", lw=1, ls="-.")
-    ax.text(drp_area_m2, 50, " DRP's area", rotation=90, va="center", fontsize=8)
-    if certified_area_m2 is not None:
-        ax.axvline(certified_area_m2, color="g", lw=1, ls="-.")
-        ax.text(certified_area_m2, 50, " certified", rotation=90, va="center", fontsize=8, color="g")
-    ax.axhline(100 * BREAK_RATE, color="grey", lw=0.8, ls="--")
+    ax.text(drp_area_m2, 50, f"DRP paints ~{drp_area_m2:g} m² ", rotation=90, va="center", ha="right", fontsize=8)
+    for label, area in (certified or {}).items():
+        ax.axvline(area, color="tab:green", lw=1.2, ls="-.")
+        ax.text(area, 3, f"{label} ", rotation=90, va="bottom", ha="right", fontsize=8, color="tab:green")
+    ax.axhline(100 * BREAK_RATE, color="grey", lw=0.8, ls=":")
     ax.set_xscale("log")
-    ax.set_xlabel("sticker area (m²)")
+    ax.set_xlim(min(xs) / 1.5, max(xs) * 1.5)
+    ticks = sorted({float(a) for t in tables.values() for a in t["area_m2"]})
+    ax.set_xticks(ticks, [f"{a:g}" for a in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("sticker area (m², log scale)")
     ax.set_ylabel("approaches ending in a lane departure (%)")
     ax.set_ylim(-3, 103)
     ax.set_title(title)
     ax.legend(fontsize=7, loc="upper left")
+
+
+def plot_sweep(tables: Mapping[str, pd.DataFrame], path: str | Path, drp_area_m2: float = DRP_AREA_M2,
+               certified_area_m2: float | None = None, title: str = "Lane departures vs sticker area") -> Path:
+    """:func:`draw_sweep` into the PNG ``path`` (written atomically; no pyplot state is touched).
+
+    Args:
+        tables: ``{model name: sweep table}`` (columns of :data:`SWEEP_COLUMNS`).
+        path: the PNG to write.
+        drp_area_m2: DRP's painted area, marked by a vertical line.
+        certified_area_m2: the defended model's certified sticker area, marked when given.
+        title: the plot's title.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from drivenet_patch.io import atomic_path
+
+    fig = Figure(figsize=(7.0, 4.2))
+    FigureCanvasAgg(fig)
+    draw_sweep(fig.subplots(), tables, None, drp_area_m2,
+               None if certified_area_m2 is None else {"certified": certified_area_m2}, title)
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
     return path
 
 
@@ -156,6 +185,7 @@ __all__ = [
     "DRP_AREA_M2",
     "SWEEP_COLUMNS",
     "break_area",
+    "draw_sweep",
     "parse_areas",
     "plot_sweep",
     "size_text",

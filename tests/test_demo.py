@@ -16,7 +16,7 @@ import pytest
 
 from drivenet_patch.cli import build_parser, main
 from drivenet_patch.cli.attack import route_argv
-from drivenet_patch.demo import DemoSettings, plan, run_demo
+from drivenet_patch.demo import FULL, QUICK, DemoSettings, plan, run_demo
 from drivenet_patch.errors import PDNError
 
 
@@ -43,6 +43,30 @@ def test_every_stage_command_parses(quick: bool) -> None:
     assert ("out/drive_patchvote" in inputs) is (not quick)
     # The quick report says why its numbers are weaker (notes under the summary); the full one needs none.
     assert ("--note" in report) is quick
+
+
+def test_full_demo_sweeps_sticker_sizes_and_both_certify_in_metres() -> None:
+    """Issues 17 and 18: the full demo runs ``pdn attack sweep`` against PilotNet, both flavours certify
+    PatchVote in metres, and the report gets both folders; --quick says why it has no sweep."""
+    full, quick = ({st.name: st for st in plan(Path("out"), q)} for q in (False, True))
+    assert "attack_sweep" in full and "attack_sweep" not in quick
+    assert "certify_physical" in full and "certify_physical" in quick
+    names = list(full)
+    assert names.index("attack_sizes") < names.index("attack_sweep") < names.index("patchvote")
+    assert names.index("certify") < names.index("certify_physical") < names.index("report")
+    (sweep,) = full["attack_sweep"].commands
+    assert sweep[:2] == ("attack", "sweep") and sweep[sweep.index("--model") + 1] == "out/pilotnet"
+    assert sweep[sweep.index("--areas") + 1] == ",".join(f"{a:g}" for a in FULL.sweep_areas) == "2,7,28,112"
+    assert sweep[sweep.index("--steps") + 1] == str(FULL.sweep_steps)
+    for flavour in (full, quick):
+        (cert,) = flavour["certify_physical"].commands
+        assert cert[:3] == ("certify", "--model", "out/patchvote") and "--sweep" in cert
+        assert cert[cert.index("--physical") + 1] == "2.0x3.5" and cert[cert.index("--out") + 1] == "out/certify_physical"
+    for flavour, sweeps in ((full, True), (quick, False)):
+        report = flavour["report"].commands[0]
+        inputs = report[1:report.index("--out")]
+        assert "out/certify_physical" in inputs and ("out/attack_sweep" in inputs) is sweeps
+    assert QUICK.sweep_areas == () and any("sweep" in n and "full demo only" in n for n in QUICK.notes)
 
 
 def test_device_reaches_every_command_that_takes_one() -> None:
@@ -89,7 +113,7 @@ TINY = DemoSettings(
     train_args=("--epochs", "2", "--samples-per-epoch", "256"), patchvote_args=("--epochs", "1", "--samples-per-epoch", "256"),
     drive_roads=1, drive_km=0.1, saliency_n=2, attack_steps=4, attack_roads=1, attack_poses=4, loop_roads=1,
     loop_km=0.2, size_sweep=("1.0x1.75",), size_steps=2, certify_attack_runs=2, pv_attack_steps=2, pv_drive=False,
-    notes=("a tiny demo for the tests",))
+    physical_frames=16, physical_spacing=2.0, notes=("a tiny demo for the tests",))
 
 
 def test_tiny_demo_runs_every_stage_resumes_and_reports(tmp_path: Path) -> None:
@@ -108,9 +132,10 @@ def test_tiny_demo_runs_every_stage_resumes_and_reports(tmp_path: Path) -> None:
     assert cert["violations"] == 0 and cert["sticker_violations"] == 0
     page = _Images()
     page.feed((out / "report" / "index.html").read_text(encoding="utf-8"))
-    assert page.h2 == ["Summary", "Data", "Model", "Attack", "Defense"]
+    assert page.h2 == ["Summary", "Data", "Model", "Attack", "Defense", "Certified in metres"]
     summary = json.loads((out / "report" / "summary.json").read_text())
     assert summary["notes"] == ["a tiny demo for the tests"]
+    assert "defense_physical" in {f["key"] for f in summary["findings"]}
     for src in page.imgs:
         img = cv2.imread(str(out / "report" / src))
         assert img is not None and img.std() > 0, src
@@ -160,15 +185,15 @@ def test_quick_demo_killed_mid_training_resumes_and_reports(tmp_path: Path) -> N
 
     page = _Images()
     page.feed((out / "report" / "index.html").read_text(encoding="utf-8"))
-    assert page.h2 == ["Summary", "Data", "Model", "Attack", "Defense"]  # the findings open the page
+    assert page.h2 == ["Summary", "Data", "Model", "Attack", "Defense", "Certified in metres"]  # findings first
     summary = json.loads((out / "report" / "summary.json").read_text())
     keys = [f["key"] for f in summary["findings"]]
-    assert keys.count("model") == 2 and {"attack", "defense_patch", "adaptive"} <= set(keys)
+    assert keys.count("model") == 2 and {"attack", "defense_patch", "defense_physical", "adaptive"} <= set(keys)
     assert summary["notes"] and "--quick" in summary["notes"][0]
     assert len(page.imgs) >= 25
     for src in page.imgs:
         img = cv2.imread(str(out / "report" / src))
         assert img is not None and img.std() > 0, src  # a real picture, not a blank placeholder
     for name in ("defended_vs_undefended.png", "attack_vs_size.png", "certify1_votes.png",
-                 "attack1_trajectories.png", "data1_samples.png"):
+                 "attack1_trajectories.png", "data1_samples.png", "metres_vs_area.png", "metres_touch_sets.png"):
         assert name in page.imgs

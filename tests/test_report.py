@@ -480,4 +480,159 @@ def test_summary_of_a_physical_certificate(inputs: list[Path], tmp_path: Path) -
     (inputs[3] / "certify.json").write_text(json.dumps({**cert, "threat": threat}))
     build_report([inputs[3]], tmp_path / "r")
     (f,) = _summary(tmp_path / "r")["findings"]
-    assert f["key"] == "defense_physical" and "road sticker of 2.0 x 3.5 m 5-30 m ahead" in f["text"]
+    assert f["key"] == "defense_physical" and f["section"] == "certified-in-metres"
+    assert "the 2x3.5 m sticker is certified on 61% of ? held-out frames (any road sticker at 5-30 m ahead" in f["text"]
+
+
+# ------------------------------------------------------------------ sticker-size sweeps and the certificate in metres
+def _sweep(root: Path, name: str, model: str, departures: list[float], none: float = 0.0) -> Path:
+    """A ``pdn attack sweep`` folder: areas 2, 7, 28, 112 m² with these sticker departure rates."""
+    from attacks.sweep import DRP_AREA_M2, break_area, sticker_size
+
+    d = root / name
+    d.mkdir()
+    areas = [2.0, 7.0, 28.0, 112.0]
+    sizes = [sticker_size(a) for a in areas]
+    table = pd.DataFrame({"area_m2": areas, "width_m": [s[0] for s in sizes], "length_m": [s[1] for s in sizes],
+                          "departure_rate": departures, "noise_departure_rate": [0.0, 0.0, 0.2, 0.2],
+                          "grey_departure_rate": [0.0, 0.0, 0.0, 0.2], "no_sticker_departure_rate": none,
+                          "mean_dev_deg": [0.3, 2.0, 5.0, 9.0], "success_rate": [0.0, 0.3, 0.7, 0.9],
+                          "n_approaches": 10, "n_frames": 32, "seconds": 30.0})
+    table.to_csv(d / "sweep.csv", index=False)
+    (d / "sweep.json").write_text(json.dumps({
+        "out": str(d), "break_area_m2": break_area(table), "drp_area_m2": DRP_AREA_M2, "areas": areas,
+        "model": str(_model_dir(root, model)), "aspect": "along", "closed_loop": False, "steps": 100, "roads": 4,
+        "poses": 16, "loop_roads": 2, "km": 0.5, "seed": 0}))
+    return d
+
+
+def _physical(root: Path, name: str, accs: dict[float, float], run: Path | None = None, own: float = 0.5) -> Path:
+    """A ``pdn certify --physical 2.0x3.5 --sweep`` folder whose certified accuracy per swept area (both aspects,
+    at its delta of 1 deg) is ``accs``; ``run``: the PatchVote run folder it names."""
+    d = root / name
+    d.mkdir()
+    threat = {"width_m": 2.0, "length_m": 3.5, "place": "road", "distance_m": [5.0, 30.0],
+              "lateral_m": [-2.5, 2.5], "yaw_deg": 15.0, "area_m2": 7.0}
+    (d / "certify.json").write_text(json.dumps({
+        "certified_acc": own, "clean_acc": 0.95, "delta_deg": 1.0, "k_max": 4, "n_regions": 9, "n_sets": 5, "n": 48,
+        "threat": threat, "aggregate": "median", "model": str(run or root / "gone"), "source": "world",
+        "spacing_m": 2.0, "margin_px": 0.5, "cells": 42,
+        "certified_acc_by_distance": {"5-10": 0.1, "10-15": 0.3, "15-20": 0.5, "20-25": 0.7, "25-30": 0.8,
+                                      "30-35": 0.9}}))
+    _write_csv(d / "certify_frames.csv", {"label_deg": [0.0, 1.0], "output_deg": [0.1, 1.1], "lo_deg": [-0.5, 0.5],
+                                          "hi_deg": [0.5, 1.5], "certified": True, "clean_ok": True,
+                                          "certified_ok": True})
+    rows = [{"area_m2": a, "aspect": aspect, "width_m": 1.0, "length_m": a, "delta_deg": delta,
+             "certified_acc": acc if delta == 1.0 else acc / 2, "clean_acc": 0.95, "k_max": 3, "n_regions": 9,
+             "n": 48, "n_sets": 4}
+            for a, acc in accs.items() for aspect in ("along", "across") for delta in (0.5, 1.0, 2.0)]
+    pd.DataFrame(rows).to_csv(d / "sweep_physical.csv", index=False)
+    return d
+
+
+def _patchvote_run(root: Path) -> Path:
+    import torch
+
+    from drivenet_patch.checkpoint import save_model
+    from drivenet_patch.models import create_model
+
+    run = root / "pv_run"
+    save_model(run, create_model("patchvote_tiny", generator=torch.Generator().manual_seed(0)))
+    return run
+
+
+def test_draw_sweep_marks_drp_break_areas_and_the_certified_area() -> None:
+    from matplotlib.figure import Figure
+
+    from attacks.sweep import DRP_AREA_M2, draw_sweep
+
+    t = pd.DataFrame({"area_m2": [2.0, 7.0, 28.0], "departure_rate": [0.0, 0.5, 1.0],
+                      "noise_departure_rate": 0.0, "grey_departure_rate": 0.0, "no_sticker_departure_rate": 0.0})
+    ax = Figure().subplots()
+    draw_sweep(ax, {"pilotnet": t, "patchvote": t.assign(departure_rate=0.1)}, None, certified={"certified": 4.0})
+    vertical = [ln.get_xdata()[0] for ln in ax.get_lines() if len(set(ln.get_xdata())) == 1 and len(ln.get_xdata()) == 2]
+    assert DRP_AREA_M2 in vertical and 4.0 in vertical
+    assert any("DRP" in t.get_text() and "108" in t.get_text() for t in ax.texts)
+    labels = ax.get_legend_handles_labels()[1]
+    assert "pilotnet: breaks at 28 m²" in labels and not any(lb.startswith("patchvote: breaks") for lb in labels)
+    assert {"pilotnet: noise control", "pilotnet: grey control", "pilotnet: no sticker"} <= set(labels)
+    assert ax.get_xscale() == "log" and ax.get_xlim()[1] > DRP_AREA_M2
+
+
+def test_report_shows_the_sticker_size_that_breaks_each_model(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    pilot = _sweep(src, "sweep_pilotnet", "pilotnet", [0.1, 0.6, 0.95, 1.0])
+    pv = _sweep(src, "sweep_patchvote", "patchvote", [0.0, 0.0, 0.1, 0.5])
+    assert detect_kind(pilot) == "sweep"
+    result = build_report([pilot, pv], tmp_path / "r")
+    assert result["sections"] == ["Sticker size that breaks the model"]
+    assert result["figures"] == ["sweep_departures.png"]
+    _check_png(tmp_path / "r" / "sweep_departures.png")
+    page = _parse(Path(result["index"]))
+    assert page.h2 == ["Summary", "Sticker size that breaks the model"]
+    assert "#sticker-size-that-breaks-the-model" in page.links
+    html_text = Path(result["index"]).read_text(encoding="utf-8")
+    assert "DRP&#x27;s painted region" in html_text and "108 m²" in html_text
+    assert ["break area", "28 m²", "", "", "", "none up to 112 m²", "", "", ""] in page.rows
+    assert ["28", "95%", "20%", "0%", "0%", "10%", "20%", "0%", "0%"] in page.rows
+    (f,) = _summary(tmp_path / "r")["findings"]
+    assert f["key"] == "break_size" and not f["weak"]
+    assert "pilotnet leaves its lane in >= 90% of approaches from 28 m² on" in f["text"]
+    assert "no size up to 112 m² made patchvote leave its lane in >= 90% of approaches" in f["text"]
+    assert f["numbers"]["models"]["pilotnet"]["break_area_m2"] == 28.0
+
+
+def test_sweep_plot_marks_the_defended_models_certified_area(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    pilot = _sweep(src, "sweep_pilotnet", "pilotnet", [0.1, 0.6, 0.95, 1.0], none=0.1)
+    cert = _physical(src, "phys", {0.5: 0.95, 1.0: 0.9, 2.0: 0.85, 4.0: 0.6}, run=_model_dir(src, "patchvote"))
+    result = build_report([pilot, cert], tmp_path / "r")
+    html_text = Path(result["index"]).read_text(encoding="utf-8")
+    assert "the largest area the defended model&#x27;s physical certificate covers" in html_text
+    brk = next(f for f in _summary(tmp_path / "r")["findings"] if f["key"] == "break_size")
+    assert brk["weak"] and "with no sticker" in brk["text"]  # the model departs on its own: said
+
+
+def test_report_certified_in_metres_says_the_largest_certified_area(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    run = _patchvote_run(src)
+    good = _physical(src, "phys_a", {0.5: 1.0, 1.0: 0.95, 2.0: 0.9, 4.0: 0.82, 7.0: 0.5}, run=run)
+    other = _physical(src, "phys_b", {0.5: 0.9, 1.0: 0.4}, run=None)  # its model folder is gone
+    assert detect_kind(good) == "certify_physical"
+    result = build_report([good, other], tmp_path / "r")
+    assert result["sections"] == ["Certified in metres"]
+    assert result["figures"] == ["metres_vs_area.png", "metres_vs_distance.png", "metres_touch_sets.png"]
+    for fig in result["figures"]:
+        _check_png(tmp_path / "r" / fig)
+    html_text = Path(result["index"]).read_text(encoding="utf-8")
+    sentence = ("Certified against any road sticker up to 4 m² at 5-30 m ahead (lateral -2.5 to 2.5 m, yaw up to "
+                "±15 deg, long side along or across the road), at delta = 1.00 deg, on 82% of 48 held-out frames.")
+    assert sentence in html_text
+    assert "Certified against any road sticker up to 0.5 m²" in html_text  # the second folder, side by side
+    assert f"Touch sets of {other} not drawn" in html_text
+    f = [x for x in _summary(tmp_path / "r")["findings"] if x["key"] == "defense_physical"]
+    assert len(f) == 2 and f[0]["section"] == "certified-in-metres"
+    assert "certified against any road sticker up to 4 m²" in f[0]["text"]
+    assert f[0]["numbers"]["certified_area_m2"] == 4.0
+
+
+def test_certified_in_metres_says_so_when_no_area_reaches_80_percent(tmp_path: Path) -> None:
+    from drivenet_patch.report.metres import certified_area
+
+    cert = _physical(tmp_path, "phys", {0.5: 0.6, 1.0: 0.4, 2.0: 0.1}, own=0.31)
+    build_report([cert], tmp_path / "r")
+    html_text = (tmp_path / "r" / "index.html").read_text(encoding="utf-8")
+    assert "No swept area is certified on &gt;= 80% of frames; at 2x3.5 m it is 31%" in html_text
+    assert "Certified against" not in html_text
+    (f,) = _summary(tmp_path / "r")["findings"]
+    assert "no swept area is certified on >= 80% of frames" in f["text"] and f["weak"]
+    # "up to X": a size that fails ends the run even if a larger one passes again
+    table = pd.DataFrame({"area_m2": [0.5, 0.5, 1.0, 1.0, 2.0, 2.0], "aspect": ["along", "across"] * 3,
+                          "certified_acc": [0.9, 0.85, 0.9, 0.7, 0.95, 0.95]})
+    assert certified_area({}, table) == (0.5, 0.85)
+    # without a sweep the run's own sticker is the only size
+    assert certified_area({"certified_acc": 0.9, "threat": {"width_m": 2.0, "length_m": 3.5}}, None) == (7.0, 0.9)
+    assert certified_area({"certified_acc": 0.5, "threat": {"width_m": 2.0, "length_m": 3.5}}, None) == (None, None)

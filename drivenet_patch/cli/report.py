@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     help_ = "self-contained HTML report (index.html + PNG/PDF figures) from toolkit output folders"
     c = sub.add_parser("report", help=help_, description=help_)
     c.add_argument("paths", nargs="+", metavar="PATH",
-                   help="training run, drive, attack or certify folder, or benchmark .json file")
+                   help="dataset, training run, drive, attack, attack sweep or certify folder, or benchmark .json file")
     c.add_argument("--out", required=True, type=Path, help="output folder for index.html and the figures")
     c.add_argument("--note", action="append", default=[], metavar="TEXT",
                    help="a sentence about how the inputs were made, shown under the summary (repeatable)")

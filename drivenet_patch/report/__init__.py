@@ -1,8 +1,9 @@
 """``pdn report``: one self-contained HTML page from the folders the toolkit writes.
 
-Each input is recognised by its files (see :func:`detect_kind`): a training run, a closed-loop
-drive, a sticker attack, a certify output, or a JSON benchmark file. The page
-(``index.html``) holds sections Model, Drive, Attack, Defense and Benchmarks, each only when
+Each input is recognised by its files (see :func:`detect_kind`): a dataset, a training run, a
+closed-loop drive, a sticker attack, a sticker-size sweep, a certify output (pixel patch or
+physical), or a JSON benchmark file. The page (``index.html``) holds sections Data, Model, Attack,
+"Sticker size that breaks the model", Defense, "Certified in metres" and Benchmarks, each only when
 its inputs were given; figures are PNG files next to it, each also saved as PDF for papers.
 No network resources and no JavaScript: the folder can be zipped and mailed.
 
@@ -11,8 +12,9 @@ Figures are drawn on :class:`matplotlib.figure.Figure` objects (Agg canvas), nev
 
 The package: :mod:`~drivenet_patch.report.page` (figures, tables, reads), :mod:`~drivenet_patch.report.sections`
 (one per input kind), :mod:`~drivenet_patch.report.compare` (blocks across inputs),
-:mod:`~drivenet_patch.report.votes` (PatchVote figures), :mod:`~drivenet_patch.report.summary` (the findings
-the page opens with).
+:mod:`~drivenet_patch.report.votes` (PatchVote figures), :mod:`~drivenet_patch.report.break_size` (attack
+sweeps), :mod:`~drivenet_patch.report.metres` (physical certificates), :mod:`~drivenet_patch.report.summary`
+(the findings the page opens with).
 """
 
 from __future__ import annotations
@@ -24,13 +26,15 @@ from typing import Any
 
 from drivenet_patch.errors import PDNError
 from drivenet_patch.io import replace_folder, write_json, write_text
+from drivenet_patch.report.break_size import SWEEP_TITLE, sweep_section
 from drivenet_patch.report.compare import (
     attack_rows,
     attack_summary,
     defended_vs_undefended,
     model_comparison,
 )
-from drivenet_patch.report.page import Page
+from drivenet_patch.report.metres import METRES_TITLE, is_physical, metres_section
+from drivenet_patch.report.page import Page, section_id
 from drivenet_patch.report.sections import (
     attack_section,
     bench_section,
@@ -46,11 +50,13 @@ __all__ = ["SECTIONS", "build_report", "detect_kind"]
 
 #: Section title of each input kind; sections appear in the order of their first kind here.
 SECTIONS: dict[str, str] = {"data": "Data", "train": "Model", "saliency": "Model", "drive": "Model",
-                            "attack": "Attack", "certify": "Defense", "bench": "Benchmarks"}
+                            "attack": "Attack", "sweep": SWEEP_TITLE, "certify": "Defense",
+                            "certify_physical": METRES_TITLE, "bench": "Benchmarks"}
 
 # Marker files per kind, checked in this order (a folder may hold several; the first wins).
 # A folder with none of them that holds a dataset of a known format is a "data" input.
 _MARKERS: list[tuple[str, tuple[str, ...]]] = [
+    ("sweep", ("sweep.json", "sweep.csv")),  # pdn attack sweep (a certify folder's sweep.csv has no sweep.json)
     ("attack", ("attack.json", "sticker.png")),
     ("certify", ("certify.json", "certify_frames.csv")),
     ("drive", ("drive.json", "drive_log.csv")),
@@ -60,8 +66,8 @@ _MARKERS: list[tuple[str, tuple[str, ...]]] = [
 
 
 def detect_kind(path: str | os.PathLike[str]) -> str:
-    """Return the kind of an input: ``data``, ``train``, ``saliency``, ``drive``, ``attack``, ``certify`` or
-    ``bench``.
+    """Return the kind of an input: ``data``, ``train``, ``saliency``, ``drive``, ``attack``, ``sweep``,
+    ``certify``, ``certify_physical`` (``pdn certify --physical``: its certify.json has a threat) or ``bench``.
 
     Raises:
         PDNError: the path does not exist, is empty, or holds none of the known file sets.
@@ -77,7 +83,7 @@ def detect_kind(path: str | os.PathLike[str]) -> str:
         raise PDNError(f"{p}: empty folder")
     for kind, names in _MARKERS:
         if all((p / n).is_file() for n in names):
-            return kind
+            return "certify_physical" if kind == "certify" and is_physical(p) else kind
     from drivenet_patch.data import detect_format
 
     try:
@@ -85,8 +91,8 @@ def detect_kind(path: str | os.PathLike[str]) -> str:
         return "data"
     except PDNError:
         pass
-    known = "; ".join(" + ".join(n) for _, n in _MARKERS)
-    raise PDNError(f"{p}: not a toolkit output folder or dataset (expected one of: {known}; or a dataset)")
+    known = ", ".join("+".join(n) for _, n in _MARKERS)  # compact: the folder's path must fit in the message
+    raise PDNError(f"{p}: not a dataset or toolkit output folder (none of {known})")
 
 
 def build_report(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
@@ -94,7 +100,7 @@ def build_report(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike
     """Write ``out/index.html``, ``out/summary.json`` and the figures from the toolkit outputs ``paths``.
 
     Args:
-        paths: run, drive, attack or certify folders, or benchmark ``.json`` files.
+        paths: dataset, run, drive, attack, attack sweep or certify folders, or benchmark ``.json`` files.
         out: output folder (created).
         notes: sentences about how the inputs were made, shown under the summary.
 
@@ -133,22 +139,26 @@ def _write_report(inputs: list[tuple[Path, str]], out: Path, notes: Sequence[str
     titles = list(dict.fromkeys(SECTIONS.values()))
     blocks: dict[str, list[str]] = {t: [] for t in titles}
     counts: dict[str, int] = dict.fromkeys(SECTIONS, 0)
-    for kind in SECTIONS:  # page order: by kind, then in the order given
+    for kind in renderers:  # page order: by kind, then in the order given
         for path, k in inputs:
             if k == kind:
                 counts[kind] += 1
                 blocks[SECTIONS[kind]].append(renderers[kind](page, path, f"{kind}{counts[kind]}"))
+    # sweeps and physical certificates: one block each over all their folders (the models share the plots)
+    physical = [p for p, k in inputs if k == "certify_physical"]
+    blocks[SWEEP_TITLE].append(sweep_section(page, [p for p, k in inputs if k == "sweep"], physical))
+    blocks[METRES_TITLE].append(metres_section(page, physical))
     rows = attack_rows([p for p, k in inputs if k == "attack"])  # read once, used by three blocks
     blocks["Model"].append(model_comparison([p for p, k in inputs if k == "train"],
                                              [p for p, k in inputs if k == "drive"], rows))
     blocks["Attack"].append(attack_summary(page, rows))
     blocks["Defense"].append(defended_vs_undefended(page, rows))
     sections = [t for t in titles if any(blocks[t])]
-    body = "".join(f'<section id="{t.lower()}"><h2>{t}</h2>{"".join(blocks[t])}</section>\n'
+    body = "".join(f'<section id="{section_id(t)}"><h2>{t}</h2>{"".join(blocks[t])}</section>\n'
                    for t in sections)
     summary = summarize(inputs, notes)
     head = summary_html(summary)
-    nav = " · ".join(f'<a href="#{s.lower()}">{s}</a>' for s in (["Summary"] if head else []) + sections)
+    nav = " · ".join(f'<a href="#{section_id(s)}">{s}</a>' for s in (["Summary"] if head else []) + sections)
     write_json(out / "summary.json", summary)
     write_text(out / "index.html", _HTML.format(title="PatchDriveNet report", nav=nav, body=head + body))
     return list(page.figures), sections

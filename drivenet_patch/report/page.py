@@ -4,6 +4,7 @@ checked reads of the toolkit's JSON and CSV outputs."""
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ from drivenet_patch.errors import PDNError
 from drivenet_patch.inputs import read_json
 from drivenet_patch.io import atomic_path, write_bytes
 
-__all__ = ["TEXTURES", "TEXTURE_COLOURS", "Page", "flatten", "fmt", "heading", "html_table", "load_csv", "load_json"]
+__all__ = ["TEXTURES", "TEXTURE_COLOURS", "Page", "flatten", "fmt", "heading", "html_table", "load_csv", "load_json",
+           "model_name", "section_id"]
 
 TEXTURES = ("sticker", "noise", "grey")
 TEXTURE_COLOURS = {"sticker": "tab:red", "noise": "tab:blue", "grey": "tab:gray"}
@@ -98,3 +100,17 @@ def flatten(obj: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 
 def heading(path: Path) -> str:
     return f"<h3>{html.escape(str(path))}</h3>"
+
+
+def section_id(title: str) -> str:
+    """The HTML id of a section: ``"Certified in metres"`` -> ``"certified-in-metres"`` (``"Attack"`` -> ``"attack"``)."""
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+
+
+def model_name(run: Any) -> str:
+    """The registered model name in a run folder's ``config.json``, ``?`` when it is missing or unreadable."""
+    try:
+        name = load_json(Path(str(run)) / "config.json").get("model", {})
+    except PDNError:
+        return "?"
+    return str(name.get("name", "?")) if isinstance(name, dict) else "?"

@@ -7,8 +7,9 @@ a reader asks first:
 - ``model``: how accurate is the model on held-out frames, and does it drive (autonomy)?
 - ``attack``: does the sticker work beyond its noise and grey controls and beyond what the model
   does with no sticker (offline change, success, lane departures)?
+- ``break_size``: from which sticker area on does each swept model leave its lane (``pdn attack sweep``)?
 - ``defense``: what does PatchVote certify, against which threat (pixel patch, physical sticker),
-  at which tolerance delta?
+  at which tolerance delta? For a physical sticker: up to which area, in metres?
 - ``adaptive``: did any attack break a certificate, and what does a sticker optimised against the
   defended model do?
 
@@ -31,7 +32,10 @@ import pandas as pd
 
 from drivenet_patch.errors import PDNError
 from drivenet_patch.inputs import read_json
+from drivenet_patch.report.break_size import SWEEP_TITLE, read_sweeps
 from drivenet_patch.report.compare import same_path
+from drivenet_patch.report.metres import METRES_TITLE, read_physical
+from drivenet_patch.report.page import section_id
 
 __all__ = ["CLEAR_RATIO", "MEANINGFUL_CERTIFIED", "summarize", "summary_html"]
 
@@ -228,6 +232,41 @@ def _sticker_finding(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
             "numbers": n}
 
 
+def _break_finding(sweeps: Sequence[Path]) -> dict[str, Any] | None:
+    """One sentence: the break area of each swept model, or the largest size that did not break it."""
+    from attacks.sweep import BREAK_RATE, DRP_AREA_M2
+
+    if not sweeps:
+        return None
+    said, weak, nums = [], [], {}
+    for s in read_sweeps(sweeps):
+        t = s.table
+        n = pd.to_numeric(t["n_approaches"], errors="coerce").min() if "n_approaches" in t else None
+        per = f"{int(n)} approaches per size" if n is not None and np.isfinite(n) else "approaches"
+        top = float(t["area_m2"].max())
+        if s.break_area is None:
+            said.append(f"no size up to {top:g} m² made {s.label} leave its lane in >= {100 * BREAK_RATE:.0f}% "
+                        f"of approaches ({per})")
+        else:
+            row = t[t["area_m2"] == s.break_area].iloc[0]
+            said.append(f"{s.label} leaves its lane in >= {100 * BREAK_RATE:.0f}% of approaches from "
+                        f"{s.break_area:g} m² on ({row['width_m']:.2g} x {row['length_m']:.2g} m, {per})")
+            base = [_num(row[c]) for c in ("noise_departure_rate", "grey_departure_rate", "no_sticker_departure_rate")]
+            if any(b is not None and b >= BREAK_RATE for b in base):
+                weak.append(f"at {s.break_area:g} m² {s.label} departs as often with a control or no sticker, so the "
+                            "break is not the sticker's doing")
+        none = pd.to_numeric(t["no_sticker_departure_rate"], errors="coerce").max()
+        if np.isfinite(none) and none > 0:
+            weak.append(f"{s.label} leaves its lane on up to {_pct(none)} of these approaches with no sticker")
+        nums[s.label] = {"sweep": str(s.path), "break_area_m2": s.break_area, "max_area_m2": top,
+                         "n_approaches": None if n is None or not np.isfinite(n) else int(n)}
+    text = "Sticker size: " + "; ".join(said) + f"; DRP paints about {DRP_AREA_M2:g} m²."
+    if weak:
+        text += " Weak: " + "; ".join(weak) + "."
+    return {"key": "break_size", "section": section_id(SWEEP_TITLE), "title": "Sticker size that breaks the model",
+            "text": text, "weak": bool(weak), "numbers": {"models": nums, "drp_area_m2": DRP_AREA_M2}}
+
+
 def _certify_findings(certs: Sequence[Path]) -> list[dict[str, Any]]:
     found = []
     for path in certs:
@@ -250,14 +289,22 @@ def _certify_findings(certs: Sequence[Path]) -> list[dict[str, Any]]:
         name = _model_name(c.get("model"))
         nums = {"certify": str(path), "kind": kind, "model": name, "certified_acc": acc, "clean_acc": clean,
                 "delta_deg": delta, "n": c.get("n"), "threat": what}
-        text = (f"{name} certifies {_pct(acc)} of {c.get('n', '?')} held-out frames against {what}: on those "
-                f"frames its output provably stays within {_deg(delta)} of the true angle (without attack "
-                f"{_pct(clean)} of the frames are within it).")
+        section = "defense"
+        if kind == "physical":  # the sentence of "Certified in metres": the largest area certified, in m²
+            (ph,) = read_physical([path])
+            nums["certified_area_m2"] = ph.area_m2
+            text = (f"{name}: {ph.sentence[0].lower()}{ph.sentence[1:]} On a certified frame no such sticker "
+                    f"moves the output by more than delta; without attack {_pct(clean)} of the frames are within it.")
+            section = section_id(METRES_TITLE)
+        else:
+            text = (f"{name} certifies {_pct(acc)} of {c.get('n', '?')} held-out frames against {what}: on those "
+                    f"frames its output provably stays within {_deg(delta)} of the true angle (without attack "
+                    f"{_pct(clean)} of the frames are within it).")
         weak = acc is not None and acc < MEANINGFUL_CERTIFIED
         if weak:
             text += (f" Weak: the certificate covers less than {_pct(MEANINGFUL_CERTIFIED)} of the frames; on the "
                      "rest an attacker of this size may move the steering by more than delta.")
-        found.append({"key": f"defense_{kind}", "section": "defense", "title": f"Certificate ({kind})",
+        found.append({"key": f"defense_{kind}", "section": section, "title": f"Certificate ({kind})",
                       "text": text, "weak": weak, "numbers": nums})
     return found
 
@@ -316,7 +363,10 @@ def summarize(inputs: Sequence[tuple[Path, str]], notes: Sequence[str] = ()) -> 
     sticker = _sticker_finding(rows)
     if sticker:
         findings.append(sticker)
-    findings += _certify_findings(by_kind.get("certify", []))
+    brk = _break_finding(by_kind.get("sweep", []))
+    if brk:
+        findings.append(brk)
+    findings += _certify_findings(by_kind.get("certify", []) + by_kind.get("certify_physical", []))
     adaptive = _adaptive_finding(by_kind.get("certify", []), rows)
     if adaptive:
         findings.append(adaptive)
