@@ -142,7 +142,13 @@ class PatchVote(SteeringModel):
         self.register_buffer("active", active, persistent=False)  # (Na,) voting region indices
         self.strips = isinstance(self.layout, StripLayout)
         if self.strips:
-            # Strips: each box is cut out and resampled on its own (crops), so a vote reads its box alone.
+            # Strips: resampling sources per output row and column, all inside the region's own box
+            # (StripLayout.row_sources / col_sources), so a vote reads its box alone.
+            lo, hi, wt = self.layout.row_sources()  # (S, crop_h)
+            clo, chi, cwt = self.layout.col_sources()  # (ncol, crop_w)
+            for name, t in (("row_lo", lo), ("row_hi", hi), ("row_w", wt), ("col_lo", clo), ("col_hi", chi),
+                            ("col_w", cwt)):
+                self.register_buffer(name, t.reshape(-1), persistent=False)
             self.shared_first = False
         else:
             rows, cols = self.layout.index_tensors()
@@ -195,12 +201,16 @@ class PatchVote(SteeringModel):
         b, ch = x.shape[:2]
         rh, rw = self.layout.size
         if self.strips:
-            # Crop, then resize (bilinear, half-pixel centres: StripLayout.row_sources / col_sources): the
-            # resize reads the cropped box alone.
-            parts = [F.interpolate(x[:, :, y0:y1, x0:x1], size=(rh, rw), mode="bilinear", align_corners=False)
-                     for r, (y0, x0, y1, x1) in enumerate(self.layout.boxes()) if self.valid[r]]
-            c = torch.stack(parts, 1)  # (B, Na, C, rh, rw)
-            return c.reshape(b * len(parts), ch, rh, rw).contiguous(memory_format=torch.channels_last)
+            # Columns first (every window's own columns, (B, C, H, ncol * rw)), then every strip's own rows
+            # ((B, C, S * rh, ncol * rw)): separable linear resampling with half-pixel centres, as torch's
+            # bilinear resize of each cropped box.
+            s_, ncol = self.layout.shape
+            c = torch.lerp(x.index_select(3, self.col_lo), x.index_select(3, self.col_hi), self.col_w.to(x.dtype))
+            c = torch.lerp(c.index_select(2, self.row_lo), c.index_select(2, self.row_hi),
+                           self.row_w.to(x.dtype)[:, None])
+            c = c.reshape(b, ch, s_, rh, ncol, rw).permute(0, 2, 4, 1, 3, 5).reshape(b, s_ * ncol, ch, rh, rw)
+            c = c[:, self.active] if self.active.numel() != s_ * ncol else c
+            return c.reshape(b * self.active.numel(), ch, rh, rw).contiguous(memory_format=torch.channels_last)
         c = x.permute(0, 2, 3, 1)[:, self.rows, self.cols]  # (B, Na, rh, rw, C), a copy
         return c.reshape(b * self.active.numel(), rh, rw, ch).permute(0, 3, 1, 2)
 

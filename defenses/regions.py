@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import torch
@@ -158,10 +159,10 @@ def strip_edges(input_size: tuple[int, int], distances_m: Sequence[float] = DEFA
     h = int(input_size[0])
     rows = [h]
     for d in sorted(float(v) for v in distances_m):
-        r = int(round(ground_row(input_size, d, camera) + 0.5))  # the edge between pixel rows
+        r = round(ground_row(input_size, d, camera) + 0.5)  # the edge between pixel rows
         if 0 < r < rows[-1]:
             rows.append(r)
-    top = max(0, int(math.floor(ground_row(input_size, math.inf, camera) + 0.5)))
+    top = max(0, math.floor(ground_row(input_size, math.inf, camera) + 0.5))
     if top < rows[-1]:
         rows.append(top)
     return tuple(sorted(set(rows)))
@@ -199,7 +200,7 @@ class StripLayout:
         h, w = (int(v) for v in self.input_size)
         object.__setattr__(self, "input_size", (h, w))
         edges = tuple(int(e) for e in self.edges)
-        if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])) or edges[0] < 0 or edges[-1] > h:
+        if len(edges) < 2 or any(b <= a for a, b in pairwise(edges)) or edges[0] < 0 or edges[-1] > h:
             raise PDNError(f"strips: row edges must increase within [0, {h}], got {list(self.edges)}")
         object.__setattr__(self, "edges", edges)
         object.__setattr__(self, "width", int(self.width))
@@ -228,11 +229,11 @@ class StripLayout:
         return self.crop_h, self.crop_w
 
     def boxes(self) -> list[tuple[int, int, int, int]]:
-        return [(y0, x, y1, x + self.width) for y0, y1 in zip(self.edges, self.edges[1:]) for x in self.xs]
+        return [(y0, x, y1, x + self.width) for y0, y1 in pairwise(self.edges) for x in self.xs]
 
     def row_sources(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per strip and output row: source rows ``lo``, ``hi`` (S, crop_h) int64 and weight of ``hi`` (S, crop_h)."""
-        parts = [_linear_sources(y0, y1, self.crop_h) for y0, y1 in zip(self.edges, self.edges[1:])]
+        parts = [_linear_sources(y0, y1, self.crop_h) for y0, y1 in pairwise(self.edges)]
         return tuple(torch.stack(p) for p in zip(*parts))  # type: ignore[return-value]
 
     def col_sources(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
