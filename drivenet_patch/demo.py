@@ -97,9 +97,10 @@ QUICK = DemoSettings(
     notes=("This is `pdn demo --quick` (about 4 minutes on 2 cores): PilotNet and PatchVote train with "
            "`pdn train --quick` (4 x 6,144 samples drawn from 9,000 frames; the full demo: 10 epochs over "
            "30,000 frames and 8 x 12,000 samples), so both are less accurate than the full demo's models. "
-           "The quick PilotNet may leave its lane on the attack's held-out approach roads with no sticker at "
-           "all (the summary says so when it does); training it longer on the same 9,000 frames did not fix "
-           "that (issue 19), and the demo has no time left for more frames (it already takes about 4 minutes).",
+           "The quick PatchVote is the weaker of the two: each of its 9 distance strips must steer on its own "
+           "from a 33 x 100 px slice of the road, and after 4 short epochs the strips disagree by more than the "
+           "tolerance on most frames, so its certificates cover few frames (the full demo's PatchVote, 8 x 12,000 "
+           "samples from 30,000 frames, is the one to judge the defense by).",
            "The closed-loop numbers come from 2 roads x 0.3 km (6 sticker approaches; the full demo: 10 x 0.5 km, "
            "50 approaches), so one approach moves a rate by 17 points.",
            "PatchVote is not driven closed loop in --quick (it would take the demo past 4 minutes), so its "
