@@ -474,6 +474,27 @@ def test_summary_says_in_words_when_a_finding_is_weak(inputs: list[Path], tmp_pa
     assert attack["weak"] and "not clearly" in attack["text"]
 
 
+def test_summary_says_when_a_layout_cannot_certify_and_the_attack_check_is_vacuous(
+        inputs: list[Path], tmp_path: Path) -> None:
+    # 9 thin strips: a 17 px patch touches 6, so no frame has a finite interval; 0 violations then proves nothing.
+    cert = json.loads((inputs[3] / "certify.json").read_text())
+    (inputs[3] / "certify.json").write_text(json.dumps({**cert, "certified_acc": 0.0, "certified_share": 0.0,
+                                                        "k_max": 6, "n_regions": 9, "n": 3000,
+                                                        "attack_runs": 8, "violations": 0}))
+    build_report(inputs, tmp_path / "r")
+    f = {x["key"]: x for x in _summary(tmp_path / "r")["findings"]}
+    assert "touch 6 of its 9 regions" in f["defense_patch"]["text"]
+    assert "3,000 held-out frames" in f["defense_patch"]["text"]
+    assert "vacuous" in f["adaptive"]["text"]
+    # A layout that bounds some frames is not called vacuous.
+    (inputs[3] / "certify.json").write_text(json.dumps({**cert, "certified_acc": 0.4, "certified_share": 0.7,
+                                                        "k_max": 3, "n_regions": 9, "n": 3000,
+                                                        "attack_runs": 8, "violations": 0}))
+    build_report(inputs, tmp_path / "r2")
+    f = {x["key"]: x for x in _summary(tmp_path / "r2")["findings"]}
+    assert "outvote" not in f["defense_patch"]["text"] and "vacuous" not in f["adaptive"]["text"]
+
+
 def test_summary_of_a_physical_certificate(inputs: list[Path], tmp_path: Path) -> None:
     cert = json.loads((inputs[3] / "certify.json").read_text())
     threat = {"width_m": 2.0, "length_m": 3.5, "place": "road", "distance_m": [5.0, 30.0]}

@@ -71,6 +71,12 @@ def _pct(v: Any) -> str:
     return "n/a" if f is None else f"{100 * f:.0f}%"
 
 
+def _count(n: Any, noun: str) -> str:
+    """``"1 intervention"``, ``"3 interventions"``; ``"? interventions"`` when ``n`` is not a number."""
+    f = _num(n)
+    return f"? {noun}s" if f is None else f"{f:,.0f} {noun}{'' if f == 1 else 's'}"
+
+
 def _deg(v: Any) -> str:
     f = _num(v)
     return "n/a" if f is None else f"{f:.2f} deg"
@@ -141,10 +147,10 @@ def _model_findings(runs: Sequence[Path], drives: Sequence[Path]) -> list[dict[s
             nums.update(autonomy_pct=auto, interventions=inter, drive_roads=d.get("roads"),
                         drive_km=d.get("distance_km"))
             said.append(f"drives {d.get('roads', '?')} held-out roads ({_num(d.get('distance_km')) or 0:.2g} km) "
-                        f"closed loop with {auto:.1f}% autonomy ({inter} interventions)" if auto is not None
+                        f"closed loop with {auto:.1f}% autonomy ({_count(inter, 'intervention')})" if auto is not None
                         else "was driven closed loop, but the drive reports no autonomy")
             if auto is not None and auto < 100.0:
-                weak.append(f"it needed the safety driver {inter} times without any attack")
+                weak.append(f"it needed the safety driver {_count(inter, 'time')} without any attack")
         else:
             said.append("was not driven closed loop here")
             nums["autonomy_pct"] = None
@@ -297,9 +303,13 @@ def _certify_findings(certs: Sequence[Path]) -> list[dict[str, Any]]:
                     f"moves the output by more than delta; without attack {_pct(clean)} of the frames are within it.")
             section = section_id(METRES_TITLE)
         else:
-            text = (f"{name} certifies {_pct(acc)} of {c.get('n', '?')} held-out frames against {what}: on those "
-                    f"frames its output provably stays within {_deg(delta)} of the true angle (without attack "
+            text = (f"{name} certifies {_pct(acc)} of {_count(c.get('n'), 'held-out frame')} against {what}: on "
+                    f"those frames its output provably stays within {_deg(delta)} of the true angle (without attack "
                     f"{_pct(clean)} of the frames are within it).")
+            if _unbounded(c):
+                text += (f" Such a patch can touch {c.get('k_max')} of its {c.get('n_regions')} regions, more than "
+                         f"the {c.get('aggregate', 'median')} can outvote, so this layout certifies no frame "
+                         "against it, however accurate the votes.")
         weak = acc is not None and acc < MEANINGFUL_CERTIFIED
         if weak:
             text += (f" Weak: the certificate covers less than {_pct(MEANINGFUL_CERTIFIED)} of the frames; on the "
@@ -307,6 +317,13 @@ def _certify_findings(certs: Sequence[Path]) -> list[dict[str, Any]]:
         found.append({"key": f"defense_{kind}", "section": section, "title": f"Certificate ({kind})",
                       "text": text, "weak": weak, "numbers": nums})
     return found
+
+
+def _unbounded(c: dict[str, Any]) -> bool:
+    """Whether a certificate gave no frame a finite interval (``certified_share`` 0 of a non-empty run): the
+    threat touches more regions than the aggregate can outvote."""
+    share, n = _num(c.get("certified_share")), _num(c.get("n"))
+    return share == 0.0 and bool(n)
 
 
 def _adaptive_finding(certs: Sequence[Path], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -318,7 +335,9 @@ def _adaptive_finding(certs: Sequence[Path], rows: list[dict[str, Any]]) -> dict
             v = int(c.get("violations", 0) or 0)
             broken |= v > 0
             nums.update(attack_runs=c["attack_runs"], violations=v)
-            parts.append(f"{c['attack_runs']} adaptive patch attacks found {v} certificate violations")
+            parts.append(f"{c['attack_runs']} adaptive patch attacks found {v} certificate violations"
+                         + (" (a vacuous check here: no frame had a finite interval to leave)" if _unbounded(c)
+                            else ""))
         if c.get("sticker_frames"):
             v = int(c.get("sticker_violations", 0) or 0)
             broken |= v > 0
