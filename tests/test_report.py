@@ -450,6 +450,8 @@ def test_summary_opens_the_page_with_findings_that_link_to_their_sections(
     assert not f["defense_patch"]["weak"]
     assert "97.5% autonomy" in f["model"]["text"] and f["model"]["weak"]  # it needed an intervention
     assert "patchvote" in f["adaptive"]["text"] and "0 certificate violations" not in f["adaptive"]["text"]
+    # The defended model's departures under its sticker come with its departures without one.
+    assert "departures" in f["adaptive"]["text"] and "with no sticker" in f["adaptive"]["text"]
     assert summary["notes"] == ["PatchVote is not driven in --quick."] and "not driven in --quick" in text
 
 
