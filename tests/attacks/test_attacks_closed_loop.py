@@ -26,7 +26,7 @@ from attacks.eot import EOTConfig
 from attacks.sticker import StickerConfig
 from attacks.sweep import break_area, parse_areas, sticker_size
 from drivenet_patch.checkpoint import save_model
-from drivenet_patch.cli import main
+from drivenet_patch.cli import build_parser, main
 from drivenet_patch.drive import ClosedLoopConfig, centred_pose, drive_closed_loop
 from drivenet_patch.errors import PDNError
 from drivenet_patch.models import create_model
@@ -181,7 +181,7 @@ def test_sweep_sizes_areas_and_break_area() -> None:
     (["attack", "sweep", "--areas", ""], "--areas"),
     (["attack", "sweep", "--aspect", "diagonal"], "--aspect"),
     (["attack", "sweep", "--closed-loop", "--resim-every", "0"], "--resim-every"),
-    (["attack", "sweep", "--resim-every", "5"], "--resim-every"),
+    (["attack", "sweep", "--no-closed-loop", "--resim-every", "5"], "--resim-every"),
     (["attack", "--closed-loop", "--resim-every", "0"], "--resim-every"),
     (["attack", "--closed-loop", "--steps", "10", "--resim-every", "11"], "--resim-every"),
     (["attack", "--resim-every", "5"], "--resim-every"),
@@ -214,3 +214,12 @@ def test_attack_sweep_end_to_end_is_resumable(tmp_path, capsys) -> None:
     second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert second["skipped"] == [2.0, 7.0] and second["rows"] == first["rows"]
     assert main([*argv[:-1], "--seed", "3", "--json"]) == 2  # other settings in the same folder: refused
+
+
+def test_sweep_is_closed_loop_aware_by_default_and_can_be_turned_off() -> None:
+    # The sweep measures departures, where the closed-loop-aware sticker wins (README, issue 18).
+    parse = build_parser().parse_args
+    base = ["attack-sweep", "--model", "m", "--out", "o"]
+    assert parse(base).closed_loop is True
+    assert parse([*base, "--no-closed-loop"]).closed_loop is False
+    assert parse(["attack", "--model", "m", "--out", "o"]).closed_loop is False  # pdn attack stays open loop
