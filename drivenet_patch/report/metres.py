@@ -213,7 +213,7 @@ def _vs_area(page: Page, found: list[Physical]) -> str:
             ax.text(ph.area_m2, 0.03, f" certified up to {ph.area_m2:g} m²", rotation=90, fontsize=7, va="bottom",
                     color=f"C{i}")
     ax.axhline(CERTIFIED_TARGET, color="grey", lw=0.8, ls=":")
-    deltas = ", ".join(f"{float(ph.sweep['delta_deg'].iloc[0]):.2f}" for ph in swept)
+    deltas = ", ".join(dict.fromkeys(f"{float(ph.sweep['delta_deg'].iloc[0]):.2f}" for ph in swept))  # once each
     ax.set(xscale="log", xlabel="sticker area (m², log scale)", ylabel="certified accuracy", ylim=(-0.02, 1.02),
            title=f"Certified accuracy vs sticker area (delta = {deltas} deg)")
     ax.legend(fontsize=7)
