@@ -350,11 +350,10 @@ def _adaptive_finding(certs: Sequence[Path], rows: list[dict[str, Any]]) -> dict
         nums["against_defended"] = d
         sentence = (f"a sticker optimised white-box against {d['model']} changes its steering by "
                     f"{_deg(d['mean_dev_deg'])} (success {_pct(d['success_rate'])}")
-        none = d.get("none_departure_rate")
-        sentence += (f", departures {_pct(d['departure_rate'])}" + (f"; with no sticker {_pct(none)}" if none is not None
-                                                                     else "") + ")"
-                     if d["departure_rate"] is not None else ")")
-        parts.append(sentence)
+        dep, none = d["departure_rate"], d.get("none_departure_rate")
+        if dep is not None:
+            sentence += f", departures {_pct(dep)}" + (f"; with no sticker {_pct(none)}" if none is not None else "")
+        parts.append(sentence + ")")
     if not parts:
         return None
     text = "; ".join(parts)
