@@ -107,8 +107,9 @@ QUICK = DemoSettings(
            "autonomy is not measured here; the full demo drives it on the same roads as PilotNet.",
            "The sticker-size sweep (pdn attack sweep: one sticker per area from 2 to 112 m², each driven closed "
            "loop with its controls) runs in the full demo only (about 2 minutes on 2 cores there, more than "
-           "the quick demo's headroom under 4 minutes). The certificate in metres here uses 400 world frames and a 0.5 m covering "
-           "grid (the full demo: 1,000 frames, 0.25 m); a coarser grid is as sound but can certify less."))
+           "the quick demo's headroom under 4 minutes). The certificate in metres here uses 400 world frames "
+           "and a 0.5 m covering grid (the full demo: 1,000 frames, 0.25 m); a coarser grid is as sound but can "
+           "certify less."))
 
 #: The sticker every attack stage optimises: 2.0 m wide, 3.5 m along the road, judged 5-15 m before it.
 STICKER_SIZE = "2.0x3.5"
