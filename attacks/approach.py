@@ -1,10 +1,10 @@
 """The sticker's approach set-ups: where the sticker sits, the roads it is seen on, and the scene sets
 built from them (world approaches or real frames).
 
-Road seeds come from :mod:`drivenet_patch.seeds` (optimisation, held-out check, evaluation): the roads
+Road seeds come from :mod:`drivenet_patch.world.seeds` (optimisation, held-out check, evaluation): the roads
 of a scene set are ``Road.generate(base + 1000 * seed + i)``. Every function here is library code
 (tensors and dataclasses in, scenes out); the command line parses its flags in
-:mod:`drivenet_patch.cli.attack` and calls these.
+:mod:`drivenet_patch.app.cli.attack` and calls these.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from drivenet_patch.errors import PDNError
+from drivenet_patch.safety.errors import PDNError
 
 __all__ = [
     "MAX_POSES",
@@ -125,7 +125,7 @@ def frame_scene_set(model: Any, data: str, fmt: str, frames: int, distance: tupl
 
     from attacks.scenes import StickerScenes, frame_scenes
     from drivenet_patch.data import open_dataset
-    from drivenet_patch.tensors import to_tensor
+    from drivenet_patch.safety.tensors import to_tensor
 
     ds = open_dataset(data, format=fmt, size=model.input_size)
     n = len(ds)

@@ -1,7 +1,7 @@
 """An attack's files: writing the attack folder that ``pdn drive --sticker`` and the evaluations read.
 
 The folder format (``sticker.png`` + ``attack.json``) is the core's
-(:func:`drivenet_patch.drive.save_sticker` / :func:`~drivenet_patch.drive.load_sticker`); this
+(:func:`drivenet_patch.driving.drive.save_sticker` / :func:`~drivenet_patch.driving.drive.load_sticker`); this
 module fills it from an attack's result and scenes.
 """
 
@@ -13,13 +13,13 @@ from typing import Any
 
 from attacks.base import StickerResult
 from attacks.scenes import StickerScenes
-from drivenet_patch.sticker_io import save_sticker
 from drivenet_patch.world.sticker import StickerPlacement
+from drivenet_patch.world.sticker_file import save_sticker
 
 
 def save_result(folder: str | Path, result: StickerResult, scenes: StickerScenes,
                 extra: dict[str, Any] | None = None) -> Path:
-    """Write an attack folder in the format :func:`drivenet_patch.drive.load_sticker` reads.
+    """Write an attack folder in the format :func:`drivenet_patch.driving.drive.load_sticker` reads.
 
     ``sticker.png`` holds the texture (in dirt mode the grey multiplier); ``attack.json`` holds
     the placement (world scenes: theirs; real frames: a road sticker of the same size and yaw,
@@ -52,9 +52,9 @@ def read_attack(folder: str | Path) -> tuple[Any, StickerPlacement, dict[str, An
     Raises:
         PDNError: not a folder, or its ``attack.json`` has no ``attack`` settings (the file is named).
     """
-    from drivenet_patch.errors import PDNError
-    from drivenet_patch.inputs import read_json
-    from drivenet_patch.sticker_io import load_sticker
+    from drivenet_patch.safety.errors import PDNError
+    from drivenet_patch.safety.inputs import read_json
+    from drivenet_patch.world.sticker_file import load_sticker
 
     folder = Path(folder)
     if not folder.is_dir():

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from drivenet_patch.errors import PDNError
 from drivenet_patch.models.base import use_mode
+from drivenet_patch.safety.errors import PDNError
 
 Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``objective(pred (B,), clean (B,)) -> scalar`` loss to minimise; both in degrees, + = left."""

@@ -56,7 +56,7 @@ def bench_attack(model: nn.Module, steps: int = 40, batch: int = 16, lr: float =
     from attacks.digital import art_patch_attack
     from attacks.scenes import ApproachConfig
     from attacks.sticker import StickerConfig, optimize_sticker
-    from drivenet_patch.seeds import ATTACK_SEED_BASE
+    from drivenet_patch.world.seeds import ATTACK_SEED_BASE
 
     scenes = approach_scenes(model, world_placement("road", (3.5, 2.0)), ApproachConfig().distance_m, roads, poses,
                              seed, ATTACK_SEED_BASE, device, rng_key=7)

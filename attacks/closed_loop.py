@@ -29,7 +29,7 @@ first order off it). The per-frame objectives of :mod:`attacks.base` stay availa
 
 No safety driver acts in the rollouts (a departure is what the attack wants); before the car
 strays past the intervention corridor a rollout is the same drive as
-:func:`drivenet_patch.drive.drive_closed_loop` from the same start and lighting.
+:func:`drivenet_patch.driving.drive.drive_closed_loop` from the same start and lighting.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ from attacks.base import (
 from attacks.eot import draw_eot, eot_frames
 from attacks.scenes import StickerScenes
 from attacks.sticker import HISTORY_COLUMNS, StickerConfig, TextureOptimiser
-from drivenet_patch.drive import (
+from drivenet_patch.driving.drive import (
     CAR_CENTRE_M,
     LANE_DEPARTURE_M,
     ClosedLoopConfig,
@@ -66,7 +66,7 @@ from drivenet_patch.drive import (
     centred_pose,
     cpu_threads,
 )
-from drivenet_patch.errors import PDNError
+from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.world.composite import apply_dirt, apply_sticker
 from drivenet_patch.world.render import Lighting, Renderer
 from drivenet_patch.world.road import VIEW_MARGIN_M, Road
@@ -272,7 +272,7 @@ def rollout(model: nn.Module, approaches: Approaches, texture: torch.Tensor | No
         dirt: composite in dirt mode.
         min_pixels: frames with fewer sticker pixels are left out of ``scenes``.
         threads: torch intra-op threads during the rollout on a CPU device, restored afterwards (None:
-            leave the setting alone; see :func:`drivenet_patch.drive.cpu_threads`). On busy shared cores a
+            leave the setting alone; see :func:`drivenet_patch.driving.drive.cpu_threads`). On busy shared cores a
             second thread made one 66x200 render ~12x slower (measured 0.024 s with 1 thread, 0.31 s with 2).
     """
     with cpu_threads(threads, renderer.device):

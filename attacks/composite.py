@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from drivenet_patch.errors import PDNError
+from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.world.composite import apply_dirt, apply_sticker
 
 DIRT_RANGE = (0.3, 1.0)  # darkening multiplier of dirt mode (Sato et al. 2021 keep the road recognisable)

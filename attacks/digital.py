@@ -1,7 +1,7 @@
 """Digital baselines through ART: FGSM, PGD (L-inf) and ART's adversarial patch, for steering.
 
 These run adversarial-robustness-toolbox (ART) attacks on our steering models through
-:func:`drivenet_patch.art_wrapper.to_art_regressor`, so that the printable sticker attack can be
+:func:`drivenet_patch.models.art.to_art_regressor`, so that the printable sticker attack can be
 compared against the standard digital threat models:
 
 - :func:`fgsm`: fast gradient sign method, ``x' = clip(x + eps * sign(grad_x L))`` (Goodfellow
@@ -54,9 +54,9 @@ import torch
 import torch.nn.functional as F
 from art.attacks.evasion import AdversarialPatchPyTorch, FastGradientMethod, ProjectedGradientDescent
 
-from drivenet_patch.art_wrapper import seeded_global_rng, to_art_regressor
-from drivenet_patch.errors import PDNError
-from drivenet_patch.tensors import check_frames
+from drivenet_patch.models.art import seeded_global_rng, to_art_regressor
+from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.safety.tensors import check_frames
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -212,7 +212,7 @@ class RegressionAdversarialPatch(AdversarialPatchPyTorch):
     wrapped to record the seconds and the (unsigned) loss of every optimiser step.
 
     Args:
-        estimator: from :func:`drivenet_patch.art_wrapper.to_art_regressor`.
+        estimator: from :func:`drivenet_patch.models.art.to_art_regressor`.
         loss_fn: ``(pred (B,), target (B,)) -> scalar``; default mean squared error in degrees^2.
         **kwargs: ``AdversarialPatchPyTorch`` arguments (``verbose`` defaults to ``False``).
 

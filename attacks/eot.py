@@ -8,8 +8,8 @@ into the drawn scenes and applies the transforms (:func:`eot_frames`); Athalye e
 ``T``: scene (with its lighting), brightness, contrast and colour temperature of the composited
 frame, Gaussian blur, sensor noise, and a placement jitter of a few pixels. The jitter is
 differentiable in the texture (:func:`photometric`), unlike the training augmentation of
-:mod:`drivenet_patch.augment_batch`, with which it shares the noise fields
-(:func:`~drivenet_patch.augment_batch.noise_bank`); the colour-temperature gain is the
+:mod:`drivenet_patch.training.augment_batch`, with which it shares the noise fields
+(:func:`~drivenet_patch.training.augment_batch.noise_bank`); the colour-temperature gain is the
 renderer's own (:func:`drivenet_patch.world.render.temperature_rgb`).
 """
 
@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 from attacks.composite import shift_maps
 from attacks.scenes import StickerScenes
-from drivenet_patch.augment_batch import noise_bank
-from drivenet_patch.errors import PDNError
+from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.training.augment_batch import noise_bank
 from drivenet_patch.world.composite import apply_dirt, apply_sticker
 from drivenet_patch.world.render import temperature_rgb
 

@@ -10,7 +10,7 @@ uniform random noise and plain mid grey.
   deviation *in the attack's direction* (:func:`attacks.base.deviation`) is at least
   ``threshold_deg``.
 * **Closed loop** (:func:`closed_loop_eval`): the model drives procedural roads with a copy of
-  the sticker every ``sticker_every_m`` (:func:`drivenet_patch.drive.drive_closed_loop`); an
+  the sticker every ``sticker_every_m`` (:func:`drivenet_patch.driving.drive.drive_closed_loop`); an
   *approach* is the stretch from ``before_m`` ahead of a copy to ``after_m`` past it, and it
   ends in a departure when a wheel leaves the lane (``|offset| > LANE_DEPARTURE_M``) anywhere in
   it. The safety driver re-centres a car that strays more than 1 m, so one approach cannot
@@ -32,7 +32,7 @@ from torch import nn
 from attacks.base import TARGETS, attack_mode, deviation, model_device
 from attacks.composite import DIRT_RANGE
 from attacks.scenes import StickerScenes
-from drivenet_patch.errors import PDNError
+from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.world.road import Road
 from drivenet_patch.world.sticker import StickerPlacement
 
@@ -151,13 +151,13 @@ def approach_table(log: pd.DataFrame, roads: Sequence[Road], placement: StickerP
     ``intervention``, ``max_abs_offset_m`` (within the window).
 
     Args:
-        log: :func:`drivenet_patch.drive.drive_closed_loop`'s per-step log.
+        log: :func:`drivenet_patch.driving.drive.drive_closed_loop`'s per-step log.
         roads: the roads driven (index = ``log.road``).
         placement: the sticker template (its copies are found as the drive placed them).
-        cfg: the drive's :class:`~drivenet_patch.drive.ClosedLoopConfig`.
+        cfg: the drive's :class:`~drivenet_patch.driving.drive.ClosedLoopConfig`.
         window: what counts as one approach.
     """
-    from drivenet_patch.drive import LANE_DEPARTURE_M, sticker_positions
+    from drivenet_patch.driving.drive import LANE_DEPARTURE_M, sticker_positions
 
     rows = []
     for r, road in enumerate(roads):
@@ -211,7 +211,7 @@ def closed_loop_eval(model: nn.Module, texture: torch.Tensor | None, placement: 
         ``n_approaches``, ``interventions``, ``autonomy_pct``; with ``tracks=True`` also
         :func:`approach_tracks` as a third item.
     """
-    from drivenet_patch.drive import drive_closed_loop
+    from drivenet_patch.driving.drive import drive_closed_loop
 
     device = model_device(model)
     with attack_mode(model):

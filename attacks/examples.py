@@ -17,7 +17,7 @@ def draw_examples(path: Path, clean: Any, adv: Any, clean_deg: Any, adv_deg: Any
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from drivenet_patch.io import atomic_path
+    from drivenet_patch.storage.atomic import atomic_path
 
     n = len(clean)
     fig, axes = plt.subplots(2, n, figsize=(3.2 * n, 3.3), squeeze=False)

@@ -39,9 +39,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
 from attacks.printability import load_palette, quantize
-from drivenet_patch.errors import PDNError
-from drivenet_patch.io import atomic_path, write_bytes
-from drivenet_patch.tensors import to_uint8
+from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.safety.tensors import to_uint8
+from drivenet_patch.storage.atomic import atomic_path, write_bytes
 
 #: Portrait page sizes in millimetres (width, height).
 PAPER_MM: dict[str, tuple[float, float]] = {

@@ -17,7 +17,7 @@ from torch import nn
 
 from attacks.base import attack_mode, model_device
 from attacks.scenes import StickerScenes
-from drivenet_patch.errors import PDNError
+from drivenet_patch.safety.errors import PDNError
 
 # Softmax temperature of the saliency objective. A trained PatchDrive's saliency logits are flat
 # (measured: a range of 0.63 over the 200 cells of the 16-px grid), so at temperature 1 the mass is

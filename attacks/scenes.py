@@ -34,8 +34,8 @@ import pandas as pd
 import torch
 
 from attacks.placement import homography_maps, local_gain
-from drivenet_patch.errors import PDNError
-from drivenet_patch.tensors import check_frames
+from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.safety.tensors import check_frames
 from drivenet_patch.world.camera import Camera
 from drivenet_patch.world.composite import apply_dirt, apply_sticker
 from drivenet_patch.world.episodes import DriveConfig, drive_episode, lane_state

@@ -56,7 +56,7 @@ from attacks.eot import EOTConfig, check_range, draw_eot, eot_footprint, eot_fra
 from attacks.printability import load_palette, nps, printable_loss
 from attacks.saliency_grab import saliency_grab_loss
 from attacks.scenes import StickerScenes
-from drivenet_patch.errors import PDNError
+from drivenet_patch.safety.errors import PDNError
 
 MAX_STEPS = 500
 HISTORY_COLUMNS = ("step", "loss", "objective", "deviation_deg", "nps", "tv")

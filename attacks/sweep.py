@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from drivenet_patch.errors import PDNError
+from drivenet_patch.safety.errors import PDNError
 
 DRP_AREA_M2 = 108.0
 DEFAULT_AREAS = (2.0, 4.0, 7.0, 14.0, 28.0, 56.0, 112.0)
@@ -165,7 +165,7 @@ def plot_sweep(tables: Mapping[str, pd.DataFrame], path: str | Path, drp_area_m2
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from drivenet_patch.io import atomic_path
+    from drivenet_patch.storage.atomic import atomic_path
 
     fig = Figure(figsize=(7.0, 4.2))
     FigureCanvasAgg(fig)

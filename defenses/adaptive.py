@@ -20,7 +20,7 @@ import torch
 
 from defenses.certify import Certificate, certify_votes
 from defenses.regions import patch_positions, touch_matrix
-from drivenet_patch.errors import PDNError
+from drivenet_patch.safety.errors import PDNError
 
 OBJECTIVES = ("aggregate_up", "aggregate_down", "votes_up", "votes_down")
 

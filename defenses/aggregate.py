@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import torch
 
-from drivenet_patch.errors import PDNError
+from drivenet_patch.safety.errors import PDNError
 
 #: Aggregator names accepted by :func:`aggregate_votes` and :func:`defenses.certify.certify_votes`.
 METHODS = ("median", "trimmed", "vote", "reject")

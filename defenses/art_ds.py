@@ -66,9 +66,9 @@ from art.estimators.certification.derandomized_smoothing import pytorch as _art_
 from torch import nn
 
 from defenses.ds_classifier import DSPilotNet, SteeringBins, check_labels
-from drivenet_patch.art_wrapper import seeded_global_rng
-from drivenet_patch.errors import PDNError
-from drivenet_patch.tensors import check_frames, to_tensor
+from drivenet_patch.models.art import seeded_global_rng
+from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.safety.tensors import check_frames, to_tensor
 
 __all__ = [
     "art_ds_counts",

@@ -21,7 +21,7 @@ def bench_defense(model: torch.nn.Module | None = None, batch: int = 64, repeats
     """
     from defenses.certify import certify_votes
     from defenses.regions import parse_patch, touch_matrix
-    from drivenet_patch.bench import best_rate, best_rates
+    from drivenet_patch.bench.timing import best_rate, best_rates
     from drivenet_patch.models import create_model
 
     g = torch.Generator().manual_seed(0)
@@ -83,7 +83,7 @@ def bench_monitor(model: torch.nn.Module | None = None, roads: int = 10, steps: 
 
     The two drives (the same ``roads`` held-out roads, ``steps`` steps, fallback ``none`` so both
     drive identically) are timed interleaved, best of ``repeats`` (see
-    :func:`drivenet_patch.bench.best_rates`). The certifier (:mod:`drivenet_patch.onboard`,
+    :func:`drivenet_patch.bench.timing.best_rates`). The certifier (:mod:`drivenet_patch.deploy.onboard`,
     numpy) is timed on ``cert_frames`` frames of votes at once and on one frame per call (a car's
     per-frame latency).
 
@@ -97,8 +97,8 @@ def bench_monitor(model: torch.nn.Module | None = None, roads: int = 10, steps: 
 
     from defenses.certify import certify_votes
     from defenses.monitor import CertifiedMonitor
-    from drivenet_patch.bench import best_rate, best_rates
-    from drivenet_patch.drive import ClosedLoopConfig, drive_closed_loop, make_roads
+    from drivenet_patch.bench.timing import best_rate, best_rates
+    from drivenet_patch.driving.drive import ClosedLoopConfig, drive_closed_loop, make_roads
     from drivenet_patch.models import create_model
     from drivenet_patch.world.camera import Camera
 

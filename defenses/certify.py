@@ -62,7 +62,7 @@ from defenses.aggregate import (
     trimmed_mean,
 )
 from defenses.regions import maximal_touch_sets
-from drivenet_patch.errors import PDNError
+from drivenet_patch.safety.errors import PDNError
 
 #: Relative margin on float64 sums (covers summation-order rounding for N up to ~1000).
 _SUM_MARGIN = 1e-12

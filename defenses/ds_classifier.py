@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from defenses.aggregate import bin_index
-from drivenet_patch.errors import PDNError
 from drivenet_patch.models.pilotnet import PILOTNET_CONVS, conv_output_size, min_input_size
+from drivenet_patch.safety.errors import PDNError
 
 __all__ = ["DSPilotNet", "SteeringBins", "check_labels"]
 

@@ -1,9 +1,9 @@
 """PatchVote over a dataset: region votes streamed once, then certificates, sweeps and attack checks.
 
 The model runs once per frame (streamed in batches over a memory-mapped dataset, see
-:func:`drivenet_patch.inference.stream_outputs`); its region votes are kept (N floats per frame) and
+:func:`drivenet_patch.models.inference.stream_outputs`); its region votes are kept (N floats per frame) and
 every certificate (each patch size, aggregator and tolerance of a sweep) is computed from them by the
-pure functions of :mod:`defenses.certify`. ``pdn certify`` (:mod:`drivenet_patch.cli.certify`) is a thin
+pure functions of :mod:`defenses.certify`. ``pdn certify`` (:mod:`drivenet_patch.app.cli.certify`) is a thin
 layer over these functions.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from drivenet_patch.errors import PDNError
+from drivenet_patch.safety.errors import PDNError
 
 __all__ = [
     "MAX_ATTACK_RUNS",
@@ -45,7 +45,7 @@ def collect_votes(model: Any, dataset: Any, batch: int, device: str, limit: int 
     votes only); the model's train/eval mode is restored afterwards."""
     import numpy as np
 
-    from drivenet_patch.inference import stream_outputs
+    from drivenet_patch.models.inference import stream_outputs
 
     n = len(dataset) if limit is None else min(limit, len(dataset))
     if n == 0:
@@ -116,7 +116,7 @@ def world_dataset(model: Any, frames: int, seed: int, tmp: Path) -> Any:
     """``frames`` held-out world frames at ``model``'s input size, synthesised into ``tmp`` (seed ``DRIVE_SEED + seed``)."""
     from drivenet_patch.data import SynthDataset
     from drivenet_patch.data.synthesize import synthesize
-    from drivenet_patch.seeds import DRIVE_SEED
+    from drivenet_patch.world.seeds import DRIVE_SEED
 
     synthesize(tmp, frames, seed=DRIVE_SEED + int(seed), size=tuple(model.input_size), progress=False)
     return SynthDataset(tmp)
@@ -153,7 +153,7 @@ def write_vote_example(out_dir: Path, name: str, model: Any, frame: Any, method:
     import pandas as pd
     import torch
 
-    from drivenet_patch.io import write_bytes, write_csv
+    from drivenet_patch.storage.atomic import write_bytes, write_csv
 
     with torch.no_grad():
         votes = model.votes(frame).float().cpu()
@@ -183,8 +183,8 @@ def adaptive_check(model: Any, dataset: Any, labels: Any, patch: tuple[int, int]
     import torch
 
     from defenses.adaptive import OBJECTIVES, count_violations, draw_runs, patch_pgd
-    from drivenet_patch.io import write_csv
-    from drivenet_patch.tensors import to_tensor
+    from drivenet_patch.safety.tensors import to_tensor
+    from drivenet_patch.storage.atomic import write_csv
 
     g = torch.Generator().manual_seed(int(seed))
     n = len(dataset) if limit is None else min(limit, len(dataset))

@@ -2,7 +2,7 @@
 
 At every frame the PatchVote model's region votes give a certified steering interval against the
 model's default threat (a pixel patch of 2% of the input; a physical sticker threat would be
-another set of touch sets, see :mod:`drivenet_patch.onboard`): no sticker within the threat can
+another set of touch sets, see :mod:`drivenet_patch.deploy.onboard`): no sticker within the threat can
 push the steering out of ``[lo, hi]``. A frame is **verified** when the interval is finite and at
 most ``delta`` degrees wide: its steering is then proven to be within ``delta`` of what any
 attacked frame would give. Otherwise a fallback may act:
@@ -11,7 +11,7 @@ attacked frame would give. Otherwise a fallback may act:
 - ``slow``: drive at ``slow_factor`` times the speed while the frame is unverified;
 - ``hold``: keep the last verified steering for at most ``hold_s`` seconds, then follow the model.
 
-The interval is computed by the vehicle-side certifier (:mod:`drivenet_patch.onboard`, numpy),
+The interval is computed by the vehicle-side certifier (:mod:`drivenet_patch.deploy.onboard`, numpy),
 as a car would, from the votes of the one forward pass that also gives the steering: the monitor
 is the policy (:meth:`CertifiedMonitor.policy`) and the drive loop's :class:`StepMonitor`.
 """
@@ -27,9 +27,9 @@ import pandas as pd
 import torch
 
 from defenses.patchvote import PatchVote
-from drivenet_patch.drive import MonitorStep
-from drivenet_patch.errors import PDNError
-from drivenet_patch.onboard import Certifier, certificate_metadata, verified
+from drivenet_patch.deploy.onboard import Certifier, certificate_metadata, verified
+from drivenet_patch.driving.drive import MonitorStep
+from drivenet_patch.safety.errors import PDNError
 
 FALLBACKS = ("none", "slow", "hold")
 RECORD_COLUMNS = ("cert_lo", "cert_hi", "verified", "fallback")
@@ -134,7 +134,7 @@ def plot_traces(logs: dict[str, pd.DataFrame], path: str | Path, road: int = 0,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from drivenet_patch.io import atomic_path
+    from drivenet_patch.storage.atomic import atomic_path
 
     fig, axes = plt.subplots(len(logs), 1, figsize=(8, 2.6 * len(logs)), sharex=True, squeeze=False)
     for ax, (label, log) in zip(axes[:, 0], logs.items(), strict=True):

@@ -48,11 +48,11 @@ from torch import nn
 from defenses.aggregate import METHODS, aggregate_votes
 from defenses.certify import Certificate, certify_votes
 from defenses.regions import RegionLayout, StripLayout, make_layout, parse_patch, touch_matrix
-from drivenet_patch.errors import PDNError
+from drivenet_patch.deploy.onboard import CERT_KEY, certificate_metadata, maximal_sets, sets_to_lists
 from drivenet_patch.models.base import ColorNorm, SteeringModel, use_mode
 from drivenet_patch.models.pilotnet import conv_output_size, min_input_size
 from drivenet_patch.models.registry import register_model
-from drivenet_patch.onboard import CERT_KEY, certificate_metadata, maximal_sets, sets_to_lists
+from drivenet_patch.safety.errors import PDNError
 
 #: (kernel, stride) of the crop network's convolutions (unpadded).
 CROP_CONVS = ((5, 2), (3, 2), (3, 2), (3, 1))
@@ -313,14 +313,14 @@ class PatchVote(SteeringModel):
         """Outputs of the ONNX graph: ``steering`` (B,), ``votes`` (B, N) and ``valid`` (B, N) bool.
 
         The ``vote`` aggregate has no ONNX form (``searchsorted``): its graph exports the votes
-        and mask only, and the vehicle aggregates them (:func:`drivenet_patch.onboard.certify`).
+        and mask only, and the vehicle aggregates them (:func:`drivenet_patch.deploy.onboard.certify`).
         """
         v, valid = self.votes(x, with_mask=True)  # type: ignore[misc]
         out = {} if self.aggregate_name == "vote" else {"steering": self.aggregate_votes(v)}
         return {**out, "votes": v, "valid": valid}
 
     def threat_touch_sets(self, patches: Sequence[str] = EXPORT_PATCHES) -> dict[str, dict[str, Any]]:
-        """Maximal touch sets of pixel-patch threats, in the format of :mod:`drivenet_patch.onboard`.
+        """Maximal touch sets of pixel-patch threats, in the format of :mod:`drivenet_patch.deploy.onboard`.
 
         A physical sticker threat would be one more entry of the same shape (its own ``kind``).
         """

@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from drivenet_patch.errors import PDNError
+from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.world.camera import Camera
 
 __all__ = ["PLACES", "ImageGeometry", "PhysicalThreat", "PhysicalTouch", "cell_boxes", "footprint_mask",

@@ -6,7 +6,7 @@ the votes of one of the threat's touch sets change, so the aggregate stays in th
 :func:`physical_attack` tries to break that claim with real stickers in the world:
 
 1. **Draw** (:func:`draw_physical_runs`): per run a held-out world road (seeded
-   ``PHYSICAL_ATTACK_SEED_BASE + 1000 * seed + i``, :mod:`drivenet_patch.seeds`), a pose on it (ego
+   ``PHYSICAL_ATTACK_SEED_BASE + 1000 * seed + i``, :mod:`drivenet_patch.world.seeds`), a pose on it (ego
    lane, up to ``LANE_OFFSET_M`` off its centre and ``HEADING_ERR_DEG`` off its heading), lighting,
    and a placement uniform *inside* the threat: distance ahead of the camera, offset left of its
    axis, yaw (and a billboard's bottom height), in the camera-relative metres of
@@ -48,13 +48,13 @@ from defenses.adaptive import OBJECTIVES, footprint_touch
 from defenses.certify import certify_votes
 from defenses.physical import ImageGeometry, PhysicalThreat, cell_boxes, footprint_mask, physical_touch
 from defenses.regions import maximal_touch_sets
-from drivenet_patch.errors import PDNError
 from drivenet_patch.models.base import use_mode
-from drivenet_patch.seeds import PHYSICAL_ATTACK_SEED_BASE
+from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.world.camera import Camera
 from drivenet_patch.world.composite import apply_sticker
 from drivenet_patch.world.render import Lighting, Renderer
 from drivenet_patch.world.road import EGO_LANE_D, VIEW_MARGIN_M, Road
+from drivenet_patch.world.seeds import PHYSICAL_ATTACK_SEED_BASE
 from drivenet_patch.world.sticker import StickerPlacement
 
 __all__ = ["TOL_DEG", "PhysicalRuns", "PhysicalScenes", "attack_roads", "draw_physical_runs", "physical_attack",

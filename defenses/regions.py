@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from drivenet_patch.data.base import CropResize
-from drivenet_patch.errors import PDNError
+from drivenet_patch.safety.errors import PDNError
 
 #: The region layouts :func:`make_layout` knows.
 LAYOUTS = ("bands", "grid", "strips")

@@ -8,6 +8,6 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from drivenet_patch.errors import PDNError
+from drivenet_patch.safety.errors import PDNError
 
 __all__ = ["PDNError", "__version__"]

@@ -1,4 +1,4 @@
-"""Tests for drivenet_patch.augment: photometric jitter, flip, viewpoint shift and the composed Augmenter."""
+"""Tests for drivenet_patch.training.augment: photometric jitter, flip, viewpoint shift and the composed Augmenter."""
 
 from __future__ import annotations
 
@@ -9,10 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from drivenet_patch.augment import Augmenter, AugmentParams, PhotometricAugment, PhotometricParams, hflip
 from drivenet_patch.data.base import CropResize, DriveDataset
-from drivenet_patch.errors import PDNError
-from drivenet_patch.viewshift import (
+from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.training.augment import (
+    Augmenter,
+    AugmentParams,
+    PhotometricAugment,
+    PhotometricParams,
+    hflip,
+)
+from drivenet_patch.training.viewshift import (
     ViewGeometry,
     shift_frame,
     steering_correction_deg,

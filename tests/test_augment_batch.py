@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from drivenet_patch.augment_batch import BatchPhotometric
-from drivenet_patch.errors import PDNError
+from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.training.augment_batch import BatchPhotometric
 
 
 def frames(n: int = 8) -> torch.Tensor:
@@ -70,7 +70,7 @@ def test_bad_input_is_refused() -> None:
 
 def _reference(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
     """The jitter written frame by frame, op by op, as documented (no folding, no batching)."""
-    from drivenet_patch.augment_batch import _RGB2YIQ, noise_bank
+    from drivenet_patch.training.augment_batch import _RGB2YIQ, noise_bank
 
     yiq = torch.tensor(_RGB2YIQ)
     bank = noise_bank(tuple(x.shape[1:]), x.dtype, x.device)
@@ -115,7 +115,7 @@ def test_batched_jitter_equals_the_frame_by_frame_reference(seed: int, dtype: to
 def test_the_two_implementations_agree_and_a_wrong_blur_is_caught() -> None:
     """The OpenCV and torch-plane paths give the same frames; the check is sharp enough to see a
     blur tap off by 0.01 in one of them."""
-    import drivenet_patch.augment_batch as ab
+    import drivenet_patch.training.augment_batch as ab
 
     aug = BatchPhotometric(strength=2.0, shadow_p=1.0, blur_p=1.0)
     x = frames(6)

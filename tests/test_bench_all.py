@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from drivenet_patch.bench import bench_models, ratio_table
-from drivenet_patch.cli import build_parser, main
-from drivenet_patch.cli.bench import cmd_bench_all
+from drivenet_patch.app.cli import build_parser, main
+from drivenet_patch.app.cli.bench import cmd_bench_all
+from drivenet_patch.bench.timing import bench_models, ratio_table
 from drivenet_patch.models import count_macs, create_model
 
 

@@ -12,7 +12,7 @@ import pytest
 
 
 def pdn(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "drivenet_patch.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "drivenet_patch.app.cli", *args], capture_output=True, text=True,
                           cwd=cwd, timeout=300)
 
 
@@ -32,7 +32,7 @@ def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
         assert word in proc.stdout
     import argparse
 
-    from drivenet_patch.cli import build_parser, main
+    from drivenet_patch.app.cli import build_parser, main
 
     def commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
         found = []
@@ -102,7 +102,7 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path: Path, args: tuple[str, ..
 
 
 def test_bench_world_reports_fps_keys() -> None:
-    from drivenet_patch.bench import bench_world
+    from drivenet_patch.bench.timing import bench_world
 
     result = bench_world(frames=32, compile=False, repeats=1)
     assert result["fps_66x200"] > 0 and result["fps_160x320"] > 0
@@ -112,7 +112,7 @@ def test_bench_world_reports_fps_keys() -> None:
 def test_atomic_writes_leave_no_partial_file_and_respect_umask(tmp_path: Path) -> None:
     import os
 
-    from drivenet_patch.io import write_json, write_text
+    from drivenet_patch.storage.atomic import write_json, write_text
 
     target = tmp_path / "out.json"
     write_json(target, {"a": 1})
@@ -123,7 +123,7 @@ def test_atomic_writes_leave_no_partial_file_and_respect_umask(tmp_path: Path) -
     class Boom(RuntimeError):
         pass
 
-    from drivenet_patch.io import atomic_path
+    from drivenet_patch.storage.atomic import atomic_path
 
     with pytest.raises(Boom), atomic_path(target) as tmp:
         tmp.write_text("half")
@@ -139,10 +139,10 @@ def test_file_system_errors_and_absurd_counts_are_one_line(tmp_path: Path, capsy
     ran the machine out of memory. All are one line now, before any work."""
     import torch
 
-    from drivenet_patch.checkpoint import save_model
-    from drivenet_patch.cli import main
-    from drivenet_patch.cli.common import os_error_line
+    from drivenet_patch.app.cli import main
+    from drivenet_patch.app.cli.common import os_error_line
     from drivenet_patch.models import create_model
+    from drivenet_patch.models.checkpoint import save_model
 
     run = tmp_path / "run"
     save_model(run, create_model("pilotnet_tiny", generator=torch.Generator().manual_seed(0)))

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from drivenet_patch.errors import PDNError
-from drivenet_patch.train import TrainConfig, train
-from drivenet_patch.train_data import Subset, batches
+from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.training.data import Subset, batches
+from drivenet_patch.training.train import TrainConfig, train
 
 pytestmark = pytest.mark.skipif(
     not __import__("torch").distributed.is_available(), reason="this torch has no torch.distributed"
@@ -33,7 +33,7 @@ def _env() -> dict[str, str]:
 
 
 def _train_cmd(data: Path, out: Path, nproc: int) -> list[str]:
-    pdn = ["-m", "drivenet_patch.cli", "train", "--data", str(data), "--out", str(out), *TINY]
+    pdn = ["-m", "drivenet_patch.app.cli", "train", "--data", str(data), "--out", str(out), *TINY]
     if nproc == 1:
         return [sys.executable, *pdn]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), *pdn]
@@ -55,7 +55,7 @@ def test_ranks_take_disjoint_shares_of_every_batch(tiny_synth: Path) -> None:
 
 
 def test_batch_must_split_evenly_between_processes(tiny_synth: Path, tmp_path: Path, monkeypatch) -> None:
-    import drivenet_patch.train as train_mod
+    import drivenet_patch.training.train as train_mod
 
     monkeypatch.setattr(train_mod, "init_distributed", lambda device: train_mod.Dist(rank=0, world=3))
     with pytest.raises(PDNError, match="batch 32 must be a multiple of the number of processes"):
@@ -66,7 +66,7 @@ def test_batch_must_split_evenly_between_processes(tiny_synth: Path, tmp_path: P
 def test_bad_torchrun_environment_is_one_line(monkeypatch) -> None:
     import torch
 
-    from drivenet_patch.distributed import init_distributed
+    from drivenet_patch.training.distributed import init_distributed
 
     monkeypatch.setenv("WORLD_SIZE", "two")
     with pytest.raises(PDNError, match="WORLD_SIZE='two' is not an integer"):
@@ -131,10 +131,10 @@ def test_two_processes_are_reproducible_and_resume_after_a_kill(tiny_synth: Path
 def test_pdn_ends_without_interpreter_shutdown_after_a_group_and_loses_no_output(tiny_synth: Path, args, rc) -> None:
     # After torchrun work, pdn skips interpreter shutdown (gloo threads can abort it) with
     # os._exit; piped stdout is block-buffered, so the exit must flush it first.
-    code = ("import sys; import drivenet_patch.distributed as t; t._GROUP_THREADS_LEFT = True; "
+    code = ("import sys; import drivenet_patch.training.distributed as t; t._GROUP_THREADS_LEFT = True; "
             f"sys.argv = ['pdn', 'data', 'check', {str(tiny_synth)!r}, *{args!r}]; "
             "import atexit; atexit.register(print, 'ATEXIT'); "
-            "from drivenet_patch.cli import run; run()")
+            "from drivenet_patch.app.cli import run; run()")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=300)
     assert proc.returncode == rc, proc.stderr
     assert "ATEXIT" not in proc.stdout  # os._exit: no interpreter shutdown

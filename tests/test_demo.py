@@ -14,10 +14,10 @@ from pathlib import Path
 import cv2
 import pytest
 
-from drivenet_patch.cli import build_parser, main
-from drivenet_patch.cli.attack import route_argv
-from drivenet_patch.demo import FULL, QUICK, DemoSettings, plan, run_demo
-from drivenet_patch.errors import PDNError
+from drivenet_patch.app.cli import build_parser, main
+from drivenet_patch.app.cli.attack import route_argv
+from drivenet_patch.app.demo import FULL, QUICK, DemoSettings, plan, run_demo
+from drivenet_patch.safety.errors import PDNError
 
 
 @pytest.mark.parametrize("quick", [True, False])
@@ -144,7 +144,7 @@ def test_tiny_demo_runs_every_stage_resumes_and_reports(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_quick_demo_killed_mid_training_resumes_and_reports(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    cmd = [sys.executable, "-m", "drivenet_patch.cli", "demo", "--quick", "--out", str(out)]
+    cmd = [sys.executable, "-m", "drivenet_patch.app.cli", "demo", "--quick", "--out", str(out)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import torch
 
-from drivenet_patch import drive_video
-from drivenet_patch.cli import drive as drive_cli
-from drivenet_patch.drive import (
+from drivenet_patch.app.cli import drive as drive_cli
+from drivenet_patch.driving import video as drive_video
+from drivenet_patch.driving.drive import (
     CAR_CENTRE_M,
     LANE_DEPARTURE_M,
     LOG_COLUMNS,
@@ -26,11 +26,11 @@ from drivenet_patch.drive import (
     drive_closed_loop,
     make_roads,
 )
-from drivenet_patch.errors import PDNError
-from drivenet_patch.sticker_io import load_sticker, save_sticker
+from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.world import Camera, Renderer, Road, StickerPlacement
 from drivenet_patch.world.episodes import lane_state
 from drivenet_patch.world.preview import demo_texture
+from drivenet_patch.world.sticker_file import load_sticker, save_sticker
 
 CFG = ClosedLoopConfig()
 STEPS = 300  # 300 m per road at 10 m/s and 0.1 s

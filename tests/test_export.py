@@ -12,11 +12,11 @@ import torch
 pytest.importorskip("onnxruntime")  # a guard only: `make test` installs the deploy extra
 
 from defenses.certify import certify_votes
-from drivenet_patch import onboard
-from drivenet_patch.checkpoint import save_model
-from drivenet_patch.cli import main
-from drivenet_patch.export import compare, export_onnx, run_session, session, world_frames
+from drivenet_patch.app.cli import main
+from drivenet_patch.deploy import onboard
+from drivenet_patch.deploy.export import compare, export_onnx, run_session, session, world_frames
 from drivenet_patch.models import create_model
+from drivenet_patch.models.checkpoint import save_model
 
 TOL_DEG = 1e-4
 
@@ -84,7 +84,7 @@ def test_vehicle_certifier_from_onnx_metadata_equals_certify_votes(tmp_path: Pat
 
 @pytest.mark.slow
 def test_bench_models_reports_onnx_runtime_beside_pytorch() -> None:
-    from drivenet_patch.bench import bench_models
+    from drivenet_patch.bench.timing import bench_models
 
     out = bench_models(batch=2, repeats=1, onnx=True)
     for name in ("pilotnet_66x200", "pilotnet_160x320", "patchdrive_160x320", "resnet18_66x200", "patchvote_66x200"):

@@ -2,7 +2,7 @@
 
 The property: a command either succeeds (exit 0) or exits with 2 after printing exactly one line
 on stderr (``pdn...: error: ...``) and no traceback. Commands run in-process through
-``drivenet_patch.cli.main``; one test runs real subprocesses. Hypothesis profiles: see
+``drivenet_patch.app.cli.main``; one test runs real subprocesses. Hypothesis profiles: see
 ``tests/conftest.py``.
 """
 
@@ -22,10 +22,10 @@ import torch
 from hypothesis import assume, event, given
 from hypothesis import strategies as st
 
-from drivenet_patch.checkpoint import save_model
-from drivenet_patch.cli import main
-from drivenet_patch.errors import PDNError
+from drivenet_patch.app.cli import main
 from drivenet_patch.models import create_model
+from drivenet_patch.models.checkpoint import save_model
+from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.world.camera import parse_size
 
 TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",), exclude_characters="\x00"),
@@ -248,7 +248,7 @@ def test_real_subprocess_errors_are_one_line(tmp_path: Path) -> None:
          "leaves the dataset folder"),
     ]
     for argv, needle in cases:
-        proc = subprocess.run([sys.executable, "-m", "drivenet_patch.cli", *argv], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, "-m", "drivenet_patch.app.cli", *argv], capture_output=True, text=True,
                               timeout=300)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, (argv, proc.stderr)

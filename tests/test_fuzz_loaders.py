@@ -24,7 +24,7 @@ from hypothesis import assume, event, given
 from hypothesis import strategies as st
 
 from drivenet_patch.data import check_dataset, open_dataset
-from drivenet_patch.errors import PDNError
+from drivenet_patch.safety.errors import PDNError
 
 
 # ------------------------------------------------------------------------------------- images

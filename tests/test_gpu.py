@@ -10,7 +10,7 @@ import torch
 
 from defenses.certify import certify_votes
 from defenses.regions import touch_matrix
-from drivenet_patch.cli import main
+from drivenet_patch.app.cli import main
 from drivenet_patch.models import create_model
 
 pytestmark = [pytest.mark.gpu,

@@ -28,7 +28,7 @@ TIMING = ["seconds", "train_img_s"]
 
 
 def _cmd(data: Path, out: Path, epochs: int, resume: bool) -> list[str]:
-    args = [sys.executable, "-m", "drivenet_patch.cli", "train", "--data", str(data), "--out", str(out),
+    args = [sys.executable, "-m", "drivenet_patch.app.cli", "train", "--data", str(data), "--out", str(out),
             "--model", "pilotnet_tiny", "--epochs", str(epochs), "--batch", "32", "--samples-per-epoch", "96",
             "--lr", "3e-3", "--seed", "3", "--json"]
     return [*args, "--resume"] if resume else args
@@ -97,7 +97,7 @@ def _assert_run_folder_readable(out: Path, note: str) -> None:
         elif p.suffix == ".csv":
             assert len(pd.read_csv(p)) >= 1, note
     if (out / "metrics.csv").is_file():  # a listed epoch is committed: a resume never trains it again
-        from drivenet_patch.state import read_state_meta
+        from drivenet_patch.storage.state import read_state_meta
 
         committed = read_state_meta(out / "train_state.safetensors")["epoch"] + 1
         assert committed - 1 <= len(pd.read_csv(out / "metrics.csv")) <= committed, note

@@ -20,7 +20,7 @@ import tomllib
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("drivenet_patch", "attacks", "defenses")
 #: drivenet_patch's layers above the core.
-NOT_CORE = {"cli", "demo", "report"}
+NOT_CORE = {"app"}
 
 
 def _lint_imports() -> str | None:
@@ -78,6 +78,6 @@ def test_no_module_imports_another_modules_private_names() -> None:
 def test_the_private_import_check_sees_a_violation(tmp_path: Path) -> None:
     probe = tmp_path / "attacks" / "probe.py"
     probe.parent.mkdir()
-    probe.write_text("from __future__ import annotations\nfrom drivenet_patch.train import _helper, public\n"
+    probe.write_text("from __future__ import annotations\nfrom drivenet_patch.training.train import _helper, public\n"
                      "from attacks.probe import _own\n", encoding="utf-8")
-    assert _private_imports(probe, tmp_path) == ["attacks/probe.py:2: from drivenet_patch.train import _helper"]
+    assert _private_imports(probe, tmp_path) == ["attacks/probe.py:2: from drivenet_patch.training.train import _helper"]

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from defenses.certify import certify_votes
 from defenses.regions import make_layout, parse_patch, touch_matrix
-from drivenet_patch import onboard
-from drivenet_patch.errors import PDNError
+from drivenet_patch.deploy import onboard
+from drivenet_patch.safety.errors import PDNError
 
 
 def _assert_same(ref, got) -> None:
@@ -78,7 +78,7 @@ def test_verified_flag_and_bad_metadata() -> None:
 
 
 def test_importing_the_vehicle_certifier_does_not_import_torch() -> None:
-    code = ("import sys, numpy as np; import drivenet_patch.onboard as o; "
+    code = ("import sys, numpy as np; import drivenet_patch.deploy.onboard as o; "
             "o.certify(np.zeros((2, 3), np.float32), [[0]]); "
             "assert 'torch' not in sys.modules, 'torch imported'; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from drivenet_patch.checkpoint import save_model
 from drivenet_patch.models import create_model
+from drivenet_patch.models.checkpoint import save_model
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -27,7 +27,7 @@ def test_readme_python_examples_run(tmp_path: Path) -> None:
     for code in blocks:
         namespace: dict = {"__name__": "readme_example"}
         if '"patchvote.onnx"' in code:  # the vehicle-side example: an exported PatchVote and a batch of frames
-            from drivenet_patch.export import export_onnx
+            from drivenet_patch.deploy.export import export_onnx
 
             export_onnx(pv.eval(), tmp_path / "patchvote.onnx")
             code = code.replace('"patchvote.onnx"', f'"{(tmp_path / "patchvote.onnx").as_posix()}"')

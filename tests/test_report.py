@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from drivenet_patch.cli.report import register as add_report_command
-from drivenet_patch.errors import PDNError
-from drivenet_patch.report import build_report, detect_kind
+from drivenet_patch.app.cli.report import register as add_report_command
+from drivenet_patch.app.report import build_report, detect_kind
+from drivenet_patch.safety.errors import PDNError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -332,8 +332,8 @@ def test_cross_attack_figures_need_their_inputs(inputs: list[Path], more: list[P
 def test_models_compared_when_several_runs(inputs: list[Path], tmp_path: Path) -> None:
     import torch
 
-    from drivenet_patch.checkpoint import save_model
     from drivenet_patch.models import create_model
+    from drivenet_patch.models.checkpoint import save_model
 
     runs = []
     for name in ("pilotnet_tiny", "patchvote_tiny"):
@@ -373,8 +373,8 @@ def test_models_compared_when_several_runs(inputs: list[Path], tmp_path: Path) -
 
 
 def test_vote_heat_is_the_mean_of_covering_valid_regions() -> None:
-    from drivenet_patch.report.votes import heat as _heat
-    from drivenet_patch.report.votes import votes_grid as _votes_grid
+    from drivenet_patch.app.report.votes import heat as _heat
+    from drivenet_patch.app.report.votes import votes_grid as _votes_grid
 
     table = pd.DataFrame({"y0": [0, 0, 0], "x0": [0, 2, 4], "y1": [2, 2, 2], "x1": [4, 6, 8],
                           "vote_deg": [1.0, 3.0, 100.0], "valid": [True, True, False]})
@@ -556,8 +556,8 @@ def _physical(root: Path, name: str, accs: dict[float, float], run: Path | None 
 def _patchvote_run(root: Path) -> Path:
     import torch
 
-    from drivenet_patch.checkpoint import save_model
     from drivenet_patch.models import create_model
+    from drivenet_patch.models.checkpoint import save_model
 
     run = root / "pv_run"
     save_model(run, create_model("patchvote_tiny", generator=torch.Generator().manual_seed(0)))
@@ -643,7 +643,7 @@ def test_report_certified_in_metres_says_the_largest_certified_area(tmp_path: Pa
 
 
 def test_certified_in_metres_says_so_when_no_area_reaches_80_percent(tmp_path: Path) -> None:
-    from drivenet_patch.report.metres import certified_area
+    from drivenet_patch.app.report.metres import certified_area
 
     cert = _physical(tmp_path, "phys", {0.5: 0.6, 1.0: 0.4, 2.0: 0.1}, own=0.31)
     build_report([cert], tmp_path / "r")

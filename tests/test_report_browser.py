@@ -187,7 +187,7 @@ def _tiny_report(root: Path) -> Path:
     """A report from small real inputs of every kind (the fixtures of tests/test_report.py)."""
     from test_report import _attack, _certify, _data, _drive, _train_run
 
-    from drivenet_patch.report import build_report
+    from drivenet_patch.app.report import build_report
 
     src = root / "in"
     src.mkdir()

@@ -16,11 +16,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from drivenet_patch.checkpoint import load_model, save_model
-from drivenet_patch.cli import main
-from drivenet_patch.errors import PDNError
-from drivenet_patch.io import atomic_path, remove_stale_temps, write_json, write_text
+from drivenet_patch.app.cli import main
 from drivenet_patch.models import create_model
+from drivenet_patch.models.checkpoint import load_model, save_model
+from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.storage.atomic import atomic_path, remove_stale_temps, write_json, write_text
 
 
 def run_cli(*argv: str) -> tuple[int, str, str]:
@@ -211,7 +211,7 @@ def test_stale_temporary_files_are_recognised(tmp_path: Path) -> None:
 
 
 def test_resume_with_a_corrupt_state_is_one_line(tiny_synth: Path, tmp_path: Path) -> None:
-    from drivenet_patch.train import TrainConfig, train
+    from drivenet_patch.training.train import TrainConfig, train
 
     cfg = TrainConfig(model="pilotnet_tiny", epochs=2, batch=32, samples_per_epoch=32, augment=False)
     train([tiny_synth], tmp_path / "run", cfg, until_epoch=1)
@@ -463,7 +463,7 @@ def test_weights_of_another_dtype_or_not_finite_are_refused(tmp_path: Path, bad:
 
 
 def test_json_output_is_strict_and_says_what_became_null() -> None:
-    from drivenet_patch.inputs import dumps_strict
+    from drivenet_patch.safety.inputs import dumps_strict
 
     text, replaced = dumps_strict({"rmse": float("nan"), "rows": [1.0, np.float32("inf")], "n": 3})
 
@@ -514,7 +514,7 @@ def test_a_run_that_failed_before_its_first_epoch_does_not_block_the_next(tmp_pa
 def _pdn(*argv: str) -> list[str]:
     import sys
 
-    return [sys.executable, "-c", "from drivenet_patch.cli import run; run()", *argv]
+    return [sys.executable, "-c", "from drivenet_patch.app.cli import run; run()", *argv]
 
 
 def test_sigkill_during_synth_over_a_good_dataset_keeps_it(tmp_path: Path) -> None:

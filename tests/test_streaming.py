@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from drivenet_patch.data import SynthDataset
-from drivenet_patch.evaluation import predict
-from drivenet_patch.train_data import Concat, Subset
+from drivenet_patch.training.data import Concat, Subset
+from drivenet_patch.training.evaluation import predict
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/statm").is_file(), reason="needs Linux /proc")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from drivenet_patch.cli import main
+from drivenet_patch.app.cli import main
 
 
 def _train_args(data: Path, out: Path, tb: Path) -> list[str]:

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 
 from drivenet_patch.data.synthesize import synthesize
-from drivenet_patch.errors import PDNError
-from drivenet_patch.evaluation import evaluate, regression_metrics
-from drivenet_patch.train import TrainConfig, train
-from drivenet_patch.train_data import balanced_weights
+from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.training.data import balanced_weights
+from drivenet_patch.training.evaluation import evaluate, regression_metrics
+from drivenet_patch.training.train import TrainConfig, train
 
 TINY = dict(model="pilotnet_tiny", epochs=3, batch=32, samples_per_epoch=320, lr=3e-3)
 
@@ -95,7 +95,7 @@ def test_train_and_eval_cli(world: tuple[Path, Path], tmp_path: Path) -> None:
     run = tmp_path / "run"
 
     def pdn(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "drivenet_patch.cli", *args], capture_output=True, text=True,
+        return subprocess.run([sys.executable, "-m", "drivenet_patch.app.cli", *args], capture_output=True, text=True,
                               timeout=600)
 
     proc = pdn("train", "--data", str(train_dir), "--model", "pilotnet_tiny", "--epochs", "1", "--batch", "32",
@@ -116,7 +116,7 @@ def test_train_and_eval_cli(world: tuple[Path, Path], tmp_path: Path) -> None:
 
 def test_augmentation_corrects_like_the_data_expert(world: tuple[Path, Path]) -> None:
     from drivenet_patch.data import open_dataset
-    from drivenet_patch.train_data import Subset, correction_horizon_s
+    from drivenet_patch.training.data import Subset, correction_horizon_s
 
     train_dir, _ = world
     ds = open_dataset(train_dir)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from drivenet_patch.checkpoint import load_model
-from drivenet_patch.cli import main
+from drivenet_patch.app.cli import main
+from drivenet_patch.models.checkpoint import load_model
 
 
 def test_train_at_another_input_size(make_tiny_synth: Callable[..., Path], tmp_path: Path,

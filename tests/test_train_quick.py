@@ -16,7 +16,7 @@ import pytest
 @pytest.mark.slow
 def test_quick_recipe_beats_half_the_zero_baseline(tmp_path: Path) -> None:
     def pdn(*args: str) -> dict:
-        proc = subprocess.run([sys.executable, "-m", "drivenet_patch.cli", *args, "--json"], capture_output=True,
+        proc = subprocess.run([sys.executable, "-m", "drivenet_patch.app.cli", *args, "--json"], capture_output=True,
                               text=True, timeout=900)
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)

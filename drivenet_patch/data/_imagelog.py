@@ -1,7 +1,7 @@
 """Shared machinery of the real-log loaders: path checks, image decoding, a file-backed base class.
 
 Every loader parses its log once, at construction, and refuses bad input there with a
-:class:`~drivenet_patch.errors.PDNError` naming the file and row: unparsable or non-finite
+:class:`~drivenet_patch.safety.errors.PDNError` naming the file and row: unparsable or non-finite
 steering, a wrong header, an image file that does not exist, a path that leaves the dataset
 folder. Decoding happens lazily in :meth:`ImageLogDataset.frame`; an image that exists but
 cannot be decoded raises there (``check_dataset`` decodes everything up front and reports).
@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from drivenet_patch.data.base import CropResize, DriveDataset
-from drivenet_patch.errors import PDNError
-from drivenet_patch.inputs import MAX_IMAGE_BYTES, read_bytes, regular_file
+from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.safety.inputs import MAX_IMAGE_BYTES, read_bytes, regular_file
 from drivenet_patch.world.camera import Camera
 
 DEFAULT_SIZE: tuple[int, int] = (66, 200)
@@ -135,7 +135,7 @@ def is_absolute_any(path: str) -> bool:
 def read_rgb(path: str, where: str) -> np.ndarray:
     """Decode an image file as uint8 (h, w, 3) RGB.
 
-    Uses :func:`~drivenet_patch.inputs.read_bytes` (regular files only, size bounded) + ``cv2.imdecode`` (same codec as ``cv2.imread``) so that a missing file
+    Uses :func:`~drivenet_patch.safety.inputs.read_bytes` (regular files only, size bounded) + ``cv2.imdecode`` (same codec as ``cv2.imread``) so that a missing file
     and an undecodable one give different messages, and non-ASCII paths work on Windows.
 
     Raises:

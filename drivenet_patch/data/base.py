@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from drivenet_patch.errors import PDNError
-from drivenet_patch.inputs import MAX_STEERING_DEG
+from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.safety.inputs import MAX_STEERING_DEG
 from drivenet_patch.world.camera import Camera
 
 

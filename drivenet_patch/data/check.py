@@ -1,7 +1,7 @@
 """``pdn data check``: open a dataset, decode its frames, summarise labels, list problems.
 
 Structural errors (missing log or image file, unparsable row, empty dataset) raise
-:class:`~drivenet_patch.errors.PDNError` as when opening. Everything that still leaves a usable
+:class:`~drivenet_patch.safety.errors.PDNError` as when opening. Everything that still leaves a usable
 dataset is reported in ``problems`` instead: images that cannot be decoded, mixed image sizes,
 straight-driving imbalance, constant or physically implausible labels.
 """
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from drivenet_patch.data.registry import open_dataset
-from drivenet_patch.errors import PDNError
+from drivenet_patch.safety.errors import PDNError
 
 #: At most this many frames are decoded; larger datasets are sampled with ``default_rng(0)``.
 MAX_DECODE = 20_000

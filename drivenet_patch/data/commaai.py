@@ -36,8 +36,8 @@ import pandas as pd
 
 from drivenet_patch.data._imagelog import PathGuard, make_crop, positive
 from drivenet_patch.data.base import CropResize, DriveDataset
-from drivenet_patch.errors import PDNError
-from drivenet_patch.inputs import MAX_H5_ELEMENTS, MAX_H5_FRAMES, MAX_IMAGE_SIDE, h5_elements, open_h5
+from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.safety.inputs import MAX_H5_ELEMENTS, MAX_H5_FRAMES, MAX_IMAGE_SIDE, h5_elements, open_h5
 from drivenet_patch.world.camera import Camera
 
 #: Source camera, fitted (least squares, max residual ~8 px) to the ten ground-point/pixel pairs
@@ -220,7 +220,7 @@ def _camera_files(path: Path, files: Sequence[str] | None) -> tuple[Path, list[P
 
 
 def _open(h5py: Any, path: Path, allow_outside: bool = False) -> Any:
-    """Open through :func:`~drivenet_patch.inputs.open_h5`: no external storage, links or virtual datasets."""
+    """Open through :func:`~drivenet_patch.safety.inputs.open_h5`: no external storage, links or virtual datasets."""
     return open_h5(path, allow_outside)
 
 

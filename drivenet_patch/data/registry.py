@@ -12,7 +12,7 @@ from drivenet_patch.data.sullychen import SullyChenDataset
 from drivenet_patch.data.synth import SynthDataset
 from drivenet_patch.data.udacity_ch2 import UdacityCh2Dataset
 from drivenet_patch.data.udacity_sim import UdacitySimDataset
-from drivenet_patch.errors import PDNError
+from drivenet_patch.safety.errors import PDNError
 
 #: The loaders, in detection order. A new format is a DriveDataset subclass that declares ``format``,
 #: ``log_names`` (and ``detect`` / ``names_log`` when a file name is not enough), plus its line here.

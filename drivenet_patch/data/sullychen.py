@@ -33,7 +33,7 @@ from drivenet_patch.data._imagelog import (
     refuse_special,
 )
 from drivenet_patch.data.base import CropResize
-from drivenet_patch.errors import PDNError
+from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.world.camera import Camera
 
 #: Source camera (assumed): a dashboard camera, 455x256 frames, 60 deg horizontal field of view,

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from drivenet_patch.data.base import CropResize, DriveDataset
-from drivenet_patch.errors import PDNError
-from drivenet_patch.inputs import MAX_IMAGE_SIDE, MAX_STEERING_DEG, contained_file, read_json
+from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.safety.inputs import MAX_IMAGE_SIDE, MAX_STEERING_DEG, contained_file, read_json
 from drivenet_patch.world.camera import Camera
 
 

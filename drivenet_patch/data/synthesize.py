@@ -11,8 +11,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from drivenet_patch import __version__
-from drivenet_patch.errors import PDNError
-from drivenet_patch.io import atomic_path, replace_folder, write_csv, write_json
+from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.storage.atomic import atomic_path, replace_folder, write_csv, write_json
 from drivenet_patch.world.camera import Camera
 from drivenet_patch.world.episodes import DriveConfig, drive_episode, expert_steer, lane_state, lateral_shift
 from drivenet_patch.world.render import Lighting, Renderer

@@ -42,8 +42,8 @@ from drivenet_patch.data._imagelog import (
     refuse_special,
 )
 from drivenet_patch.data.base import CropResize
-from drivenet_patch.errors import PDNError
-from drivenet_patch.inputs import regular_file
+from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.safety.inputs import regular_file
 from drivenet_patch.world.camera import Camera
 
 COLUMNS = ("center", "left", "right", "steering", "throttle", "brake", "speed")

@@ -57,9 +57,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from drivenet_patch.errors import PDNError
 from drivenet_patch.models.base import ColorNorm, SteeringModel, count_macs
 from drivenet_patch.models.registry import register_model
+from drivenet_patch.safety.errors import PDNError
 
 GLOBAL_STRIDE = 4  # the global CNN's downsampling of the low-resolution frame
 

@@ -22,9 +22,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from drivenet_patch.errors import PDNError
 from drivenet_patch.models.base import ColorNorm, SaliencyStage, SteeringModel
 from drivenet_patch.models.registry import register_model
+from drivenet_patch.safety.errors import PDNError
 
 # (kernel, stride) of PilotNet's five convolutions.
 PILOTNET_CONVS = ((5, 2), (5, 2), (5, 2), (3, 1), (3, 1))

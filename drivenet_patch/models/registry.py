@@ -18,9 +18,9 @@ from typing import Any, TypeVar
 
 import torch
 
-from drivenet_patch.errors import PDNError
-from drivenet_patch.inputs import MAX_CONFIG_INT, MAX_MODEL_INPUT_SIDE
 from drivenet_patch.models.base import SteeringModel
+from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.safety.inputs import MAX_CONFIG_INT, MAX_MODEL_INPUT_SIDE
 
 Builder = Callable[..., SteeringModel]
 B = TypeVar("B", bound=Builder)

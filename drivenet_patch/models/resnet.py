@@ -14,9 +14,9 @@ import torch
 from torch import nn
 from torchvision.models import resnet18 as tv_resnet18
 
-from drivenet_patch.errors import PDNError
 from drivenet_patch.models.base import ColorNorm, SaliencyStage, SteeringModel
 from drivenet_patch.models.registry import register_model
+from drivenet_patch.safety.errors import PDNError
 
 
 class ResNetSteering(SteeringModel):
@@ -58,7 +58,7 @@ class ResNetSteering(SteeringModel):
             PDNError: missing/unreadable file, missing or unexpected keys, or a shape mismatch
                 (each message names the file and the first offending key).
         """
-        from drivenet_patch.state import load_state
+        from drivenet_patch.storage.state import load_state
 
         path = Path(path)
         if path.suffix != ".safetensors":

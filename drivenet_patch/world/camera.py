@@ -21,8 +21,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from drivenet_patch.errors import PDNError
-from drivenet_patch.inputs import MAX_IMAGE_SIDE as MAX_CAMERA_SIDE
+from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.safety.inputs import MAX_IMAGE_SIDE as MAX_CAMERA_SIDE
 
 
 @dataclass(frozen=True)

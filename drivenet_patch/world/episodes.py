@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from drivenet_patch.errors import PDNError
+from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.world.road import EGO_LANE_D, VIEW_MARGIN_M, Road
 from drivenet_patch.world.vehicle import WHEELBASE_M, bicycle_step, pure_pursuit_deg
 

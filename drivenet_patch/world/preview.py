@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import torch
 
-from drivenet_patch.tensors import to_uint8
+from drivenet_patch.safety.tensors import to_uint8
 from drivenet_patch.world.camera import Camera
 from drivenet_patch.world.episodes import expert_steer
 from drivenet_patch.world.render import Lighting, Renderer

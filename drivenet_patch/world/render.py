@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from drivenet_patch.errors import PDNError
+from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.world.camera import Camera
 from drivenet_patch.world.road import Road
 from drivenet_patch.world.shading import (

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from drivenet_patch.errors import PDNError
+from drivenet_patch.safety.errors import PDNError
 
 DS = 0.1  # centre-line sampling step, metres
 LANE_WIDTH_M = 3.5

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from drivenet_patch.errors import PDNError
+from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.world.camera import Camera
 from drivenet_patch.world.road import EGO_LANE_D, Road
 

@@ -25,11 +25,11 @@ from attacks.closed_loop import (
 from attacks.eot import EOTConfig
 from attacks.sticker import StickerConfig
 from attacks.sweep import break_area, parse_areas, sticker_size
-from drivenet_patch.checkpoint import save_model
-from drivenet_patch.cli import build_parser, main
-from drivenet_patch.drive import ClosedLoopConfig, centred_pose, drive_closed_loop
-from drivenet_patch.errors import PDNError
+from drivenet_patch.app.cli import build_parser, main
+from drivenet_patch.driving.drive import ClosedLoopConfig, centred_pose, drive_closed_loop
 from drivenet_patch.models import create_model
+from drivenet_patch.models.checkpoint import save_model
+from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.world import Camera, Renderer, Road, StickerPlacement
 from drivenet_patch.world.render import Lighting
 from drivenet_patch.world.vehicle import bicycle_step

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from attacks.digital import RegressionAdversarialPatch, art_patch_attack, fgsm, pgd
-from drivenet_patch.errors import PDNError
 from drivenet_patch.models import create_model
+from drivenet_patch.safety.errors import PDNError
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,12 @@ from attacks.approach import world_placement
 from attacks.bench import bench_attack
 from attacks.evaluate import ApproachWindow, approach_table, control_textures, offline_eval
 from attacks.scenes import ApproachConfig, world_scenes
-from drivenet_patch.checkpoint import save_model
-from drivenet_patch.cli import main
-from drivenet_patch.cli.attack import parse_metres, parse_range, route_argv
-from drivenet_patch.drive import LANE_DEPARTURE_M, ClosedLoopConfig
-from drivenet_patch.errors import PDNError
+from drivenet_patch.app.cli import main
+from drivenet_patch.app.cli.attack import parse_metres, parse_range, route_argv
+from drivenet_patch.driving.drive import LANE_DEPARTURE_M, ClosedLoopConfig
 from drivenet_patch.models import create_model
+from drivenet_patch.models.checkpoint import save_model
+from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.world import Camera, Renderer, Road, StickerPlacement
 
 H, W = 66, 200

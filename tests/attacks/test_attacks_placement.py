@@ -19,7 +19,7 @@ from attacks.scenes import (
     world_scenes,
 )
 from drivenet_patch.data.base import CropResize
-from drivenet_patch.errors import PDNError
+from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.world import Camera, Lighting, Renderer, Road, StickerPlacement, apply_dirt, apply_sticker
 
 H, W = 66, 200

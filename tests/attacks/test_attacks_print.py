@@ -24,8 +24,8 @@ from attacks.printability import (
     quantize,
     total_variation,
 )
-from drivenet_patch.errors import PDNError
-from drivenet_patch.tensors import to_uint8
+from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.safety.tensors import to_uint8
 
 PT_PER_MM = 72 / 25.4
 

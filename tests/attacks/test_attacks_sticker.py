@@ -14,10 +14,10 @@ from attacks.base import attack_mode, deviation, make_objective
 from attacks.eot import EOTConfig, draw_eot, eot_frames, gaussian_blur
 from attacks.scenes import StickerScenes, frame_scenes
 from attacks.sticker import EOTStickerAttack, StickerConfig, optimize_sticker
-from drivenet_patch.errors import PDNError
 from drivenet_patch.models import create_model
-from drivenet_patch.sticker_io import load_sticker
+from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.world import Camera, Renderer, Road
+from drivenet_patch.world.sticker_file import load_sticker
 
 H, W = 66, 200
 FAST = dict(steps=20, batch=8, texture_hw=(8, 14), lr=0.1)

@@ -13,8 +13,8 @@ from attacks.eot import draw_eot, eot_footprint
 from attacks.saliency_grab import saliency_capture, saliency_grab_loss, sticker_cells
 from attacks.scenes import StickerScenes
 from attacks.sticker import SALIENCY_COLUMN, StickerConfig, optimize_sticker
-from drivenet_patch.errors import PDNError
 from drivenet_patch.models import create_model
+from drivenet_patch.safety.errors import PDNError
 
 H, W = 64, 128  # patchdrive_tiny's input
 FAST = dict(steps=20, batch=8, texture_hw=(8, 14), lr=0.2, nps_weight=0.0, tv_weight=0.0)
@@ -100,8 +100,8 @@ def test_saliency_weight_needs_a_patch_model(scenes: StickerScenes) -> None:
 def test_attack_cli_reports_the_in_topk_share(tmp_path: Path, model: torch.nn.Module,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     """``pdn attack --saliency-weight`` and ``pdn attack eval`` on a patchdrive run carry the in-top-k numbers."""
-    from drivenet_patch.checkpoint import save_model
-    from drivenet_patch.cli import main
+    from drivenet_patch.app.cli import main
+    from drivenet_patch.models.checkpoint import save_model
 
     save_model(tmp_path / "run", model)
     small = ["--roads", "1", "--poses", "4", "--json"]

@@ -11,7 +11,7 @@ import torch
 pytest.importorskip("onnxruntime")  # a guard only: `make test` installs the deploy extra
 
 from drivenet_patch.data import open_dataset
-from drivenet_patch.export import compare, export_onnx, session
+from drivenet_patch.deploy.export import compare, export_onnx, session
 from drivenet_patch.models import create_model
 
 

@@ -9,7 +9,7 @@ import pytest
 
 import drivenet_patch.data.check as check_mod
 from drivenet_patch.data import check_dataset, format_report
-from drivenet_patch.errors import PDNError
+from drivenet_patch.safety.errors import PDNError
 
 KEYS = {
     "format",

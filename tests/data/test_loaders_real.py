@@ -25,7 +25,7 @@ from drivenet_patch.data import (
     detect_format,
     open_dataset,
 )
-from drivenet_patch.errors import PDNError
+from drivenet_patch.safety.errors import PDNError
 
 RED = np.array([255, 0, 0])
 BLUE = np.array([0, 0, 255])

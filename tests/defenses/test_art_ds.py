@@ -14,8 +14,8 @@ from defenses import art_ds
 from defenses.aggregate import bin_index
 from defenses.art_ds import art_ds_counts, certify_art_ds, certify_counts, train_art_ds
 from defenses.ds_classifier import SteeringBins
-from drivenet_patch.errors import PDNError
-from drivenet_patch.tensors import to_tensor
+from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.safety.tensors import to_tensor
 
 TINY = {"channels": (4, 6, 8, 8, 8), "hidden": (16,)}
 H, W, ABL = 66, 64, 8

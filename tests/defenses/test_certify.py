@@ -9,7 +9,7 @@ import defenses
 from defenses import aggregate as agg
 from defenses import certify as cert
 from defenses.regions import RegionLayout, touch_matrix
-from drivenet_patch.errors import PDNError
+from drivenet_patch.safety.errors import PDNError
 
 PARAMS = {"trim": 2, "bin_deg": 2.0, "tau_deg": 1.5}
 

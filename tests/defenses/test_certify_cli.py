@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from defenses.adaptive import count_violations, draw_runs, patch_pgd
-from drivenet_patch.checkpoint import load_model, save_model
-from drivenet_patch.cli import main
-from drivenet_patch.cli.certify import parse_delta
-from drivenet_patch.errors import PDNError
+from drivenet_patch.app.cli import main
+from drivenet_patch.app.cli.certify import parse_delta
 from drivenet_patch.models import create_model
+from drivenet_patch.models.checkpoint import load_model, save_model
+from drivenet_patch.safety.errors import PDNError
 
 
 def tiny(seed: int = 0, **cfg) -> torch.nn.Module:

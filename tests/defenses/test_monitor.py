@@ -11,11 +11,11 @@ import torch
 
 from defenses.certify import certify_votes
 from defenses.monitor import CertifiedMonitor, summarize
-from drivenet_patch.checkpoint import save_model
-from drivenet_patch.cli import main
-from drivenet_patch.drive import ClosedLoopConfig, MonitorStep, drive_closed_loop
-from drivenet_patch.errors import PDNError
+from drivenet_patch.app.cli import main
+from drivenet_patch.driving.drive import ClosedLoopConfig, MonitorStep, drive_closed_loop
 from drivenet_patch.models import create_model
+from drivenet_patch.models.checkpoint import save_model
+from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.world import Camera, Road
 
 CFG = ClosedLoopConfig(vary_lighting=False)

@@ -9,9 +9,9 @@ import torch
 
 from defenses import PatchVote, certify_votes, touch_matrix
 from defenses.aggregate import aggregate_votes
-from drivenet_patch.checkpoint import load_model, save_model
-from drivenet_patch.errors import PDNError
 from drivenet_patch.models import count_macs, create_model, model_defaults
+from drivenet_patch.models.checkpoint import load_model, save_model
+from drivenet_patch.safety.errors import PDNError
 
 
 def gen(seed: int = 0) -> torch.Generator:

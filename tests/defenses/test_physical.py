@@ -21,10 +21,10 @@ from defenses.physical import (
     rotated_extent,
 )
 from defenses.regions import maximal_touch_sets
-from drivenet_patch.checkpoint import save_model
-from drivenet_patch.cli import main
-from drivenet_patch.errors import PDNError
+from drivenet_patch.app.cli import main
 from drivenet_patch.models import create_model
+from drivenet_patch.models.checkpoint import save_model
+from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.world import Camera, Renderer, Road, StickerPlacement
 from drivenet_patch.world.road import EGO_LANE_D
 

@@ -14,9 +14,9 @@ import torch
 
 from defenses.physical import ImageGeometry, PhysicalThreat, PhysicalTouch, cell_boxes, footprint_mask
 from defenses.physical_attack import attack_roads, draw_physical_runs, physical_attack, render_runs
-from drivenet_patch.checkpoint import save_model
-from drivenet_patch.cli import main
+from drivenet_patch.app.cli import main
 from drivenet_patch.models import create_model
+from drivenet_patch.models.checkpoint import save_model
 from drivenet_patch.world import Renderer
 
 H, W = 66, 200

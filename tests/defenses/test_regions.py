@@ -24,7 +24,7 @@ from defenses.regions import (
     touch_matrix,
 )
 from drivenet_patch.data.base import CropResize
-from drivenet_patch.errors import PDNError
+from drivenet_patch.safety.errors import PDNError
 
 
 def test_region_starts_cover_the_axis_with_a_flush_last_window() -> None:

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 
 from defenses import PatchVote
-from drivenet_patch.checkpoint import load_model
 from drivenet_patch.data.synthesize import synthesize
-from drivenet_patch.evaluation import evaluate
-from drivenet_patch.train import TrainConfig, train
+from drivenet_patch.models.checkpoint import load_model
+from drivenet_patch.training.evaluation import evaluate
+from drivenet_patch.training.train import TrainConfig, train
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from art.attacks.evasion import FastGradientMethod
 from art.estimators.regression import PyTorchRegressor
 
-from drivenet_patch.art_wrapper import to_art_regressor
-from drivenet_patch.errors import PDNError
 from drivenet_patch.models import create_model, use_mode
+from drivenet_patch.models.art import to_art_regressor
+from drivenet_patch.safety.errors import PDNError
 
 
 @pytest.fixture(scope="module")

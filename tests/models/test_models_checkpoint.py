@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from drivenet_patch.checkpoint import load_model, save_model
-from drivenet_patch.errors import PDNError
 from drivenet_patch.models import create_model
-from drivenet_patch.state import load_state, pack_state, read_state_meta, save_state, unpack_state
+from drivenet_patch.models.checkpoint import load_model, save_model
+from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.storage.state import load_state, pack_state, read_state_meta, save_state, unpack_state
 
 
 def gen(seed: int = 0) -> torch.Generator:

@@ -11,12 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-from drivenet_patch.checkpoint import save_model
-from drivenet_patch.cli.saliency import register as add_saliency_command
+from drivenet_patch.analysis.saliency import (
+    backprop_maps,
+    overlay,
+    save_saliency,
+    upscale_mask,
+    visual_backprop,
+)
+from drivenet_patch.app.cli.saliency import register as add_saliency_command
 from drivenet_patch.data import open_dataset
-from drivenet_patch.errors import PDNError
 from drivenet_patch.models import SaliencyStage, create_model
-from drivenet_patch.saliency import backprop_maps, overlay, save_saliency, upscale_mask, visual_backprop
+from drivenet_patch.models.checkpoint import save_model
+from drivenet_patch.safety.errors import PDNError
 
 
 def stage(k: int, s: int, p: int = 0) -> SaliencyStage:
@@ -138,7 +144,7 @@ def test_save_saliency_writes_pngs_and_summary(tmp_path: Path, make_tiny_synth) 
     summary = json.loads((tmp_path / "out" / "saliency.json").read_text())
     assert summary["steering_deg"] == pytest.approx(ds.labels["steering_deg"].to_numpy()[[0, 3, 6, 9]], abs=1e-4)
     with torch.no_grad():
-        from drivenet_patch.tensors import to_tensor
+        from drivenet_patch.safety.tensors import to_tensor
 
         expected = model.eval()(to_tensor(ds.frames([0, 3, 6, 9]))).numpy()
     assert summary["prediction_deg"] == pytest.approx(expected, abs=1e-3)

@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torchvision.models import resnet18 as tv_resnet18
 
-from drivenet_patch.errors import PDNError
 from drivenet_patch.models import (
     ColorNorm,
     PilotNet,
@@ -23,6 +22,7 @@ from drivenet_patch.models import (
     model_defaults,
     use_mode,
 )
+from drivenet_patch.safety.errors import PDNError
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -38,7 +38,7 @@ def test_package_exports_and_a_light_cli_import() -> None:
     assert sorted(models.__all__) == sorted(models._EXPORTS)
     for name in models.__all__:
         assert getattr(models, name) is not None
-    code = "import sys, drivenet_patch.cli.saliency; assert 'torch' not in sys.modules"
+    code = "import sys, drivenet_patch.app.cli.saliency; assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0  # pdn --help stays fast
 
 

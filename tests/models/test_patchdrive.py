@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from drivenet_patch.checkpoint import load_model, save_model
+from drivenet_patch.analysis.saliency import BOX_COLOR, draw_boxes, patch_saliency, save_saliency
 from drivenet_patch.data import open_dataset
-from drivenet_patch.errors import PDNError
 from drivenet_patch.models import count_macs, create_model, list_models, model_defaults
+from drivenet_patch.models.checkpoint import load_model, save_model
 from drivenet_patch.models.patchdrive import (
     PatchDrive,
     cell_corners,
@@ -25,7 +25,7 @@ from drivenet_patch.models.patchdrive import (
     select_cells,
     straight_through_weights,
 )
-from drivenet_patch.saliency import BOX_COLOR, draw_boxes, patch_saliency, save_saliency
+from drivenet_patch.safety.errors import PDNError
 
 TINY_SIZE = (64, 128)  # patchdrive_tiny: downscale 2 -> 8 px cells, an 8x16 grid; 3 patches of 16x16
 
@@ -159,7 +159,7 @@ def test_saliency_shows_the_map_and_the_selected_patches(tmp_path: Path, make_ti
     summary = json.loads((tmp_path / "sal" / "saliency.json").read_text())
     assert summary["patches"] == result["patches"]
     # The map and the boxes come from the model's own forward pass.
-    from drivenet_patch.tensors import to_tensor
+    from drivenet_patch.safety.tensors import to_tensor
 
     x = to_tensor(ds.frames(np.asarray(result["indices"])))
     masks, steering, corners = patch_saliency(model, x)
@@ -174,7 +174,7 @@ def test_saliency_shows_the_map_and_the_selected_patches(tmp_path: Path, make_ti
 def test_pdn_train_and_saliency_cli(tmp_path: Path, make_tiny_synth: Callable[..., Path],
                                     capsys: pytest.CaptureFixture[str]) -> None:
     """``pdn train --model patchdrive`` on a tiny 160x320 synth dataset, then ``pdn saliency`` on the run."""
-    from drivenet_patch.cli import main
+    from drivenet_patch.app.cli import main
 
     make_tiny_synth(tmp_path / "ds", n=40, size=(160, 320))  # two episodes: one trains, one validates
     run = tmp_path / "run"

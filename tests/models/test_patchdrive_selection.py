@@ -13,8 +13,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from drivenet_patch.analysis.saliency import patch_weights_map, save_saliency, unit_range
+from drivenet_patch.analysis.selection import fusion_usage, inference_cost, selection_stats
+from drivenet_patch.analysis.selection_study import study_table, write_study_table
 from drivenet_patch.data import open_dataset
-from drivenet_patch.errors import PDNError
 from drivenet_patch.models import create_model, model_defaults, parse_model_args
 from drivenet_patch.models.patchdrive import (
     PatchDrive,
@@ -23,10 +25,8 @@ from drivenet_patch.models.patchdrive import (
     selection_penalty,
     straight_through_weights,
 )
-from drivenet_patch.saliency import patch_weights_map, save_saliency, unit_range
-from drivenet_patch.selection import fusion_usage, inference_cost, selection_stats
-from drivenet_patch.selection_study import study_table, write_study_table
-from drivenet_patch.train import TrainConfig, train
+from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.training.train import TrainConfig, train
 
 TINY_SIZE = (64, 128)
 
@@ -148,7 +148,7 @@ def test_parse_model_args() -> None:
 
 def test_pdn_train_model_arg_is_stored_and_errors_are_one_line(tmp_path: Path, tiny_data: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
-    from drivenet_patch.cli import main
+    from drivenet_patch.app.cli import main
 
     run = tmp_path / "run"
     base = ["train", "--data", str(tiny_data), "--model", "patchdrive_tiny", "--epochs", "1",
@@ -205,7 +205,7 @@ def _write(path: Path, obj: dict) -> None:
 
 
 def test_study_table_reads_the_results_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from drivenet_patch.cli import main
+    from drivenet_patch.app.cli import main
 
     res = tmp_path / "results"
     res.mkdir()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from drivenet_patch.errors import PDNError
+from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.world import (
     EGO_LANE_D,
     WHEELBASE_M,

@@ -10,10 +10,10 @@ import pytest
 
 from drivenet_patch.data import SynthDataset, open_dataset
 from drivenet_patch.data.synthesize import synthesize
-from drivenet_patch.viewshift import shift_frame
+from drivenet_patch.data.viewpoint import WorldViewpointShift, shift_poses
+from drivenet_patch.training.viewshift import shift_frame
 from drivenet_patch.world.episodes import expert_steer, lateral_shift
 from drivenet_patch.world.road import Road
-from drivenet_patch.world.viewpoint import WorldViewpointShift, shift_poses
 
 
 @pytest.fixture(scope="module")

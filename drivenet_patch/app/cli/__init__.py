@@ -1,0 +1,121 @@
+"""The ``pdn`` command line: the only place argparse lives.
+
+One module per command group (``data``, ``train``, ``drive``, ``saliency``, ``attack``, ``certify``,
+``report``, ``demo``, ``bench``), each with a ``register(sub)`` that adds its commands and ``cmd_*``
+functions that parse flags and call the library. A new command is one new module here (plus its test)
+and one name in ``COMMAND_MODULES``. Nothing outside this package imports it (import-linter enforces it).
+
+Every command that measures something takes ``--json`` and then prints exactly one JSON object on
+stdout. Bad input prints ``pdn: error: <one line>`` on stderr and exits with 2. Progress bars go to
+stderr, and only when it is a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from drivenet_patch import __version__
+from drivenet_patch.app.cli.common import Parser, os_error_line
+from drivenet_patch.safety.errors import PDNError, one_line
+
+__all__ = ["COMMAND_MODULES", "build_parser", "main", "run"]
+
+#: The command modules, in the order ``pdn --help`` lists their commands.
+COMMAND_MODULES = ("data", "train", "selection", "drive", "saliency", "export", "attack", "attack_sweep", "certify",
+                   "report", "demo", "bench")
+
+
+def build_parser() -> Parser:
+    """The ``pdn`` parser with every command of ``COMMAND_MODULES`` registered."""
+    p = Parser(prog="pdn", description="PatchDriveNet: steering models, adversarial stickers, certified defenses.")
+    p.add_argument("--version", action="version", version=f"pdn {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"drivenet_patch.app.cli.{name}").register(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``pdn`` command; returns its exit code (2 with one line on stderr for bad input)."""
+    from drivenet_patch.app.cli.attack import route_argv
+
+    parser = build_parser()
+    args = parser.parse_args(route_argv(list(sys.argv[1:] if argv is None else argv)))
+    # Warnings (torch, numpy) are held back until the command ends: a refusal stays one line.
+    with warnings.catch_warnings(record=True) as held:
+        rc = _run_command(args)
+    if rc == 0:
+        for w in held:
+            print(warnings.formatwarning(w.message, w.category, w.filename, w.lineno).rstrip(), file=sys.stderr)
+    return rc
+
+
+#: Options that name files or folders a command reads, and those naming what it writes.
+_INPUT_OPTIONS = ("model", "data", "val", "sticker", "palette", "init", "path", "paths")
+_OUTPUT_OPTIONS = ("out", "video")
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """Every command's path arguments, checked once before it runs: no FIFO or device as an input
+    (it would block forever), no output written over an input or over a model or dataset file.
+    A command whose ``--out`` is a file (not a folder) marks its function with ``out_is_file = True``."""
+    from drivenet_patch.safety.inputs import check_input_path, check_output
+
+    inputs: list[str] = []
+    for name in _INPUT_OPTIONS:
+        value = getattr(args, name, None)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, (str, Path)) and str(item):
+                check_input_path(item, f"--{name}" if name not in ("path", "paths") else "PATH")
+                inputs.append(str(item))
+    sticker = getattr(args, "sticker", None)
+    for name in _OUTPUT_OPTIONS:
+        value = getattr(args, name, None)
+        if isinstance(value, (str, Path)) and str(value):
+            is_file = name == "video" or getattr(args.fn, "out_is_file", False)
+            check_output(value, inputs, f"--{name}", is_file=is_file, own_names=("predictions.csv",),
+                         may_equal=[sticker] if sticker else [])
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    try:
+        if isinstance(getattr(args, "device", None), str):  # every command's --device, checked once here
+            from drivenet_patch.safety.inputs import check_device
+
+            args.device = check_device(args.device)
+        _check_paths(args)
+        return int(args.fn(args) or 0)
+    except PDNError as exc:
+        print(f"pdn: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the file system refused (not a folder, no permission, disk full): one line, no traceback
+        print(f"pdn: error: {one_line(os_error_line(exc))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pdn: interrupted", file=sys.stderr)
+        return 130
+
+
+def run() -> None:
+    """The ``pdn`` program: :func:`main`, then exit with its status.
+
+    After a multi-process (``torchrun``) command the process ends with ``os._exit`` once its
+    output is flushed, skipping interpreter shutdown, which can abort while gloo's worker
+    threads are alive (see :func:`drivenet_patch.training.distributed.group_threads_left`); every file has
+    been written and closed by then.
+    """
+    rc = main()
+    from drivenet_patch.training.distributed import group_threads_left
+
+    if group_threads_left():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    sys.exit(rc)

@@ -1,0 +1,119 @@
+"""The section "Sticker size that breaks the model": ``pdn attack sweep`` folders (issue 18).
+
+A sweep folder (``sweep.json`` + ``sweep.csv``) holds one separately optimised sticker per area and
+its closed-loop lane departures beside the noise and grey controls of the same size and a drive
+with no sticker; its break area is the smallest area with departures on at least
+:data:`attacks.sweep.BREAK_RATE` of the approaches. The section draws every swept model on one
+plot (:func:`attacks.sweep.draw_sweep`) with DRP's painted area and, when a physical certify
+folder of a defended model is given too, the largest area its certificate covers
+(:mod:`drivenet_patch.app.report.metres`).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from drivenet_patch.app.report.metres import read_physical
+from drivenet_patch.app.report.page import Page, fmt, html_table, load_csv, load_json, model_name
+
+__all__ = ["SWEEP_TITLE", "Swept", "read_sweeps", "sweep_section"]
+
+SWEEP_TITLE = "Sticker size that breaks the model"
+_RATES = ("departure_rate", "noise_departure_rate", "grey_departure_rate", "no_sticker_departure_rate")
+
+
+@dataclass(frozen=True)
+class Swept:
+    """One sweep folder, read: ``label`` (model name, with the folder when two sweeps share one), the
+    attacked ``model`` folder, ``meta`` (``sweep.json``), ``table`` (``sweep.csv`` by area) and its
+    ``break_area`` (m², None when no size reached the break rate)."""
+
+    path: Path
+    label: str
+    model: str
+    meta: dict[str, Any]
+    table: pd.DataFrame
+    break_area: float | None
+
+
+def _area(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def read_sweeps(paths: Sequence[Path]) -> list[Swept]:
+    """The sweep folders ``paths``, read (one-line errors naming the file)."""
+    from attacks.sweep import break_area
+
+    read = []
+    for p in paths:
+        meta = load_json(p / "sweep.json")
+        table = load_csv(p / "sweep.csv", ("area_m2", "width_m", "length_m", *_RATES)).sort_values("area_m2")
+        brk = _area(meta["break_area_m2"]) if "break_area_m2" in meta else break_area(table)
+        model = str(meta.get("model", "?"))
+        read.append((p, model_name(model), model, meta, table.reset_index(drop=True), brk))
+    names = [r[1] for r in read]
+    return [Swept(p, f"{name} ({p.name})" if names.count(name) > 1 else name, model, meta, table, brk)
+            for p, name, model, meta, table, brk in read]
+
+
+def _pct(v: Any) -> str:
+    f = pd.to_numeric(pd.Series([v]), errors="coerce").iloc[0]
+    return "n/a" if pd.isna(f) else f"{100 * float(f):.0f}%"
+
+
+def sweep_section(page: Page, paths: Sequence[Path], physical: Sequence[Path] = ()) -> str:
+    """The section's HTML: the departures-vs-area figure of every sweep with a table beside it, then each
+    sweep's settings. ``physical``: certify ``--physical`` folders; a defended model's certified area is marked."""
+    if not paths:
+        return ""
+    from attacks.sweep import BREAK_RATE, DRP_AREA_M2, draw_sweep
+
+    sweeps = read_sweeps(paths)
+    certified = {f"{ph.label} certified up to {ph.area_m2:g} m²": ph.area_m2 for ph in read_physical(physical)
+                 if ph.area_m2 is not None and ph.label.startswith("patchvote")}
+    drp = float(sweeps[0].meta.get("drp_area_m2") or DRP_AREA_M2)
+    fig = Figure(figsize=(7.5, 4.6))
+    draw_sweep(fig.subplots(), {s.label: s.table for s in sweeps}, {s.label: s.break_area for s in sweeps}, drp,
+               certified, "Lane departures vs sticker area")
+    caption = (f"Share of closed-loop approaches that leave the lane, one separately optimised sticker per area "
+               f"(solid) beside its noise and grey controls and no sticker (dashed); star: the break area (the "
+               f"smallest area with >= {100 * BREAK_RATE:.0f}% departures); dash-dot: DRP's painted region "
+               f"(about 5.7 m x 38 m = {drp:g} m², Sato et al., USENIX Security 2021)")
+    if certified:
+        caption += "; green: the largest area the defended model's physical certificate covers"
+    fig_html = page.figure(fig, "sweep_departures", caption)
+
+    areas = sorted({float(a) for s in sweeps for a in s.table["area_m2"]})
+    header = ["area (m²)"] + [f"{s.label}: {c}" for s in sweeps for c in ("sticker", "noise", "grey", "no sticker")]
+    rows = []
+    for a in areas:
+        row: list[Any] = [f"{a:g}"]
+        for s in sweeps:
+            hit = s.table[s.table["area_m2"] == a]
+            row += [_pct(hit[c].iloc[0]) if len(hit) else "" for c in _RATES]
+        rows.append(row)
+    rows.append(["break area"] + [x for s in sweeps for x in
+                                  ((f"{s.break_area:g} m²" if s.break_area is not None else f"none up to {max(areas):g} m²"),
+                                   "", "", "")])
+    table = html_table(rows, header)
+    parts = [f'<div class="figs">{fig_html}<div>{table}</div></div>']
+    for s in sweeps:
+        m = s.meta
+        n = pd.to_numeric(s.table["n_approaches"], errors="coerce") if "n_approaches" in s.table else None
+        settings: list[tuple[str, Any]] = [
+            ("model", s.model), ("aspect", m.get("aspect")), ("closed-loop-aware", m.get("closed_loop")),
+            ("steps per size", m.get("steps")), ("optimisation roads x poses", f"{fmt(m.get('roads'))} x "
+                                                                            f"{fmt(m.get('poses'))}"),
+            ("closed loop", f"{fmt(m.get('loop_roads'))} roads x {fmt(m.get('km'))} km"
+             + (f" ({int(n.min())} approaches per size)" if n is not None and n.notna().any() else "")),
+            ("break area (m²)", s.break_area), ("seed", m.get("seed"))]
+        parts += [f"<h3>{html.escape(str(s.path))}</h3>", html_table([r for r in settings if r[1] is not None])]
+    return "".join(parts)

@@ -1,0 +1,317 @@
+"""Benchmarks behind ``pdn bench``: measured side by side in one process, best of several repeats.
+
+This machine is noisy (a shared 2-core VM), so every figure is the best of ``repeats`` timed
+runs after a warm-up; ratios are taken between runs made in the same process.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from drivenet_patch.world.camera import Camera
+from drivenet_patch.world.render import Lighting, Renderer
+from drivenet_patch.world.road import Road
+
+
+def best_rates(fns: dict[str, Callable[[], Any]], items: dict[str, int], repeats: int = 3) -> dict[str, float]:
+    """Items per second of several functions measured *interleaved* (a, b, a, b, ...; best of
+    ``repeats`` each, after one warm-up call each), so that a ratio between them is not skewed by
+    the machine's load drifting between two separate measurements."""
+    best = {k: float("inf") for k in fns}
+    for fn in fns.values():
+        fn()
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[k] = min(best[k], time.perf_counter() - t0)
+    return {k: items[k] / best[k] for k in fns}
+
+
+def best_rate(fn: Callable[[], Any], items: int, repeats: int = 3) -> float:
+    """Items per second of ``fn`` (best of ``repeats`` runs, after one warm-up call)."""
+    return best_rates({"fn": fn}, {"fn": items}, repeats)["fn"]
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def bench_world(frames: int = 2048, compile: bool = True, device: str = "cpu", repeats: int = 3) -> dict[str, Any]:
+    """Frames per second of batched rendering (float frames, and uint8 frames as written to datasets).
+
+    Keys ``fps_<H>x<W>`` hold the fastest mode measured; per-mode figures sit beside them.
+    """
+    road = Road.generate(0, 1000.0)
+    rng = np.random.default_rng(0)
+    s = rng.uniform(10.0, 900.0, frames)
+    poses = np.stack([road.pose_at(float(v), -1.75 + float(o), float(h))
+                      for v, o, h in zip(s, rng.uniform(-0.8, 0.8, frames), rng.uniform(-0.05, 0.05, frames))])
+    light = Lighting.sample(rng, frames, device)
+    result: dict[str, Any] = {"frames": frames, "device": device, "machine": machine()}
+    modes = [False, True] if compile else [False]
+    for size in ((66, 200), (160, 320)):
+        key = f"{size[0]}x{size[1]}"
+        best = 0.0
+        for comp in modes:
+            r = Renderer(Camera().with_size(*size), device=device, chunk=32, compile=comp)
+            tag = "compiled" if comp else "eager"
+            t0 = time.perf_counter()
+            r.render(road, poses[:32], light.index(slice(0, 32)))
+            if comp:
+                result[f"compile_s_{key}"] = round(time.perf_counter() - t0, 1)
+            fps = best_rate(lambda r=r: r.render(road, poses, light), frames, repeats)
+            fps_u8 = best_rate(lambda r=r: r.render_uint8(road, poses, light), frames, repeats)
+            result[f"fps_{key}_{tag}"] = round(fps, 1)
+            result[f"fps_{key}_{tag}_uint8"] = round(fps_u8, 1)
+            best = max(best, fps, fps_u8)
+        result[f"fps_{key}"] = round(best, 1)
+    return result
+
+
+def ratio_table(parts: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ratios of ``pdn bench``: each one from two measurements taken side by side in one run.
+
+    Args:
+        parts: ``{"world": bench_world(...), "train": bench_train(...), "attack": bench_attack(...),
+            "defense": bench_defense(...), "models": bench_models(...)}`` (missing parts or keys are
+            skipped).
+
+    Returns:
+        Rows ``{"measure", "value", "detail"}``.
+    """
+    rows: list[dict[str, Any]] = []
+
+    def add(measure: str, num: Any, den: Any, detail: str) -> None:
+        if isinstance(num, (int, float)) and isinstance(den, (int, float)) and den > 0:
+            rows.append({"measure": measure, "value": float(num) / float(den), "detail": detail})
+
+    w, t, a, d, m = (parts.get(k, {}) for k in ("world", "train", "attack", "defense", "models"))
+    for size in ("66x200", "160x320"):
+        add(f"world {size}: torch.compile / eager renderer", w.get(f"fps_{size}_compiled"),
+            w.get(f"fps_{size}_eager"), f"{_num(w.get(f'fps_{size}_compiled'))} vs {_num(w.get(f'fps_{size}_eager'))} frames/s")
+    add("train: end-to-end / bare step (target >= 0.85)", t.get("train_e2e_img_s"),
+        t.get("train_step_img_s_interleaved"),
+        f"{_num(t.get('train_e2e_img_s'))} vs {_num(t.get('train_step_img_s_interleaved'))} img/s")
+    add("inference: achieved / matmul GFLOP/s", t.get("infer_gflops"), t.get("matmul_gflops"),
+        f"{_num(t.get('infer_img_s'))} img/s = {_num(t.get('infer_gflops'))} GFLOP/s of {_num(t.get('matmul_gflops'))}")
+    add("attack: our sticker step speed / ART AdversarialPatchPyTorch", a.get("art_s_per_step"),
+        a.get("ours_s_per_step"), f"{_num(a.get('ours_s_per_step'))} vs {_num(a.get('art_s_per_step'))} s/step")
+    add("attack: ART step / the model's own forward + backward (bound on any speed-up)", a.get("art_s_per_step"),
+        a.get("model_pass_s"), f"{_num(a.get('art_s_per_step'))} vs {_num(a.get('model_pass_s'))} s")
+    add("attack: our deviation / ART's at equal steps", a.get("ours_dev_deg"), a.get("art_dev_deg"),
+        f"{_num(a.get('ours_dev_deg'))} vs {_num(a.get('art_dev_deg'))} deg")
+    add("defense: PatchVote / PilotNet inference (defended / undefended)", d.get("patchvote_img_s"),
+        d.get("pilotnet_img_s"), f"{_num(d.get('patchvote_img_s'))} vs {_num(d.get('pilotnet_img_s'))} img/s")
+    add("defense: PatchVote / ART derandomized smoothing inference", d.get("patchvote_img_s"),
+        d.get("art_ds_img_s"), f"{_num(d.get('patchvote_img_s'))} vs {_num(d.get('art_ds_img_s'))} img/s")
+    pd, pn = "patchdrive_160x320", "pilotnet_66x200"
+    add("models: PatchDrive 160x320 / PilotNet 66x200 multiply-adds (target <= 3)", m.get(f"{pd}_macs"),
+        m.get(f"{pn}_macs"), f"{_mega(m.get(f'{pd}_macs'))} vs {_mega(m.get(f'{pn}_macs'))} M per image")
+    add("models: PatchDrive 160x320 / PilotNet 66x200 time per image", m.get(f"{pn}_img_s"),
+        m.get(f"{pd}_img_s"), f"{_num(m.get(f'{pd}_img_s'))} vs {_num(m.get(f'{pn}_img_s'))} img/s")
+    return rows
+
+
+def _num(x: Any) -> Any:
+    """Four significant digits for a float in a table's detail column (other values unchanged)."""
+    return f"{x:.4g}" if isinstance(x, float) else x
+
+
+def _mega(n: Any) -> Any:
+    return round(n / 1e6, 1) if isinstance(n, (int, float)) else n
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """A plain-text table of a benchmark result."""
+    lines = [f"{'measure':<34} value", "-" * 48]
+    for k, v in result.items():
+        if isinstance(v, dict):
+            v = ", ".join(f"{a}={b}" for a, b in v.items())
+        lines.append(f"{k:<34} {v}")
+    return "\n".join(lines)
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of an n x n float32 matmul: the practical compute ceiling of this machine."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return best_rate(lambda: a @ b, 2 * n**3, repeats) / 1e9
+
+
+def bench_train(batches: int = 30, batch: int = 64, device: str = "cpu", repeats: int = 3,
+                compile: bool = False) -> dict[str, Any]:
+    """Images/s of PilotNet's bare train step, of end-to-end training (memory-mapped world data,
+    balanced sampling, augmentation, prefetch thread) and of inference, side by side.
+    """
+    import tempfile
+
+    from drivenet_patch.data import SynthDataset
+    from drivenet_patch.data.synthesize import synthesize
+    from drivenet_patch.models import create_model
+    from drivenet_patch.training.augment import Augmenter
+    from drivenet_patch.training.config import TrainConfig
+    from drivenet_patch.training.data import Subset, prefetch, tensor_batches
+
+    result: dict[str, Any] = {"batch": batch, "device": device, "machine": machine()}
+    model = create_model("pilotnet", generator=torch.Generator().manual_seed(0)).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.rand(batch, 3, *model.input_size, device=device)
+    y = torch.randn(batch, device=device)
+
+    def step(inp: torch.Tensor, target: torch.Tensor) -> None:
+        loss = torch.nn.functional.mse_loss(model(inp), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for layout, fmt in (("nchw", torch.contiguous_format), ("channels_last", torch.channels_last)):
+        model.to(memory_format=fmt)
+        xi = x.contiguous(memory_format=fmt)
+        result[f"train_step_img_s_{layout}"] = round(best_rate(lambda xi=xi: [step(xi, y) for _ in range(10)],
+                                                               10 * batch, repeats), 1)
+        model.eval()
+        with torch.no_grad():
+            result[f"infer_img_s_{layout}"] = round(best_rate(lambda xi=xi: [model(xi) for _ in range(20)],
+                                                              20 * batch, repeats), 1)
+        model.train()
+    if compile:  # the same step through torch.compile (channels_last), compile time reported apart
+        model.to(memory_format=torch.channels_last)
+        compiled = torch.compile(model)
+        xi = x.contiguous(memory_format=torch.channels_last)
+
+        def cstep() -> None:
+            loss = torch.nn.functional.mse_loss(compiled(xi), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        t0 = time.perf_counter()
+        cstep()
+        result["compile_s"] = round(time.perf_counter() - t0, 1)
+        result["train_step_img_s_compiled"] = round(best_rate(lambda: [cstep() for _ in range(10)], 10 * batch,
+                                                               repeats), 1)
+    best_layout = max(("nchw", "channels_last"), key=lambda k: result[f"train_step_img_s_{k}"])
+    fmt = torch.channels_last if best_layout == "channels_last" else torch.contiguous_format
+    model.to(memory_format=fmt)
+    with tempfile.TemporaryDirectory() as tmp:
+        synthesize(tmp, 2048, seed=0, cameras=("center", "left", "right"), progress=False)
+        ds = SynthDataset(tmp)
+        data = Subset(ds, np.arange(len(ds)))
+        xb = x.contiguous(memory_format=fmt)
+        fns: dict[str, Callable[[], Any]] = {"bare": lambda: [step(xb, y) for _ in range(batches)]}
+        for photometric, key in (("torch", "train_e2e_img_s"), ("albumentations", "train_e2e_img_s_albumentations")):
+            cfg = TrainConfig(batch=batch, samples_per_epoch=batches * batch, photometric=photometric,
+                              channels_last=fmt == torch.channels_last)
+            augmenter = Augmenter(ds.camera, ds.crop, shift_m=cfg.shift_m, rot_deg=cfg.rot_deg,
+                                  photometric=photometric == "albumentations")
+
+            def epoch(cfg: TrainConfig = cfg, augmenter: Augmenter = augmenter) -> None:
+                for xi, yi in prefetch(tensor_batches(data, cfg, 0, augmenter, device)):
+                    step(xi, yi)
+
+            fns[key] = epoch
+        # The ratio's two sides interleaved, same number of steps each (see best_rates).
+        rates = best_rates(fns, dict.fromkeys(fns, batches * batch), repeats=max(repeats, 5))
+        result["train_step_img_s_interleaved"] = round(rates.pop("bare"), 1)
+        result.update({k: round(v, 1) for k, v in rates.items()})
+    result["train_layout"] = best_layout
+    result["train_step_img_s"] = result[f"train_step_img_s_{best_layout}"]
+    result["infer_img_s"] = max(result["infer_img_s_nchw"], result["infer_img_s_channels_last"])
+    bare = result["train_step_img_s_interleaved"]
+    result["e2e_over_step"] = round(result["train_e2e_img_s"] / bare, 3)
+    result["e2e_over_step_albumentations"] = round(result["train_e2e_img_s_albumentations"] / bare, 3)
+    result["matmul_gflops"] = round(matmul_gflops(), 1)
+    from drivenet_patch.models import count_macs
+
+    flops = 2 * count_macs(model)  # PilotNet at 66x200: 26.9 M multiply-adds (convs + FCs) = 53.75 MFLOP
+    result["infer_gflops"] = round(result["infer_img_s"] * flops / 1e9, 1)
+    return result
+
+
+def bench_models(batch: int = 64, device: str = "cpu", repeats: int = 5, onnx: bool = False) -> dict[str, Any]:
+    """Inference cost of PatchDrive beside PilotNet: multiply-adds per image and images/s.
+
+    PilotNet at its own 66x200, PilotNet at 160x320 and PatchDrive at 160x320 (``k=8``, ``patch=32``),
+    untrained (cost does not depend on the weights), eval mode, no grad, channels-last, measured
+    interleaved (see :func:`best_rates`). Keys ``<name>_macs``, ``<name>_params``, ``<name>_img_s``.
+
+    With ``onnx`` on a CPU and the deploy extra installed, each model (plus ResNet-18 and PatchVote
+    at 66x200, PyTorch and ONNX Runtime) is also exported to ONNX and run in ONNX Runtime on the
+    same batch with the same number of threads as torch, interleaved with the PyTorch runs:
+    ``<name>_ort_img_s`` and ``<name>_ort_max_diff_deg`` (max |ONNX Runtime - PyTorch| on the batch).
+    """
+    from drivenet_patch.models import count_parameters, create_model
+    from drivenet_patch.models.patchdrive import model_macs
+
+    g = torch.Generator().manual_seed(0)
+    models = {"pilotnet_66x200": create_model("pilotnet", generator=g),
+              "pilotnet_160x320": create_model("pilotnet", input_size=(160, 320), generator=g),
+              "patchdrive_160x320": create_model("patchdrive", generator=g)}
+    ort_ok = onnx and torch.device(device).type == "cpu" and _has_onnxruntime()
+    if ort_ok:
+        models["resnet18_66x200"] = create_model("resnet18", generator=g)
+        models["patchvote_66x200"] = create_model("patchvote", generator=g)
+    result: dict[str, Any] = {"batch": batch, "device": device, "machine": machine()}
+    fns: dict[str, Callable[[], Any]] = {}
+    for name, m in models.items():
+        result[f"{name}_macs"] = model_macs(m)
+        result[f"{name}_params"] = count_parameters(m)
+        m = m.to(device).eval().to(memory_format=torch.channels_last)
+        x = torch.rand(batch, 3, *m.input_size, generator=g).to(device).contiguous(memory_format=torch.channels_last)
+
+        def infer(m: torch.nn.Module = m, x: torch.Tensor = x) -> None:
+            with torch.no_grad():
+                m(x)
+                m(x)
+            if x.is_cuda:
+                torch.cuda.synchronize()
+        fns[name] = infer
+        if ort_ok:
+            fns[f"{name}_ort"] = _ort_infer(m, x, batch, result, name)
+    rates = best_rates(fns, dict.fromkeys(fns, 2 * batch), repeats)
+    result.update({f"{k}_img_s": round(v, 1) for k, v in rates.items()})
+    for name in models:
+        if f"{name}_ort" in rates:
+            result[f"{name}_ort_over_torch"] = round(rates[f"{name}_ort"] / rates[name], 3)
+    for name in ("pilotnet_66x200", "pilotnet_160x320", "patchdrive_160x320"):  # relative to PilotNet at 66x200
+        # (issue 8's target: at most 3x)
+        result[f"{name}_macs_over_pilotnet_66x200"] = round(result[f"{name}_macs"] / result["pilotnet_66x200_macs"], 3)
+        result[f"{name}_time_over_pilotnet_66x200"] = round(rates["pilotnet_66x200"] / rates[name], 3)
+    return result
+
+
+def _has_onnxruntime() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None
+
+
+def _ort_infer(model: torch.nn.Module, x: torch.Tensor, batch: int, result: dict[str, Any], name: str
+               ) -> Callable[[], Any]:
+    """Export ``model`` with a fixed batch, load it in ONNX Runtime with torch's thread count; record its error."""
+    import tempfile
+
+    from drivenet_patch.deploy.export import compare, export_onnx, run_session, session
+
+    with tempfile.TemporaryDirectory() as tmp:
+        export_onnx(model, f"{tmp}/m.onnx", batch=batch)
+        sess = session(f"{tmp}/m.onnx", threads=torch.get_num_threads())
+    xc = x.contiguous()
+    result[f"{name}_ort_max_diff_deg"] = float(f"{compare(model, sess, xc)['steering']:.3g}")
+    xn = xc.numpy()
+
+    def infer() -> None:
+        run_session(sess, xn)
+        run_session(sess, xn)
+    return infer

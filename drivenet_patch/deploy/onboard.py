@@ -1,0 +1,432 @@
+"""The vehicle-side certifier: region votes + touch sets -> steering, certified interval, verified flag.
+
+NumPy only (no torch, no project imports that pull torch in): what a car runs beside an ONNX
+Runtime session of an exported PatchVote model (``pdn export``), whose outputs are the region
+votes (B, N) and the validity mask. It computes the same certificate as
+:func:`defenses.certify.certify_votes`, with the same arithmetic in the same order, so the two
+agree exactly (a property test holds them to bit equality over random votes, abstentions and
+touch sets). See :mod:`defenses.certify` for the bounds and the papers they come from; in
+short, a threat that can reach the votes of a set S of regions moves an order-statistic
+aggregate at most to the order statistics of the untouched votes, and the interval is the hull
+over the threat's maximal sets.
+
+Metadata format (``CERT_FORMAT``; stored as JSON under the ONNX metadata key ``CERT_KEY``)::
+
+    {"format": "pdn-certificate/1", "n_regions": 9, "valid": [true, ...],
+     "aggregate": "median", "trim": 3, "bin_deg": 2.0, "tau_deg": 3.0,
+     "default_threat": "patch_2%",
+     "threats": {"patch_2%": {"kind": "pixel_patch", "patch_px": [11, 24],
+                              "touch_sets": [[0, 1], [1, 2, 3], ...]}, ...}}
+
+A threat is just a list of touch sets (region indices one attacker placement can reach), so a
+physical sticker threat (metres on the road, mapped through the camera) is another entry with
+its own ``kind`` and sets; the certifier does not care where the sets came from.
+
+Exactness note: order statistics, midpoints and bin edges are the same IEEE operations as in
+torch. The float64 sums of the trimmed mean and of outlier rejection may be added in another
+order; their float32 result can then differ only when the float64 value lies within a
+rounding error (~1e-16 relative) of a float32 rounding boundary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from drivenet_patch.safety.errors import PDNError
+
+#: Aggregators (the same names as :data:`defenses.aggregate.METHODS`).
+METHODS = ("median", "trimmed", "vote", "reject")
+#: ONNX metadata key holding the certificate metadata JSON.
+CERT_KEY = "pdn.certificate"
+CERT_FORMAT = "pdn-certificate/1"
+#: Relative margin on float64 sums (the value of :mod:`defenses.certify`).
+SUM_MARGIN = 1e-12
+_I16 = np.int16
+
+
+class OnboardCertificate(NamedTuple):
+    """Per frame, all (B,): clean aggregate, interval ``[lo, hi]``, finite flag, most touched valid votes."""
+
+    output: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    certified: np.ndarray
+    k: np.ndarray
+
+
+# ---------------------------------------------------------------------------- touch sets
+def touch_rows(sets: Sequence[Sequence[int]] | np.ndarray, n_regions: int) -> np.ndarray:
+    """(Q, N) bool rows from a list of region-index lists (or a ready bool matrix).
+
+    Raises:
+        PDNError: an index outside ``[0, n_regions)`` or a matrix of the wrong width.
+    """
+    if isinstance(sets, np.ndarray) and sets.dtype == bool:
+        if sets.ndim != 2 or sets.shape[1] != n_regions:
+            raise PDNError(f"touch matrix must be (P, {n_regions}) for {n_regions} regions, got {sets.shape}")
+        return sets
+    rows = np.zeros((len(sets), n_regions), dtype=bool)
+    for q, members in enumerate(sets):
+        for r in members:
+            if isinstance(r, bool) or int(r) != r or not 0 <= int(r) < n_regions:
+                raise PDNError(f"touch set {q}: region index {r!r} is not in [0, {n_regions})")
+            rows[q, int(r)] = True
+    if rows.shape[0] == 0:
+        raise PDNError("a threat needs at least one touch set")
+    return rows
+
+
+def maximal_sets(touch: np.ndarray) -> np.ndarray:
+    """Distinct rows of a (P, N) bool matrix not strictly contained in another row -> (Q, N)."""
+    rows = np.unique(np.asarray(touch, dtype=bool), axis=0)
+    if rows.shape[0] <= 1:
+        return rows
+    r = rows.astype(np.float32)
+    inter = r @ r.T
+    size = r.sum(1)
+    contained = (inter == size[:, None]) & (size[None, :] > size[:, None])
+    return rows[~contained.any(1)]
+
+
+def sets_to_lists(touch: np.ndarray) -> list[list[int]]:
+    """(Q, N) bool -> region-index lists (the metadata's ``touch_sets``)."""
+    return [np.flatnonzero(row).tolist() for row in np.asarray(touch, dtype=bool)]
+
+
+# ---------------------------------------------------------------------------- aggregates
+def _midpoint(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a + b) * a.dtype.type(0.5)
+
+
+def _sort_valid(votes: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    key = np.where(valid, votes, votes.dtype.type(np.inf))
+    perm = np.argsort(key, axis=1, kind="stable")
+    return np.take_along_axis(key, perm, 1), perm, valid.sum(1)
+
+
+def _median(votes: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    s, _, n = _sort_valid(votes, valid)
+    return _median_sorted(s, n)
+
+
+def _median_sorted(s: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Median of rows sorted by :func:`_sort_valid` with ``n`` (B,) valid entries each."""
+    rows = np.arange(s.shape[0])
+    out = _midpoint(s[rows, np.maximum((n - 1) // 2, 0)], s[rows, np.minimum(n // 2, s.shape[1] - 1)])
+    return np.where(n > 0, out, s.dtype.type(np.nan))
+
+
+def _sum64(x: np.ndarray) -> np.ndarray:
+    return x.sum(1)
+
+
+def _trimmed_mean(votes: np.ndarray, valid: np.ndarray, t: int) -> np.ndarray:
+    s, _, n = _sort_valid(votes, valid)
+    rank = np.arange(votes.shape[1])[None, :]
+    keep = (rank >= t) & (rank < (n - t)[:, None])
+    total = _sum64(np.where(keep, s.astype(np.float64), 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = (total / (n - 2 * t).astype(np.float64)).astype(votes.dtype)
+    return np.where(n > 2 * t, out, votes.dtype.type(np.nan))
+
+
+def _bin_index(v: np.ndarray, bin_deg: float) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        return np.clip(np.floor(v.astype(np.float64) / float(bin_deg) + 0.5), -1e15, 1e15).astype(np.int64)
+
+
+def _bin_edges(top_bin: np.ndarray, bin_deg: float, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    w = float(bin_deg)
+    lo = (top_bin.astype(np.float64) - 0.5) * w
+    hi = (top_bin.astype(np.float64) + 0.5) * w
+    pad = 1e-9 * (np.abs(lo) + np.abs(hi) + w)
+    lo, hi = (lo - pad).astype(dtype), (hi + pad).astype(dtype)
+    return np.nextafter(lo, dtype.type(-np.inf)), np.nextafter(hi, dtype.type(np.inf))
+
+
+def _bin_vote(votes: np.ndarray, valid: np.ndarray, bin_deg: float) -> tuple[np.ndarray, ...]:
+    big = np.iinfo(np.int64).max
+    ids = _bin_index(votes, bin_deg)  # (B, N)
+    ids_s = np.sort(np.where(valid, ids, big), axis=1)
+    counts = (ids_s[:, :, None] == ids_s[:, None, :]).sum(2)  # length of each vote's run of equal ids
+    ok = ids_s != big
+    counts = np.where(ok, counts, 0)
+    top_count = counts.max(1)
+    key = 2 * np.abs(np.clip(ids_s, -(2**60), 2**60)) + (ids_s > 0).astype(np.int64)
+    key = np.where(ok & (counts == top_count[:, None]), key, big)
+    top_bin = np.take_along_axis(ids_s, key.argmin(1)[:, None], 1)[:, 0]
+    runner_up = np.where(ok & (ids_s != top_bin[:, None]), counts, 0).max(1)
+    out = _median(votes, valid & (ids == top_bin[:, None]))
+    return out, top_bin, top_count, runner_up
+
+
+def _outlier_mean(votes: np.ndarray, valid: np.ndarray, tau: float) -> np.ndarray:
+    med = _median(votes, valid)
+    v64 = votes.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        keep = valid & (np.abs(v64 - med.astype(np.float64)[:, None]) <= float(tau))
+    total = _sum64(np.where(keep, v64, 0.0))
+    count = keep.sum(1)
+    mean = (total / np.maximum(count, 1).astype(np.float64)).astype(votes.dtype)
+    return np.where(count > 0, mean, med)
+
+
+# ---------------------------------------------------------------------------- bounds
+class _Sets(NamedTuple):
+    s: np.ndarray  # (B, N) sorted, +inf for abstentions
+    n: np.ndarray  # (B,)
+    valid_s: np.ndarray  # (B, N)
+    touched: np.ndarray  # (B, N, Q)
+    c: np.ndarray  # (B, Q)
+
+
+def _prepare(votes: np.ndarray, valid: np.ndarray, sets: np.ndarray) -> _Sets:
+    s, perm, n = _sort_valid(votes, valid)
+    valid_s = np.take_along_axis(valid, perm, 1)
+    touched = sets.T[perm] & valid_s[:, :, None]
+    return _Sets(s, n, valid_s, touched, touched.sum(1).astype(np.int64))
+
+
+def _kth_kept(s: np.ndarray, cnt: np.ndarray, j: np.ndarray) -> np.ndarray:
+    jj = np.clip(j, -1, np.iinfo(_I16).max).astype(_I16)[:, None, :]
+    pos = np.minimum((cnt <= jj).sum(1).astype(np.int64), s.shape[1] - 1)  # (B, Q)
+    return np.take_along_axis(s, pos, 1)
+
+
+def _median_bounds(s: np.ndarray, keep: np.ndarray, c: np.ndarray, low_fill: Any, high_fill: Any
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    cnt = keep.cumsum(1, dtype=_I16)
+    kept = cnt[:, -1, :].astype(np.int64)
+    m = kept + c
+    i1, i2 = np.maximum((m - 1) // 2, 0), m // 2
+    lf = np.asarray(low_fill, dtype=s.dtype)
+    hf = np.asarray(high_fill, dtype=s.dtype)
+    lo1 = np.where(i1 < c, lf, _kth_kept(s, cnt, i1 - c))
+    lo2 = np.where(i2 < c, lf, _kth_kept(s, cnt, i2 - c))
+    hi1 = np.where(i1 < kept, _kth_kept(s, cnt, i1), hf)
+    hi2 = np.where(i2 < kept, _kth_kept(s, cnt, i2), hf)
+    empty = m == 0
+    with np.errstate(invalid="ignore"):
+        lo, hi = _midpoint(lo1, lo2), _midpoint(hi1, hi2)
+    return np.where(empty, s.dtype.type(-np.inf), lo), np.where(empty, s.dtype.type(np.inf), hi)
+
+
+def _abs_margin(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    mag = np.where(valid, np.abs(values.astype(np.float64)), 0.0)
+    return SUM_MARGIN * (mag.max(1, keepdims=True) + 1.0)
+
+
+def _interval(lo_q: np.ndarray, hi_q: np.ndarray, st: _Sets) -> tuple[np.ndarray, np.ndarray]:
+    none = st.n == 0
+    dt = lo_q.dtype.type
+    return np.where(none, dt(-np.inf), lo_q.min(1)), np.where(none, dt(np.inf), hi_q.max(1))
+
+
+def _cert_median(votes: np.ndarray, valid: np.ndarray, sets: np.ndarray) -> OnboardCertificate:
+    st = _prepare(votes, valid, sets)
+    keep = st.valid_s[:, :, None] & ~st.touched
+    lo, hi = _interval(*_median_bounds(st.s, keep, st.c, -np.inf, np.inf), st)
+    return OnboardCertificate(_median_sorted(st.s, st.n), lo, hi, np.isfinite(lo) & np.isfinite(hi), st.c.max(1))
+
+
+def _cert_trimmed(votes: np.ndarray, valid: np.ndarray, sets: np.ndarray, t: int) -> OnboardCertificate:
+    st = _prepare(votes, valid, sets)
+    keep = st.valid_s[:, :, None] & ~st.touched
+    cnt = keep.cumsum(1, dtype=_I16)
+    c = st.c[:, None, :].astype(_I16)
+    n = st.n[:, None, None].astype(_I16)
+    count = (st.n - 2 * t).astype(np.float64)[:, None]
+    lo_mask = keep & (cnt > t - c) & (cnt <= n - t - c)
+    hi_mask = keep & (cnt > t) & (cnt <= n - t)
+    s64 = np.where(st.valid_s, st.s.astype(np.float64), 0.0)
+    lo_sum = np.einsum("bn,bnq->bq", s64, lo_mask.astype(np.float64))
+    hi_sum = np.einsum("bn,bnq->bq", s64, hi_mask.astype(np.float64))
+    margin = _abs_margin(st.s, st.valid_s)
+    bad = (st.c > t) | (st.n <= 2 * t)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lo_q = np.where(bad, -np.inf, lo_sum / count - margin).astype(votes.dtype)
+        hi_q = np.where(bad, np.inf, hi_sum / count + margin).astype(votes.dtype)
+    lo, hi = _interval(lo_q, hi_q, st)
+    return OnboardCertificate(_trimmed_mean(votes, valid, t), lo, hi, np.isfinite(lo) & np.isfinite(hi), st.c.max(1))
+
+
+def _cert_vote(votes: np.ndarray, valid: np.ndarray, sets: np.ndarray, bin_deg: float) -> OnboardCertificate:
+    out, top_bin, top_count, runner_up = _bin_vote(votes, valid, bin_deg)
+    st = _prepare(votes, valid, sets)
+    k = st.c.max(1)
+    sure = (top_count - runner_up > 2 * k) & (st.n > 0)
+    in_top_s = st.valid_s & (_bin_index(st.s, bin_deg) == top_bin[:, None])
+    keep = in_top_s[:, :, None] & ~st.touched
+    edge_lo, edge_hi = _bin_edges(top_bin, bin_deg, votes.dtype)
+    lo_q, hi_q = _median_bounds(st.s, keep, st.c, edge_lo[:, None], edge_hi[:, None])
+    lo = np.where(sure, lo_q.min(1), votes.dtype.type(-np.inf))
+    hi = np.where(sure, hi_q.max(1), votes.dtype.type(np.inf))
+    return OnboardCertificate(out, lo, hi, sure, k)
+
+
+def _cert_reject(votes: np.ndarray, valid: np.ndarray, sets: np.ndarray, tau: float) -> OnboardCertificate:
+    med = _cert_median(votes, valid, sets)
+    margin = (_abs_margin(votes, valid) + SUM_MARGIN * tau)[:, 0]
+    lo = (med.lo.astype(np.float64) - tau - margin).astype(votes.dtype)
+    hi = (med.hi.astype(np.float64) + tau + margin).astype(votes.dtype)
+    return OnboardCertificate(_outlier_mean(votes, valid, tau), lo, hi, med.certified, med.k)
+
+
+def certify(
+    votes: np.ndarray,
+    touch: np.ndarray | Sequence[Sequence[int]],
+    valid: np.ndarray | None = None,
+    method: str = "median",
+    *,
+    trim: int = 1,
+    bin_deg: float = 2.0,
+    tau_deg: float = 3.0,
+    reduced: bool = False,
+) -> OnboardCertificate:
+    """Certified steering interval of ``method`` from votes; equals :func:`defenses.certify.certify_votes`.
+
+    Args:
+        votes: (B, N) float32 (or float64) degrees, abstaining entries arbitrary but not NaN.
+        touch: (P, N) bool, or a list of region-index lists: the regions each placement of
+            the threat reaches.
+        valid: None, (N,) or (B, N) bool; False = abstaining region.
+        method: ``median``, ``trimmed``, ``vote`` or ``reject``.
+        trim, bin_deg, tau_deg: the aggregator's parameters.
+        reduced: ``touch`` already holds only maximal sets (skips the reduction).
+
+    Returns:
+        :class:`OnboardCertificate` of (B,) arrays.
+
+    Raises:
+        PDNError: bad shapes, method or parameters.
+    """
+    v = np.asarray(votes)
+    if v.ndim != 2 or not np.issubdtype(v.dtype, np.floating):
+        raise PDNError(f"votes must be a (B, N) floating-point array, got {v.shape} {v.dtype}")
+    b, n = v.shape
+    if valid is None:
+        m = np.ones((b, n), dtype=bool)
+    else:
+        m = np.asarray(valid, dtype=bool)
+        if m.shape == (n,):
+            m = np.broadcast_to(m[None, :], (b, n))
+        if m.shape != (b, n):
+            raise PDNError(f"valid mask must be (N,) or (B, N) matching votes {v.shape}, got {m.shape}")
+    rows = touch_rows(touch, n)
+    sets = rows if reduced else maximal_sets(rows)
+    if method == "median":
+        return _cert_median(v, m, sets)
+    if method == "trimmed":
+        if isinstance(trim, bool) or int(trim) != trim or trim < 0:
+            raise PDNError(f"trim must be an integer >= 0, got {trim!r}")
+        return _cert_trimmed(v, m, sets, int(trim))
+    if method == "vote":
+        if not bin_deg > 0:
+            raise PDNError(f"bin width must be > 0 degrees, got {bin_deg}")
+        return _cert_vote(v, m, sets, float(bin_deg))
+    if method == "reject":
+        if not tau_deg >= 0:
+            raise PDNError(f"outlier threshold tau must be >= 0 degrees, got {tau_deg}")
+        return _cert_reject(v, m, sets, float(tau_deg))
+    raise PDNError(f"unknown aggregate {method!r}; valid aggregates: {', '.join(METHODS)}")
+
+
+# ---------------------------------------------------------------------------- the vehicle's view
+@dataclass(frozen=True)
+class Certifier:
+    """A deployed model's certificate settings: aggregator, abstentions and threats' touch sets.
+
+    Build it with :meth:`from_metadata` (the JSON of ``CERT_KEY``) or :meth:`from_onnx_session`.
+
+    Attributes:
+        n_regions: N.
+        valid: (N,) bool.
+        aggregate, trim, bin_deg, tau_deg: the aggregator.
+        threats: name -> (Q, N) bool maximal touch sets.
+        default_threat: the threat :meth:`__call__` uses by default.
+    """
+
+    n_regions: int
+    valid: np.ndarray
+    aggregate: str
+    trim: int
+    bin_deg: float
+    tau_deg: float
+    threats: Mapping[str, np.ndarray]
+    default_threat: str
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, Any] | str) -> Certifier:
+        """Parse the certificate metadata (a dict or its JSON text; format in the module docstring).
+
+        Raises:
+            PDNError: a wrong format, missing key or bad touch set.
+        """
+        if isinstance(meta, str):
+            try:
+                meta = json.loads(meta)
+            except json.JSONDecodeError as exc:
+                raise PDNError(f"{CERT_KEY}: not valid JSON ({exc})") from None
+        if not isinstance(meta, Mapping) or meta.get("format") != CERT_FORMAT:
+            raise PDNError(f"{CERT_KEY}: expected an object with format {CERT_FORMAT!r}")
+        try:
+            n = int(meta["n_regions"])
+            valid = np.asarray(meta["valid"], dtype=bool)
+            threats = {str(name): maximal_sets(touch_rows(t["touch_sets"], n)) for name, t in meta["threats"].items()}
+            default = str(meta["default_threat"])
+            out = cls(n, valid, str(meta["aggregate"]), int(meta["trim"]), float(meta["bin_deg"]),
+                      float(meta["tau_deg"]), threats, default)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise PDNError(f"{CERT_KEY}: missing or bad field ({exc!r})") from None
+        if valid.shape != (n,):
+            raise PDNError(f"{CERT_KEY}: valid must list {n} booleans, got {valid.shape}")
+        if default not in threats:
+            raise PDNError(f"{CERT_KEY}: default threat {default!r} is not among {sorted(threats)}")
+        if out.aggregate not in METHODS:
+            raise PDNError(f"{CERT_KEY}: unknown aggregate {out.aggregate!r}")
+        return out
+
+    @classmethod
+    def from_onnx_session(cls, session: Any) -> Certifier:
+        """From an ``onnxruntime.InferenceSession`` of an exported PatchVote model (its custom metadata)."""
+        meta = session.get_modelmeta().custom_metadata_map
+        if CERT_KEY not in meta:
+            raise PDNError(f"this ONNX model has no {CERT_KEY} metadata (not an exported PatchVote model)")
+        return cls.from_metadata(meta[CERT_KEY])
+
+    def __call__(self, votes: np.ndarray, valid: np.ndarray | None = None, threat: str | None = None
+                 ) -> OnboardCertificate:
+        """Certificate of (B, N) votes against ``threat`` (default: :attr:`default_threat`)."""
+        name = self.default_threat if threat is None else threat
+        if name not in self.threats:
+            raise PDNError(f"unknown threat {name!r}; known: {', '.join(sorted(self.threats))}")
+        return certify(votes, self.threats[name], self.valid if valid is None else valid, self.aggregate,
+                       trim=self.trim, bin_deg=self.bin_deg, tau_deg=self.tau_deg, reduced=True)
+
+
+def verified(cert: OnboardCertificate, delta_deg: float) -> np.ndarray:
+    """(B,) bool: the certified interval is finite and at most ``delta_deg`` wide."""
+    if not (math.isfinite(delta_deg) and delta_deg > 0):
+        raise PDNError(f"delta must be a finite number of degrees > 0, got {delta_deg}")
+    with np.errstate(invalid="ignore"):
+        return cert.certified & ((cert.hi.astype(np.float64) - cert.lo.astype(np.float64)) <= delta_deg)
+
+
+def certificate_metadata(n_regions: int, valid: Sequence[bool], aggregate: str, trim: int, bin_deg: float,
+                         tau_deg: float, threats: Mapping[str, Mapping[str, Any]], default_threat: str) -> dict[str, Any]:
+    """The metadata dict (format in the module docstring); ``threats`` values hold ``kind``, ``touch_sets`` and extras."""
+    meta = {"format": CERT_FORMAT, "n_regions": int(n_regions), "valid": [bool(v) for v in valid],
+            "aggregate": aggregate, "trim": int(trim), "bin_deg": float(bin_deg), "tau_deg": float(tau_deg),
+            "default_threat": default_threat, "threats": {k: dict(v) for k, v in threats.items()}}
+    Certifier.from_metadata(meta)  # validate once
+    return meta
+
+
+__all__ = ["CERT_FORMAT", "CERT_KEY", "METHODS", "Certifier", "OnboardCertificate", "certificate_metadata",
+           "certify", "maximal_sets", "sets_to_lists", "touch_rows", "verified"]

@@ -1,0 +1,1 @@
+"""Files written safely: atomic writes and tensor files (safetensors + JSON, never pickle)."""

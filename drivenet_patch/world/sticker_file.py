@@ -1,0 +1,117 @@
+"""A sticker on disk: ``sticker.png`` + ``attack.json`` (its placement), read by ``pdn drive --sticker`` and
+written by the attack (:mod:`attacks.artifact`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.safety.inputs import read_json
+from drivenet_patch.safety.tensors import check_frames, to_uint8
+from drivenet_patch.storage.atomic import atomic_path, write_json
+from drivenet_patch.world.sticker import StickerPlacement
+
+__all__ = ["ATTACK_JSON", "STICKER_PNG", "Sticker", "load_sticker", "save_sticker"]
+
+STICKER_PNG = "sticker.png"
+ATTACK_JSON = "attack.json"
+#: A sticker design: texture (3, h, w) float in [0, 1] and its template placement.
+Sticker = tuple[torch.Tensor, StickerPlacement]
+
+
+def load_sticker(path: str | Path) -> Sticker:
+    """Read a sticker: a PNG texture, or an attack folder with ``sticker.png`` and ``attack.json``.
+
+    Folder format (written by :func:`save_sticker`; ``attack.json`` may hold any other keys)::
+
+        {"placement": {"kind": "road", "d": -1.75, "width_m": 3.5, "length_m": 2.0,
+                       "yaw_deg": 0.0, "bottom_m": 1.5}}
+
+    ``placement`` holds :class:`StickerPlacement` fields; missing ones take their defaults and
+    ``s`` (optional) is ignored by closed-loop driving, which repeats the sticker along the road.
+    A bare PNG gets the default placement: a 3.5 m x 2.0 m road sticker centred on the ego lane.
+
+    Returns:
+        ``(texture, placement)``: texture (3, h, w) float32 RGB in [0, 1] (alpha is dropped).
+    """
+    path = Path(path)
+    if path.is_dir():
+        png, meta_path = path / STICKER_PNG, path / ATTACK_JSON
+        if not meta_path.exists():
+            raise PDNError(f"--sticker: {path} is a folder but has no {ATTACK_JSON}")
+        meta = read_json(meta_path, "attack settings")
+        placement = _placement_from_json(meta.get("placement") if isinstance(meta, dict) else None, meta_path)
+    else:
+        png, placement = path, StickerPlacement(s=0.0)
+    return _read_texture(png), placement
+
+
+def save_sticker(folder: str | Path, texture: torch.Tensor, placement: StickerPlacement,
+                 extra: dict[str, Any] | None = None) -> Path:
+    """Write an attack folder that :func:`load_sticker` reads: ``sticker.png`` and ``attack.json``.
+
+    Args:
+        folder: destination folder (created).
+        texture: (3, h, w) RGB in [0, 1].
+        placement: the placement stored under ``"placement"``.
+        extra: further JSON-serialisable keys for ``attack.json`` (attack settings, metrics).
+
+    Returns:
+        The folder.
+    """
+    check_frames(texture[None] if torch.is_tensor(texture) else texture, "sticker texture")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / STICKER_PNG) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(to_uint8(texture[None])[0], cv2.COLOR_RGB2BGR)):
+            raise PDNError(f"cannot write {folder / STICKER_PNG}")
+    extra = dict(extra or {})
+    if "placement" in extra:
+        raise PDNError("extra must not hold a 'placement' key")
+    write_json(folder / ATTACK_JSON, {**extra, "placement": asdict(placement)})
+    return folder
+
+
+def _placement_from_json(obj: Any, where: Path) -> StickerPlacement:
+    if not isinstance(obj, dict):
+        raise PDNError(f"--sticker: {where} needs a 'placement' object with StickerPlacement fields")
+    known = {f.name for f in fields(StickerPlacement)}
+    unknown = sorted(set(obj) - known)
+    if unknown:
+        raise PDNError(f"--sticker: {where}: unknown placement field {unknown[0]!r}; known: {', '.join(sorted(known))}")
+    values: dict[str, Any] = {"s": 0.0}
+    for key, value in obj.items():
+        if key == "kind":
+            values[key] = str(value)
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise PDNError(f"--sticker: {where}: placement field {key!r} must be a finite number, got {value!r}")
+        values[key] = float(value)
+    return StickerPlacement(**values)
+
+
+def _read_texture(png: Path) -> torch.Tensor:
+    if not png.is_file():
+        raise PDNError(f"--sticker: {png} does not exist")
+    img = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
+    if img is None or img.ndim not in (2, 3) or img.shape[0] < 1 or img.shape[1] < 1:
+        raise PDNError(f"--sticker: cannot read {png} as an image")
+    scale = 65535.0 if img.dtype == np.uint16 else 255.0
+    if img.dtype not in (np.uint8, np.uint16):
+        raise PDNError(f"--sticker: {png} has unsupported pixel type {img.dtype}")
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    elif img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    elif img.shape[2] == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    else:
+        raise PDNError(f"--sticker: {png} has {img.shape[2]} channels; expected 1, 3 or 4")
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)).astype(np.float32) / scale)
