@@ -26,15 +26,28 @@ __all__ = [
     "MAX_ELEMENTS",
     "MAX_FRAMES",
     "MAX_KM",
+    "MAX_LIST_ITEMS",
     "MAX_ROADS",
     "MAX_SEED",
     "MAX_STEPS",
+    "MAX_TEXT_CHARS",
     "as_bool",
+    "as_text",
     "bounded_float",
     "bounded_int",
     "check_elements",
+    "check_fields",
+    "finite_array",
+    "flag",
     "flag_type",
     "float_range",
+    "number",
+    "obj",
+    "pair",
+    "rate",
+    "sizes",
+    "text",
+    "whole",
 ]
 
 #: Documented maxima of counts. Each is far above any sensible run on a workstation and far below what
@@ -163,3 +176,174 @@ def flag_type(parse: Callable[..., Any], **bounds: Any) -> Callable[[str], Any]:
 
     convert.__name__ = getattr(parse, "__name__", "value")
     return convert
+
+
+# ---------------------------------------------------------------------------- fields of files and metadata
+#: Longest text field read from a file or metadata (names, paths, kinds).
+MAX_TEXT_CHARS = 4096
+#: Most items of one list field read from a file (region masks, rows of a table).
+MAX_LIST_ITEMS = 100_000
+
+#: A field check: ``check(name, value) -> parsed value`` raising a one-line PDNError that names ``name``.
+FieldCheck = Callable[[str, Any], Any]
+
+
+def as_text(name: str, value: Any, *, choices: Sequence[str] | None = None, max_chars: int = MAX_TEXT_CHARS) -> str:
+    """A JSON string (never a number, list or object), at most ``max_chars`` long, one of ``choices`` if given."""
+    if not isinstance(value, str):
+        raise PDNError(f"{name} = {_show(value)} must be a text string, not {_type(value)}")
+    if len(value) > max_chars:
+        raise PDNError(f"{name} is {len(value):,} characters long, over the limit of {max_chars:,}")
+    if choices is not None and value not in choices:
+        raise PDNError(f"{name} = {_show(value)} must be one of {', '.join(choices)}")
+    return value
+
+
+def _type(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "true/false", type(None): "null"}.get(
+        type(value), type(value).__name__)
+
+
+def number(low: float = -math.inf, high: float = math.inf, *, null: bool = False, low_open: bool = False
+           ) -> FieldCheck:
+    """A field check: a finite JSON number (not a string, list, object or true/false) in ``[low, high]``."""
+    def check(name: str, value: Any) -> float | None:
+        if value is None and null:
+            return None
+        if isinstance(value, str) or not isinstance(value, numbers.Real) or isinstance(value, bool):
+            raise PDNError(f"{name} = {_show(value)} must be a number, not {_type(value)}")
+        return bounded_float(name, value, low=low, high=high, low_open=low_open)
+    return check
+
+
+def whole(low: int = 0, high: int = MAX_FRAMES, *, null: bool = False) -> FieldCheck:
+    """A field check: a whole JSON number (``3`` or ``3.0``, not ``"3"``) in ``[low, high]``."""
+    def check(name: str, value: Any) -> int | None:
+        if value is None and null:
+            return None
+        if isinstance(value, str) or not isinstance(value, numbers.Real) or isinstance(value, bool):
+            raise PDNError(f"{name} = {_show(value)} must be a whole number, not {_type(value)}")
+        return bounded_int(name, value, low=low, high=high)
+    return check
+
+
+def rate(*, null: bool = True) -> FieldCheck:
+    """A field check: a share in ``[0, 1]`` (null allowed by default: "not measured")."""
+    return number(0.0, 1.0, null=null)
+
+
+def text(choices: Sequence[str] | None = None, *, null: bool = False) -> FieldCheck:
+    """A field check: a JSON string (one of ``choices`` if given)."""
+    def check(name: str, value: Any) -> str | None:
+        if value is None and null:
+            return None
+        return as_text(name, value, choices=choices)
+    return check
+
+
+def flag(*, null: bool = False) -> FieldCheck:
+    """A field check: ``true`` or ``false`` (the strings ``"false"``/``"true"`` are refused)."""
+    def check(name: str, value: Any) -> bool | None:
+        if value is None and null:
+            return None
+        return as_bool(name, value)
+    return check
+
+
+def pair(low: float = -math.inf, high: float = math.inf, *, null: bool = False) -> FieldCheck:
+    """A field check: a JSON list of two numbers ``[a, b]`` with ``low <= a <= b <= high`` (a single number,
+    a string or an object is refused)."""
+    def check(name: str, value: Any) -> tuple[float, float] | None:
+        if value is None and null:
+            return None
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise PDNError(f"{name} = {_show(value)} must be a list of two numbers [A, B], not {_type(value)}")
+        a, b = (number(low, high)(f"{name}[{i}]", v) for i, v in enumerate(value))
+        if a > b:
+            raise PDNError(f"{name} = {_show(value)} starts after it ends: give [A, B] with A <= B")
+        return a, b
+    return check
+
+
+def sizes(low: int = 1, high: int = 4096, length: int = 2) -> FieldCheck:
+    """A field check: a JSON list of ``length`` whole numbers, each in ``[low, high]`` (e.g. ``[32, 56]`` texels)."""
+    def check(name: str, value: Any) -> tuple[int, ...]:
+        if not isinstance(value, (list, tuple)) or len(value) != length:
+            raise PDNError(f"{name} = {_show(value)} must be a list of {length} whole numbers, not {_type(value)}")
+        return tuple(whole(low, high)(f"{name}[{i}]", v) for i, v in enumerate(value))
+    return check
+
+
+def obj(*, null: bool = False) -> FieldCheck:
+    """A field check: a JSON object (its own fields are checked by their own dotted keys)."""
+    def check(name: str, value: Any) -> dict | None:
+        if value is None and null:
+            return None
+        if not isinstance(value, dict):
+            raise PDNError(f"{name} = {_show(value)} must be an object {{...}}, not {_type(value)}")
+        return value
+    return check
+
+
+def check_fields(where: str, data: Any, spec: dict[str, FieldCheck], *, required: Sequence[str] = (),
+                 hint: str = "") -> dict[str, Any]:
+    """Check the fields of a parsed JSON object from a file or metadata before anything uses them.
+
+    Args:
+        where: the file (or metadata key), named first in every error.
+        data: the parsed JSON (must be an object).
+        spec: dotted key (``"control_noise.mean_dev_deg"``) -> field check (:func:`number`, :func:`whole`,
+            :func:`rate`, :func:`text`, :func:`flag`, :func:`pair`, :func:`sizes`, :func:`obj`, or any
+            ``check(name, value)``). A key whose parent is missing or null is skipped; a parent that is
+            present but not an object is refused.
+        required: dotted keys that must be present.
+        hint: what to do, appended to an error (e.g. "rewrite it with pdn attack").
+
+    Returns:
+        ``{dotted key: parsed value}`` of the fields present.
+
+    Raises:
+        PDNError: one line, ``<where>: <field> = <value> <what is wrong>[: <hint>]``.
+    """
+    def fail(message: str) -> PDNError:
+        return PDNError(f"{where}: {message}" + (f"; {hint}" if hint else ""))
+
+    if not isinstance(data, dict):
+        raise fail(f"expected a JSON object, got {_type(data)}")
+    out: dict[str, Any] = {}
+    for key, check in spec.items():
+        node: Any = data
+        parts = key.split(".")
+        for depth, part in enumerate(parts):
+            if node is None or part not in node:
+                node = _ABSENT
+                break
+            node = node[part]
+            if depth < len(parts) - 1 and node is not None and not isinstance(node, dict):
+                raise fail(f"{'.'.join(parts[:depth + 1])} = {_show(node)} must be an object {{...}}, not {_type(node)}")
+        if node is _ABSENT:
+            if key in required:
+                raise fail(f"{key} is missing")
+            continue
+        try:
+            out[key] = check(key, node)
+        except PDNError as exc:
+            raise fail(str(exc)) from None
+    return out
+
+
+_ABSENT = object()
+
+
+def finite_array(name: str, array: Any) -> None:
+    """Refuse an array (numpy, or anything with ``tolist``) holding NaN or an infinity, naming its first index."""
+    import numpy as np
+
+    a = np.asarray(array)
+    if a.dtype.kind not in "fc":
+        return
+    bad = ~np.isfinite(a)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise PDNError(f"{name}: {int(bad.sum()):,} value(s) are NaN or infinite (first at index {list(first)}, "
+                       f"{a[first]!r}); every value must be a finite number")
