@@ -25,8 +25,9 @@ DEMO_ARGS ?=
 demo: $(STAMP)
 	$(BIN)/pdn demo --out $(DEMO) $(DEMO_ARGS)
 
-# The layers (pyproject.toml's import-linter contracts) first: a circle or a core module importing
-# attacks/defenses/the CLI fails the run before the tests start.
+# The layers (pyproject.toml's import-linter contracts) first: an import cycle between sibling modules or
+# packages at any depth, an upward import inside the core, or a core module importing attacks/defenses/the
+# app layer fails the run before the tests start.
 test: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
