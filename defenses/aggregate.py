@@ -2,7 +2,9 @@
 
 Every function takes ``votes`` (B, N) in degrees (positive = left) and an optional ``valid``
 mask, (B, N) or (N,) bool, where ``False`` marks an abstaining region whose vote is ignored.
-Votes must not be NaN. A frame with no valid vote aggregates to NaN.
+Votes should be finite: a frame with a NaN or infinite vote is never certified
+(:mod:`defenses.certify`). A frame with no valid vote aggregates to NaN. The parameters (trim,
+bin width, outlier threshold) must be finite and bounded.
 
 - :func:`median`: the median of the valid votes (mean of the two middle ones for an even
   count), as in median smoothing (Chiang et al. 2020, "Detection as Regression: Certified
@@ -27,7 +29,9 @@ from typing import NamedTuple
 
 import torch
 
+from drivenet_patch.deploy.onboard import MAX_AGGREGATE_DEG, MAX_REGIONS
 from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.safety.values import bounded_float, bounded_int
 
 #: Aggregator names accepted by :func:`aggregate_votes` and :func:`defenses.certify.certify_votes`.
 METHODS = ("median", "trimmed", "vote", "reject")
@@ -155,8 +159,7 @@ def bin_vote(votes: torch.Tensor, valid: torch.Tensor | None = None, bin_deg: fl
         votes (B, N), valid (N,) or (B, N) -> :class:`BinVote` of (B,) tensors.
     """
     votes, valid = check_votes(votes, valid)
-    if not bin_deg > 0:
-        raise PDNError(f"bin width must be > 0 degrees, got {bin_deg}")
+    bin_deg = bin_width(bin_deg)
     big = torch.iinfo(torch.int64).max
     ids = bin_index(votes, bin_deg)  # (B, N)
     ids_s, _ = torch.sort(torch.where(valid, ids, big), dim=1)  # abstentions sort last
@@ -183,8 +186,7 @@ def outlier_mean(votes: torch.Tensor, valid: torch.Tensor | None = None, tau_deg
         votes (B, N), valid (N,) or (B, N) -> (B,) degrees.
     """
     votes, valid = check_votes(votes, valid)
-    if not tau_deg >= 0:
-        raise PDNError(f"outlier threshold tau must be >= 0 degrees, got {tau_deg}")
+    tau_deg = outlier_threshold(tau_deg)
     med = median(votes, valid)  # (B,)
     v64 = votes.double()
     keep = valid & ((v64 - med.double()[:, None]).abs() <= float(tau_deg))
@@ -224,6 +226,16 @@ def aggregate_votes(
 
 def trim_count(trim: int) -> int:
     """``trim`` (votes dropped at each end by the trimmed mean) checked to be an integer >= 0."""
-    if isinstance(trim, bool) or int(trim) != trim or trim < 0:
-        raise PDNError(f"trim must be an integer >= 0, got {trim!r}")
-    return int(trim)
+    return bounded_int("trim", trim, low=0, high=MAX_REGIONS, hint="give the votes dropped at each end")
+
+
+def bin_width(bin_deg: float) -> float:
+    """The bin vote's width, checked: a finite number of degrees in (0, MAX_AGGREGATE_DEG]."""
+    return bounded_float("bin width (bin_deg)", bin_deg, low=0.0, high=MAX_AGGREGATE_DEG, low_open=True,
+                         hint="give a bin width in degrees")
+
+
+def outlier_threshold(tau_deg: float) -> float:
+    """Outlier rejection's threshold, checked: a finite number of degrees in [0, MAX_AGGREGATE_DEG]."""
+    return bounded_float("outlier threshold (tau_deg)", tau_deg, low=0.0, high=MAX_AGGREGATE_DEG,
+                         hint="give a threshold in degrees")

@@ -37,6 +37,9 @@ sorted ascending, ``n`` = the number of valid votes:
   ``m'``; the output is their mean (or ``m'`` itself), so it lies in
   ``[mlo - tau, mhi + tau]``. Sound, not tight.
 
+A frame with any NaN or infinite vote is never certified (interval (-inf, inf)), and a certified
+interval is always finite, whatever the aggregator's parameters.
+
 Sums run in float64 and their bounds are widened by a rounding margin, so the bound holds
 for the float arithmetic of :mod:`defenses.aggregate`, not only for real numbers.
 """
@@ -53,10 +56,12 @@ from defenses.aggregate import (
     bin_edges,
     bin_index,
     bin_vote,
+    bin_width,
     check_votes,
     median,
     midpoint,
     outlier_mean,
+    outlier_threshold,
     sort_valid,
     trim_count,
     trimmed_mean,
@@ -235,11 +240,21 @@ def _run(
     if touch.ndim != 2 or touch.shape[1] != votes.shape[1]:
         raise PDNError(f"touch matrix must be (P, {votes.shape[1]}) for {votes.shape[1]} regions, got {tuple(touch.shape)}")
     sets = maximal_touch_sets(touch.to(device=votes.device, dtype=torch.bool))  # (Q, N)
-    parts = [chunk_fn(votes[i : i + CHUNK], valid[i : i + CHUNK], sets, **kw)
+    parts = [_never_certify_nonfinite(chunk_fn(votes[i : i + CHUNK], valid[i : i + CHUNK], sets, **kw),
+                                      votes[i : i + CHUNK])
              for i in range(0, max(votes.shape[0], 1), CHUNK)]
     if len(parts) == 1:
         return parts[0]
     return Certificate(*(torch.cat(field) for field in zip(*parts, strict=True)))
+
+
+def _never_certify_nonfinite(cert: Certificate, votes: torch.Tensor) -> Certificate:
+    """A frame with any NaN or infinite vote (valid or abstaining) is not certified: interval (-inf, inf).
+    Every certified interval is finite. (The same rule as :mod:`drivenet_patch.deploy.onboard`.)"""
+    finite = torch.isfinite(votes).all(1)
+    ok = cert.certified & finite & torch.isfinite(cert.lo) & torch.isfinite(cert.hi)
+    return cert._replace(certified=ok, lo=cert.lo.masked_fill(~finite, -torch.inf),
+                         hi=cert.hi.masked_fill(~finite, torch.inf))
 
 
 def certify_median(votes: torch.Tensor, touch: torch.Tensor, valid: torch.Tensor | None = None) -> Certificate:
@@ -278,9 +293,7 @@ def certify_vote(
         votes, touch, valid: as in :func:`certify_median`.
         bin_deg: bin width in degrees.
     """
-    if not bin_deg > 0:
-        raise PDNError(f"bin width must be > 0 degrees, got {bin_deg}")
-    return _run(_vote_chunk, votes, touch, valid, bin_deg=float(bin_deg))
+    return _run(_vote_chunk, votes, touch, valid, bin_deg=bin_width(bin_deg))
 
 
 def certify_reject(
@@ -292,9 +305,7 @@ def certify_reject(
         votes, touch, valid: as in :func:`certify_median`.
         tau_deg: rejection threshold in degrees.
     """
-    if not tau_deg >= 0:
-        raise PDNError(f"outlier threshold tau must be >= 0 degrees, got {tau_deg}")
-    return _run(_reject_chunk, votes, touch, valid, tau_deg=float(tau_deg))
+    return _run(_reject_chunk, votes, touch, valid, tau_deg=outlier_threshold(tau_deg))
 
 
 def certify_votes(

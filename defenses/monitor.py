@@ -11,6 +11,10 @@ attacked frame would give. Otherwise a fallback may act:
 - ``slow``: drive at ``slow_factor`` times the speed while the frame is unverified;
 - ``hold``: keep the last verified steering for at most ``hold_s`` seconds, then follow the model.
 
+A frame with a NaN or infinite pixel or vote is never verified; the log's ``unverified_reason`` column
+says why each unverified frame is (``non-finite pixel``, ``non-finite vote``, ``not certified``,
+``wider than delta``; empty when verified).
+
 The interval is computed by the vehicle-side certifier (:mod:`drivenet_patch.deploy.onboard`, numpy),
 as a car would, from the votes of the one forward pass that also gives the steering: the monitor
 is the policy (:meth:`CertifiedMonitor.policy`) and the drive loop's :class:`StepMonitor`.
@@ -27,12 +31,12 @@ import pandas as pd
 import torch
 
 from defenses.patchvote import PatchVote
-from drivenet_patch.deploy.onboard import Certifier, certificate_metadata, verified
+from drivenet_patch.deploy.onboard import Certifier, certificate_metadata, input_faults, verified
 from drivenet_patch.driving.drive import MonitorStep
 from drivenet_patch.safety.errors import PDNError
 
 FALLBACKS = ("none", "slow", "hold")
-RECORD_COLUMNS = ("cert_lo", "cert_hi", "verified", "fallback")
+RECORD_COLUMNS = ("cert_lo", "cert_hi", "verified", "fallback", "unverified_reason")
 
 
 class CertifiedMonitor:
@@ -50,15 +54,15 @@ class CertifiedMonitor:
     def __init__(self, model: PatchVote, delta_deg: float, patch: str = "2%", fallback: str = "none",
                  slow_factor: float = 0.5, hold_s: float = 1.0) -> None:
         if not isinstance(model, PatchVote):
-            raise PDNError(f"--monitor needs a PatchVote model (it certifies from region votes), got {type(model).__name__}")
+            raise PDNError(f"model must be a PatchVote model (it certifies from region votes), got {type(model).__name__}")
         if not (math.isfinite(delta_deg) and delta_deg > 0):
-            raise PDNError(f"--delta must be a number of degrees > 0, got {delta_deg}")
+            raise PDNError(f"delta_deg must be a number of degrees > 0, got {delta_deg}")
         if fallback not in FALLBACKS:
-            raise PDNError(f"--fallback must be one of {', '.join(FALLBACKS)}, got {fallback!r}")
+            raise PDNError(f"fallback must be one of {', '.join(FALLBACKS)}, got {fallback!r}")
         if not (math.isfinite(slow_factor) and 0 < slow_factor <= 1):
-            raise PDNError(f"--slow-factor must lie in (0, 1], got {slow_factor}")
+            raise PDNError(f"slow_factor must lie in (0, 1], got {slow_factor}")
         if not (math.isfinite(hold_s) and hold_s >= 0):
-            raise PDNError(f"--hold-s must be >= 0 seconds, got {hold_s}")
+            raise PDNError(f"hold_s must be >= 0 seconds, got {hold_s}")
         self.model, self.delta, self.fallback = model, float(delta_deg), fallback
         self.slow_factor, self.hold_s = float(slow_factor), float(hold_s)
         threats = model.threat_touch_sets((patch,))
@@ -85,8 +89,13 @@ class CertifiedMonitor:
 
     def step(self, frames: torch.Tensor, command_deg: np.ndarray, t: float) -> MonitorStep:
         """Certify the step's frames and apply the fallback (see the module docstring)."""
-        cert = self.certifier(self.votes_of(frames))
-        ok = verified(cert, self.delta)
+        votes = self.votes_of(frames)
+        pixels = frames.detach().flatten(1).isfinite().all(1).cpu().numpy()  # (R,) no NaN/inf pixel
+        faults = np.where(pixels, input_faults(votes), "non-finite pixel")
+        cert = self.certifier(votes)
+        ok = verified(cert, self.delta) & (faults == "")
+        reason = np.where(ok, "", np.where(faults != "", faults,
+                                           np.where(cert.certified, "wider than delta", "not certified")))
         r = ok.shape[0]
         if self._held is None or self._held.shape[0] != r:
             self._held, self._held_t = np.full(r, np.nan), np.full(r, -np.inf)
@@ -101,7 +110,8 @@ class CertifiedMonitor:
             active = ~ok & (t - self._held_t <= self.hold_s + 1e-9) & np.isfinite(self._held)
             command = np.where(active, self._held, command)
         return MonitorStep(command, scale, {"cert_lo": cert.lo.astype(np.float64), "cert_hi": cert.hi.astype(np.float64),
-                                            "verified": ok, "fallback": active})
+                                            "verified": ok, "fallback": active,
+                                            "unverified_reason": reason.astype("<U24")})
 
 
 def summarize(log: pd.DataFrame) -> dict[str, Any]:

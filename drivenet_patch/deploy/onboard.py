@@ -18,6 +18,16 @@ Metadata format (``CERT_FORMAT``; stored as JSON under the ONNX metadata key ``C
      "threats": {"patch_2%": {"kind": "pixel_patch", "patch_px": [11, 24],
                               "touch_sets": [[0, 1], [1, 2, 3], ...]}, ...}}
 
+Limits (checked before anything is allocated; each refusal is one :class:`PDNError` line naming the
+field, its limit and what to do): :data:`MAX_REGIONS` regions, :data:`MAX_THREATS` threats,
+:data:`MAX_TOUCH_SETS` touch sets per threat and :data:`MAX_TOUCH_CELLS` set members over all threats,
+``trim`` at most ``n_regions``, ``bin_deg`` in (0, :data:`MAX_AGGREGATE_DEG`], ``tau_deg`` in
+[0, :data:`MAX_AGGREGATE_DEG`], booleans as JSON ``true``/``false`` only, and the JSON text bounded in size
+and depth (:func:`drivenet_patch.safety.inputs.loads_json`).
+
+A non-finite input is never certified: a frame with a NaN or infinite vote (or, given the frame,
+pixel) gets ``certified = False`` and the interval (-inf, inf); :func:`input_faults` says why.
+
 A threat is just a list of touch sets (region indices one attacker placement can reach), so a
 physical sticker threat (metres on the road, mapped through the camera) is another entry with
 its own ``kind`` and sets; the certifier does not care where the sets came from.
@@ -30,7 +40,6 @@ rounding error (~1e-16 relative) of a float32 rounding boundary.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +48,17 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.safety.inputs import loads_json
+from drivenet_patch.safety.values import (
+    as_bool,
+    bounded_float,
+    bounded_int,
+    check_fields,
+    number,
+    obj,
+    text,
+    whole,
+)
 
 #: Aggregators (the same names as :data:`defenses.aggregate.METHODS`).
 METHODS = ("median", "trimmed", "vote", "reject")
@@ -47,6 +67,19 @@ CERT_KEY = "pdn.certificate"
 CERT_FORMAT = "pdn-certificate/1"
 #: Relative margin on float64 sums (the value of :mod:`defenses.certify`).
 SUM_MARGIN = 1e-12
+#: Most regions (votes per frame) a certificate may have (sorted counts run in int16).
+MAX_REGIONS = 4096
+#: Most threats in one metadata.
+MAX_THREATS = 64
+#: Most touch sets of one threat (the maximal-set reduction is quadratic in them).
+MAX_TOUCH_SETS = 2048
+#: Most set members (region indices) over all threats of one metadata.
+MAX_TOUCH_CELLS = 2**21
+#: Largest bin width or outlier threshold, degrees (far above any steering angle).
+MAX_AGGREGATE_DEG = 360.0
+#: Work per chunk of frames: frames x regions x sets (keeps the per-set intermediates to ~100 MB).
+_CHUNK_CELLS = 2**22
+_FIX = "re-export the model with pdn export"
 _I16 = np.int16
 
 
@@ -67,18 +100,29 @@ def touch_rows(sets: Sequence[Sequence[int]] | np.ndarray, n_regions: int) -> np
     Raises:
         PDNError: an index outside ``[0, n_regions)`` or a matrix of the wrong width.
     """
+    n_regions = bounded_int("n_regions", n_regions, low=1, high=MAX_REGIONS)
     if isinstance(sets, np.ndarray) and sets.dtype == bool:
         if sets.ndim != 2 or sets.shape[1] != n_regions:
             raise PDNError(f"touch matrix must be (P, {n_regions}) for {n_regions} regions, got {sets.shape}")
+        if not 1 <= sets.shape[0] <= MAX_TOUCH_SETS:
+            raise PDNError(f"touch matrix has {sets.shape[0]} rows; a threat needs 1 to {MAX_TOUCH_SETS} touch sets")
         return sets
+    if not isinstance(sets, (list, tuple, np.ndarray)):
+        raise PDNError(f"touch_sets must be a list of region-index lists, not {type(sets).__name__}")
+    if not 1 <= len(sets) <= MAX_TOUCH_SETS:
+        raise PDNError(f"touch_sets has {len(sets):,} sets; a threat needs 1 to {MAX_TOUCH_SETS} touch sets "
+                       f"(merge placements into maximal sets, or {_FIX})")
     rows = np.zeros((len(sets), n_regions), dtype=bool)
     for q, members in enumerate(sets):
+        if not isinstance(members, (list, tuple, np.ndarray)) or len(members) > n_regions:
+            raise PDNError(f"touch set {q} must be a list of at most {n_regions} region indices, got "
+                           f"{type(members).__name__}" + (f" of {len(members):,}" if hasattr(members, "__len__") else ""))
         for r in members:
-            if isinstance(r, bool) or int(r) != r or not 0 <= int(r) < n_regions:
-                raise PDNError(f"touch set {q}: region index {r!r} is not in [0, {n_regions})")
+            if isinstance(r, (bool, np.bool_)) or not isinstance(r, (int, float, np.integer, np.floating)) \
+                    or not math.isfinite(r) or int(r) != r or not 0 <= int(r) < n_regions:
+                raise PDNError(f"touch set {q}: region index {str(r)[:40]!r} is not a whole number in "
+                               f"[0, {n_regions}); {_FIX}")
             rows[q, int(r)] = True
-    if rows.shape[0] == 0:
-        raise PDNError("a threat needs at least one touch set")
     return rows
 
 
@@ -310,31 +354,91 @@ def certify(
     if v.ndim != 2 or not np.issubdtype(v.dtype, np.floating):
         raise PDNError(f"votes must be a (B, N) floating-point array, got {v.shape} {v.dtype}")
     b, n = v.shape
-    if valid is None:
-        m = np.ones((b, n), dtype=bool)
-    else:
-        m = np.asarray(valid, dtype=bool)
-        if m.shape == (n,):
-            m = np.broadcast_to(m[None, :], (b, n))
-        if m.shape != (b, n):
-            raise PDNError(f"valid mask must be (N,) or (B, N) matching votes {v.shape}, got {m.shape}")
+    if not 1 <= n <= MAX_REGIONS:
+        raise PDNError(f"votes have {n} regions per frame; the certifier takes 1 to {MAX_REGIONS}")
+    m = _valid_mask(valid, b, n)
+    if method not in METHODS:
+        raise PDNError(f"unknown aggregate {str(method)[:40]!r}; valid aggregates: {', '.join(METHODS)}")
+    params = _parameters(method, trim, bin_deg, tau_deg)
     rows = touch_rows(touch, n)
     sets = rows if reduced else maximal_sets(rows)
-    if method == "median":
-        return _cert_median(v, m, sets)
+    step = max(1, _CHUNK_CELLS // (n * sets.shape[0]))
+    parts = [_certify_chunk(v[i:i + step], m[i:i + step], sets, method, params) for i in range(0, max(b, 1), step)]
+    if len(parts) == 1:
+        return parts[0]
+    return OnboardCertificate(*(np.concatenate(field) for field in zip(*parts, strict=True)))
+
+
+def _valid_mask(valid: Any, b: int, n: int) -> np.ndarray:
+    """(B, N) bool from None, (N,) or (B, N) booleans (or 0/1 integers); anything else is refused."""
+    if valid is None:
+        return np.ones((b, n), dtype=bool)
+    m = np.asarray(valid)
+    if m.dtype != bool:
+        if not np.issubdtype(m.dtype, np.integer) or not np.isin(m, (0, 1)).all():
+            raise PDNError(f"valid mask must hold booleans (or 0/1), got {m.dtype} values")
+        m = m.astype(bool)
+    if m.shape == (n,):
+        m = np.broadcast_to(m[None, :], (b, n))
+    if m.shape != (b, n):
+        raise PDNError(f"valid mask must be (N,) or (B, N) matching votes {(b, n)}, got {m.shape}")
+    return m
+
+
+def _parameters(method: str, trim: Any, bin_deg: Any, tau_deg: Any) -> float | int | None:
+    """The one parameter ``method`` uses, checked: finite and bounded (an infinite one would certify nothing
+    while looking certified)."""
     if method == "trimmed":
-        if isinstance(trim, bool) or int(trim) != trim or trim < 0:
-            raise PDNError(f"trim must be an integer >= 0, got {trim!r}")
-        return _cert_trimmed(v, m, sets, int(trim))
+        return bounded_int("trim", trim, low=0, high=MAX_REGIONS, hint="give the votes dropped at each end")
     if method == "vote":
-        if not bin_deg > 0:
-            raise PDNError(f"bin width must be > 0 degrees, got {bin_deg}")
-        return _cert_vote(v, m, sets, float(bin_deg))
+        return bounded_float("bin width (bin_deg)", bin_deg, low=0.0, high=MAX_AGGREGATE_DEG, low_open=True,
+                             hint="give a bin width in degrees")
     if method == "reject":
-        if not tau_deg >= 0:
-            raise PDNError(f"outlier threshold tau must be >= 0 degrees, got {tau_deg}")
-        return _cert_reject(v, m, sets, float(tau_deg))
-    raise PDNError(f"unknown aggregate {method!r}; valid aggregates: {', '.join(METHODS)}")
+        return bounded_float("outlier threshold (tau_deg)", tau_deg, low=0.0, high=MAX_AGGREGATE_DEG,
+                             hint="give a threshold in degrees")
+    return None
+
+
+def _certify_chunk(v: np.ndarray, m: np.ndarray, sets: np.ndarray, method: str, param: Any) -> OnboardCertificate:
+    if method == "median":
+        cert = _cert_median(v, m, sets)
+    elif method == "trimmed":
+        cert = _cert_trimmed(v, m, sets, int(param))
+    elif method == "vote":
+        cert = _cert_vote(v, m, sets, float(param))
+    else:
+        cert = _cert_reject(v, m, sets, float(param))
+    return _never_certify_nonfinite(cert, v)
+
+
+def _never_certify_nonfinite(cert: OnboardCertificate, votes: np.ndarray) -> OnboardCertificate:
+    """A frame with any NaN or infinite vote (valid or abstaining) is not certified: interval (-inf, inf).
+    Every certified interval is finite, whatever an aggregator's parameters."""
+    finite = np.isfinite(votes).all(1)
+    ok = cert.certified & finite & np.isfinite(cert.lo) & np.isfinite(cert.hi)
+    dt = cert.lo.dtype.type
+    return cert._replace(certified=ok, lo=np.where(finite, cert.lo, dt(-np.inf)),
+                         hi=np.where(finite, cert.hi, dt(np.inf)))
+
+
+def input_faults(votes: np.ndarray, frames: np.ndarray | None = None) -> np.ndarray:
+    """(B,) reason per frame why it cannot be certified from its inputs: ``"non-finite pixel"``,
+    ``"non-finite vote"`` or ``""`` (inputs fine).
+
+    Args:
+        votes: (B, N) votes.
+        frames: the (B, ...) camera frames the votes came from, or None.
+    """
+    v = np.asarray(votes)
+    reasons = np.where(np.isfinite(v).reshape(v.shape[0], -1).all(1), "", "non-finite vote").astype("<U24")
+    if frames is not None:
+        f = np.asarray(frames)
+        if f.shape[:1] != v.shape[:1]:
+            raise PDNError(f"frames must have one row per frame of the votes ({v.shape[0]}), got {f.shape}")
+        if f.dtype.kind in "fc":
+            bad = ~np.isfinite(f.reshape(f.shape[0], -1)).all(1)
+            reasons = np.where(bad, "non-finite pixel", reasons).astype("<U24")
+    return reasons
 
 
 # ---------------------------------------------------------------------------- the vehicle's view
@@ -368,29 +472,51 @@ class Certifier:
         Raises:
             PDNError: a wrong format, missing key or bad touch set.
         """
-        if isinstance(meta, str):
+        if isinstance(meta, (str, bytes)):
+            meta = loads_json(meta, CERT_KEY, finite=True)
+        if isinstance(meta, Mapping) and not isinstance(meta, dict):
+            meta = dict(meta)
+        fields = check_fields(CERT_KEY, meta, {
+            "format": text((CERT_FORMAT,)), "n_regions": whole(1, MAX_REGIONS), "aggregate": text(METHODS),
+            "trim": whole(0, MAX_REGIONS), "bin_deg": number(0.0, MAX_AGGREGATE_DEG, low_open=True),
+            "tau_deg": number(0.0, MAX_AGGREGATE_DEG), "default_threat": text(), "threats": obj()},
+            required=("format", "n_regions", "valid", "aggregate", "trim", "bin_deg", "tau_deg", "default_threat",
+                      "threats"), hint=_FIX)
+        n = fields["n_regions"]
+        raw_valid = meta["valid"]
+        if not isinstance(raw_valid, list) or len(raw_valid) != n:
+            raise PDNError(f"{CERT_KEY}: valid must be a list of {n} true/false values (one per region); {_FIX}")
+        valid = np.array([as_bool(f"{CERT_KEY}: valid[{i}]", x) for i, x in enumerate(raw_valid)], dtype=bool)
+        if fields["trim"] > n:
+            raise PDNError(f"{CERT_KEY}: trim = {fields['trim']} is outside 0..{n} (the number of regions); {_FIX}")
+        raw_threats = fields["threats"]
+        if not 1 <= len(raw_threats) <= MAX_THREATS:
+            raise PDNError(f"{CERT_KEY}: threats has {len(raw_threats):,} entries; give 1 to {MAX_THREATS}; {_FIX}")
+        cells = 0
+        for name, t in raw_threats.items():
+            sets = t.get("touch_sets") if isinstance(t, dict) else None
+            if not isinstance(sets, list):
+                raise PDNError(f"{CERT_KEY}: threats.{str(name)[:40]}.touch_sets must be a list of region-index "
+                               f"lists; {_FIX}")
+            if len(sets) > MAX_TOUCH_SETS:
+                raise PDNError(f"{CERT_KEY}: threats.{str(name)[:40]}.touch_sets has {len(sets):,} sets, over the "
+                               f"limit of {MAX_TOUCH_SETS}; keep the maximal sets only, or {_FIX}")
+            cells += sum(len(s) if isinstance(s, list) else 1 for s in sets)
+            if cells > MAX_TOUCH_CELLS:
+                raise PDNError(f"{CERT_KEY}: the touch sets hold more than {MAX_TOUCH_CELLS:,} region indices in all, "
+                               f"over the limit; keep the maximal sets only, or {_FIX}")
+        threats = {}
+        for name, t in raw_threats.items():
             try:
-                meta = json.loads(meta)
-            except json.JSONDecodeError as exc:
-                raise PDNError(f"{CERT_KEY}: not valid JSON ({exc})") from None
-        if not isinstance(meta, Mapping) or meta.get("format") != CERT_FORMAT:
-            raise PDNError(f"{CERT_KEY}: expected an object with format {CERT_FORMAT!r}")
-        try:
-            n = int(meta["n_regions"])
-            valid = np.asarray(meta["valid"], dtype=bool)
-            threats = {str(name): maximal_sets(touch_rows(t["touch_sets"], n)) for name, t in meta["threats"].items()}
-            default = str(meta["default_threat"])
-            out = cls(n, valid, str(meta["aggregate"]), int(meta["trim"]), float(meta["bin_deg"]),
-                      float(meta["tau_deg"]), threats, default)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise PDNError(f"{CERT_KEY}: missing or bad field ({exc!r})") from None
-        if valid.shape != (n,):
-            raise PDNError(f"{CERT_KEY}: valid must list {n} booleans, got {valid.shape}")
+                threats[name] = maximal_sets(touch_rows(t["touch_sets"], n))
+            except PDNError as exc:
+                raise PDNError(f"{CERT_KEY}: threats.{str(name)[:40]}: {exc}") from None
+        default = fields["default_threat"]
         if default not in threats:
-            raise PDNError(f"{CERT_KEY}: default threat {default!r} is not among {sorted(threats)}")
-        if out.aggregate not in METHODS:
-            raise PDNError(f"{CERT_KEY}: unknown aggregate {out.aggregate!r}")
-        return out
+            raise PDNError(f"{CERT_KEY}: default_threat {default[:40]!r} is not among the threats "
+                           f"({', '.join(sorted(threats))[:120]}); {_FIX}")
+        return cls(n, valid, fields["aggregate"], fields["trim"], fields["bin_deg"], fields["tau_deg"], threats,
+                   default)
 
     @classmethod
     def from_onnx_session(cls, session: Any) -> Certifier:
@@ -400,22 +526,32 @@ class Certifier:
             raise PDNError(f"this ONNX model has no {CERT_KEY} metadata (not an exported PatchVote model)")
         return cls.from_metadata(meta[CERT_KEY])
 
-    def __call__(self, votes: np.ndarray, valid: np.ndarray | None = None, threat: str | None = None
-                 ) -> OnboardCertificate:
-        """Certificate of (B, N) votes against ``threat`` (default: :attr:`default_threat`)."""
+    def __call__(self, votes: np.ndarray, valid: np.ndarray | None = None, threat: str | None = None,
+                 frames: np.ndarray | None = None) -> OnboardCertificate:
+        """Certificate of (B, N) votes against ``threat`` (default: :attr:`default_threat`).
+
+        ``frames`` (B, ...), the camera frames the votes came from: a frame with a NaN or infinite pixel
+        is not certified either (see :func:`input_faults`).
+        """
         name = self.default_threat if threat is None else threat
-        if name not in self.threats:
-            raise PDNError(f"unknown threat {name!r}; known: {', '.join(sorted(self.threats))}")
-        return certify(votes, self.threats[name], self.valid if valid is None else valid, self.aggregate,
+        if not isinstance(name, str) or name not in self.threats:
+            raise PDNError(f"unknown threat {str(name)[:40]!r}; known: {', '.join(sorted(self.threats))[:160]}")
+        cert = certify(votes, self.threats[name], self.valid if valid is None else valid, self.aggregate,
                        trim=self.trim, bin_deg=self.bin_deg, tau_deg=self.tau_deg, reduced=True)
+        if frames is None:
+            return cert
+        ok = input_faults(votes, frames) == ""
+        dt = cert.lo.dtype.type
+        return cert._replace(certified=cert.certified & ok, lo=np.where(ok, cert.lo, dt(-np.inf)),
+                             hi=np.where(ok, cert.hi, dt(np.inf)))
 
 
 def verified(cert: OnboardCertificate, delta_deg: float) -> np.ndarray:
     """(B,) bool: the certified interval is finite and at most ``delta_deg`` wide."""
-    if not (math.isfinite(delta_deg) and delta_deg > 0):
-        raise PDNError(f"delta must be a finite number of degrees > 0, got {delta_deg}")
+    delta = bounded_float("delta", delta_deg, low=0.0, low_open=True, hint="give the tolerance in degrees")
+    lo, hi = np.asarray(cert.lo, dtype=np.float64), np.asarray(cert.hi, dtype=np.float64)
     with np.errstate(invalid="ignore"):
-        return cert.certified & ((cert.hi.astype(np.float64) - cert.lo.astype(np.float64)) <= delta_deg)
+        return np.asarray(cert.certified, dtype=bool) & np.isfinite(lo) & np.isfinite(hi) & ((hi - lo) <= delta)
 
 
 def certificate_metadata(n_regions: int, valid: Sequence[bool], aggregate: str, trim: int, bin_deg: float,
@@ -428,5 +564,6 @@ def certificate_metadata(n_regions: int, valid: Sequence[bool], aggregate: str, 
     return meta
 
 
-__all__ = ["CERT_FORMAT", "CERT_KEY", "METHODS", "Certifier", "OnboardCertificate", "certificate_metadata",
-           "certify", "maximal_sets", "sets_to_lists", "touch_rows", "verified"]
+__all__ = ["CERT_FORMAT", "CERT_KEY", "MAX_AGGREGATE_DEG", "MAX_REGIONS", "MAX_THREATS", "MAX_TOUCH_CELLS",
+           "MAX_TOUCH_SETS", "METHODS", "Certifier", "OnboardCertificate", "certificate_metadata", "certify",
+           "input_faults", "maximal_sets", "sets_to_lists", "touch_rows", "verified"]
