@@ -150,6 +150,10 @@ def compare(model: nn.Module, sess: Any, frames: torch.Tensor, batch: int | None
     """Max |ONNX Runtime - PyTorch| per floating output over ``frames`` (in chunks of ``batch``).
 
     Boolean outputs (PatchVote's mask) must match exactly: their entry is the count of mismatches.
+
+    Raises:
+        PDNError: an output (of ONNX Runtime or of PyTorch) holds NaN or an infinity: the check fails
+            rather than report a difference of NaN (which would compare as no difference).
     """
     step = batch or frames.shape[0]
     worst: dict[str, float] = {}
@@ -164,6 +168,12 @@ def compare(model: nn.Module, sess: Any, frames: torch.Tensor, batch: int | None
                 if r.dtype == np.bool_:
                     d = float((got[k] != r).sum())
                 else:
+                    for who, out in (("ONNX Runtime", got[k]), ("PyTorch", r)):
+                        bad = int((~np.isfinite(out)).sum())
+                        if bad:
+                            raise PDNError(f"export check: {who}'s output {k!r} holds {bad} NaN or infinite "
+                                           f"value(s) on held-out frames; the exported model is unusable "
+                                           "(check its weights, e.g. with pdn eval)")
                     d = float(np.abs(got[k].astype(np.float64) - r.astype(np.float64)).max(initial=0.0))
                 worst[k] = max(worst.get(k, 0.0), d)
     return worst

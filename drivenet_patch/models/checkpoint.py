@@ -173,6 +173,9 @@ def _load_weights(model: SteeringModel, state: Mapping[str, torch.Tensor], where
         if got != ref.dtype and not (got.is_floating_point and ref.dtype.is_floating_point):
             # loading would cast silently (int, bool, complex -> float): refuse instead
             raise PDNError(f"{where}: {key!r} is stored as {got}, model {model.name!r} needs {ref.dtype}")
-        if got.is_floating_point and not bool(torch.isfinite(state[key]).all()):
-            raise PDNError(f"{where}: {key!r} holds NaN or infinite weights")
+        # Checked after the cast to the model's dtype: float64 weights of 1e300 are finite, but inf in float32.
+        if got.is_floating_point and not bool(torch.isfinite(state[key].to(ref.dtype)).all()):
+            cast = "" if got == ref.dtype else f" once cast from {got} to the model's {ref.dtype}"
+            raise PDNError(f"{where}: {key!r} holds NaN or infinite weights{cast}; retrain the model or re-save "
+                           "finite weights")
     model.load_state_dict(state, strict=True)

@@ -209,6 +209,8 @@ def finite_json(obj: Any) -> tuple[Any, list[str]]:
     replaced: list[str] = []
 
     def walk(node: Any, where: str) -> Any:
+        if type(node).__module__ == "numpy" and hasattr(node, "tolist") and getattr(node, "ndim", 0) > 0:
+            node = node.tolist()  # an array: its elements are checked as a list
         if isinstance(node, float) or (type(node).__module__ == "numpy" and getattr(node, "shape", None) == ()
                                        and getattr(node, "dtype", None) is not None and node.dtype.kind == "f"):
             if not math.isfinite(float(node)):
@@ -226,6 +228,9 @@ def finite_json(obj: Any) -> tuple[Any, list[str]]:
 
 def dumps_strict(obj: Any, **kwargs: Any) -> tuple[str, list[str]]:
     """``json.dumps`` that never writes ``NaN``/``Infinity``: they become ``null``.
+
+    Every JSON the toolkit writes is strict JSON (RFC 8259, which has no NaN or Infinity); a ``null``
+    number means "not measured, or not a finite number" (an unbounded interval's half-width, say).
 
     Returns:
         ``(text, replaced)`` where ``replaced`` lists the keys whose value was not finite.

@@ -7,7 +7,6 @@ Every writer goes to a temporary file in the destination folder, flushes and fsy
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import tempfile
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.safety.inputs import dumps_strict
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -101,9 +101,16 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
-def write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write ``obj`` as indented JSON atomically."""
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+def write_json(path: str | os.PathLike[str], obj: Any) -> list[str]:
+    """Write ``obj`` as indented, strict JSON atomically: a NaN or infinite number is written as ``null``
+    (JSON has neither; see :func:`drivenet_patch.safety.inputs.dumps_strict`).
+
+    Returns:
+        The keys whose value was not finite and was written as ``null``.
+    """
+    text, replaced = dumps_strict(obj, indent=2, sort_keys=True, default=_json_default)
+    write_text(path, text + "\n")
+    return replaced
 
 
 def write_csv(path: str | os.PathLike[str], frame: Any, **kwargs: Any) -> None:
