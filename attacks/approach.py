@@ -62,23 +62,23 @@ def world_placement(kind: str, size: tuple[float, float], lateral_m: float = 0.0
     from drivenet_patch.world.sticker import StickerPlacement
 
     if not math.isfinite(lateral_m) or abs(lateral_m) > 10.0:
-        raise PDNError(f"--lateral must be a number of metres within +-10, got {lateral_m}")
+        raise PDNError(f"lateral_m must be a number of metres within +-10, got {lateral_m}")
     if kind == "road":
         return StickerPlacement(s=STICKER_S_M, d=EGO_LANE_D + lateral_m, width_m=size[0], length_m=size[1])
     if kind == "billboard":
         default = StickerPlacement.billboard(s=STICKER_S_M)
         return StickerPlacement.billboard(s=STICKER_S_M, d=default.d + lateral_m, width_m=size[0], height_m=size[1])
-    raise PDNError(f"--place must be road or billboard, got {kind!r}")
+    raise PDNError(f"kind must be road or billboard, got {kind!r}")
 
 
 def check_scene_counts(roads: int, poses: int) -> None:
     """Refuse road and pose counts that would build an absurd number of approach scenes."""
     if not 1 <= roads <= MAX_SCENE_ROADS:
-        raise PDNError(f"--roads must lie in [1, {MAX_SCENE_ROADS}], got {roads}")
+        raise PDNError(f"roads must lie in [1, {MAX_SCENE_ROADS}], got {roads}")
     if not 1 <= poses <= MAX_POSES:
-        raise PDNError(f"--poses must lie in [1, {MAX_POSES}], got {poses}")
+        raise PDNError(f"poses must lie in [1, {MAX_POSES}], got {poses}")
     if roads * poses > MAX_SCENES:
-        raise PDNError(f"--roads x --poses must be at most {MAX_SCENES} scenes, got {roads} x {poses}")
+        raise PDNError(f"roads x poses must be at most {MAX_SCENES} scenes, got {roads} x {poses}")
 
 
 def approach_scenes(model: Any, placement: Any, distance: tuple[float, float], roads: int, poses: int, seed: int,
@@ -130,10 +130,10 @@ def frame_scene_set(model: Any, data: str, fmt: str, frames: int, distance: tupl
     ds = open_dataset(data, format=fmt, size=model.input_size)
     n = len(ds)
     if n < 2:
-        raise PDNError(f"--data: {data} has {n} frames; need at least 2")
+        raise PDNError(f"data: {data} has {n} frames; need at least 2")
     idx = np.arange(offset, n, 2)[:frames]
     if len(idx) == 0:
-        raise PDNError(f"--data: {data} has no frames left for this split")
+        raise PDNError(f"data: {data} has no frames left for this split")
     x = to_tensor(ds.frames(idx), device)
     groups = np.array_split(np.arange(len(idx)), min(4, len(idx)))
     dists = np.linspace(distance[0], distance[1], len(groups))

@@ -58,9 +58,9 @@ def read_attack(folder: str | Path) -> tuple[Any, StickerPlacement, dict[str, An
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise PDNError(f"--sticker: {folder} is not an attack folder (from pdn attack)")
+        raise PDNError(f"sticker: {folder} is not an attack folder (from pdn attack)")
     texture, placement = load_sticker(folder)
     meta = read_json(folder / "attack.json", "attack settings")
     if not isinstance(meta, dict) or not isinstance(meta.get("attack"), dict):
-        raise PDNError(f"--sticker: {folder / 'attack.json'} has no 'attack' settings (not written by pdn attack?)")
+        raise PDNError(f"sticker: {folder / 'attack.json'} has no 'attack' settings (not written by pdn attack?)")
     return texture, placement, meta

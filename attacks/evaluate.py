@@ -73,7 +73,7 @@ def _check_target(target: str) -> None:
 def _threshold(value: float) -> float:
     value = float(value)
     if not (math.isfinite(value) and value > 0):
-        raise PDNError(f"--threshold must be a number > 0 degrees, got {value}")
+        raise PDNError(f"threshold_deg must be a number > 0 degrees, got {value}")
     return value
 
 

@@ -46,11 +46,11 @@ def parse_areas(text: str) -> tuple[float, ...]:
     try:
         areas = [float(p) for p in parts]
     except ValueError:
-        raise PDNError(f"--areas must be comma-separated areas in m², e.g. 2,7,28, got {text!r}") from None
+        raise PDNError(f"areas must be comma-separated areas in m², e.g. 2,7,28, got {text!r}") from None
     if not areas or not all(math.isfinite(a) and 0 < a <= MAX_AREA_M2 for a in areas):
-        raise PDNError(f"--areas: every area must be a number in (0, {MAX_AREA_M2:g}] m², got {text!r}")
+        raise PDNError(f"areas: every area must be a number in (0, {MAX_AREA_M2:g}] m², got {text!r}")
     if len(set(areas)) != len(areas):
-        raise PDNError(f"--areas: each area once, got {text!r}")
+        raise PDNError(f"areas: each area once, got {text!r}")
     return tuple(sorted(areas))
 
 
@@ -64,7 +64,7 @@ def sticker_size(area_m2: float, aspect: str = "along") -> tuple[float, float]:
       the neighbouring lane and the shoulder (112 m² -> 14 x 8 m).
     """
     if aspect not in ASPECTS:
-        raise PDNError(f"--aspect must be one of {', '.join(ASPECTS)}, got {aspect!r}")
+        raise PDNError(f"aspect must be one of {', '.join(ASPECTS)}, got {aspect!r}")
     a = float(area_m2)
     if aspect == "along":
         w = min(math.sqrt(a / ALONG_RATIO), MAX_WIDTH_ALONG_M)

@@ -41,7 +41,7 @@ def draw_runs(n_runs: int, n_frames: int, input_size: tuple[int, int], patch: tu
               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Random (frame, y0, x0, objective) for ``n_runs`` runs: frames and positions uniform, objectives in turn."""
     if n_runs < 1:
-        raise PDNError(f"--attack must be >= 1 runs, got {n_runs}")
+        raise PDNError(f"n_runs must be >= 1, got {n_runs}")
     pos = patch_positions(input_size, patch)  # (P, 2)
     frame = torch.randint(0, n_frames, (n_runs,), generator=generator)
     pick = torch.randint(0, len(pos), (n_runs,), generator=generator)

@@ -161,7 +161,7 @@ def draw_physical_runs(threat: PhysicalThreat, n_runs: int, roads: list[Road], c
     ``MAX_REDRAWS`` times per run.
     """
     if n_runs < 1:
-        raise PDNError(f"--attack must be >= 1 runs, got {n_runs}")
+        raise PDNError(f"n_runs must be >= 1, got {n_runs}")
     (d0, d1), (y0, y1), (b0, b1) = threat.distance_m, threat.lateral_m, threat.bottom_m
     cols: dict[str, list[Any]] = {k: [] for k in ("road", "pose", "real", "bottom", "place")}
     for _ in range(n_runs):

@@ -356,9 +356,9 @@ def parse_patch(spec: str | int | Sequence[int], image_size: tuple[int, int] = (
         try:
             share = float(text) / 100.0
         except ValueError:
-            raise PDNError(f"--patch: expected 'HxW' or 'P%', got {spec!r}") from None
+            raise PDNError(f"patch: expected 'HxW' or 'P%', got {spec!r}") from None
         if not (math.isfinite(share) and 0.0 < share <= 1.0):
-            raise PDNError(f"--patch: a share must lie in (0%, 100%], got {spec!r}")
+            raise PDNError(f"patch: a share must lie in (0%, 100%], got {spec!r}")
         area = share * h * w
         side = math.ceil(math.sqrt(area) - 1e-9)
         ph, pw = side, side
@@ -368,13 +368,13 @@ def parse_patch(spec: str | int | Sequence[int], image_size: tuple[int, int] = (
             ph, pw = min(h, math.ceil(area / w - 1e-9)), w
         return max(ph, 1), max(pw, 1)
     try:
-        ph, pw = _pair(spec, "--patch")
+        ph, pw = _pair(spec, "patch")
     except PDNError:
-        raise PDNError(f"--patch: expected 'HxW' or 'P%', got {spec!r}") from None
+        raise PDNError(f"patch: expected 'HxW' or 'P%', got {spec!r}") from None
     if ph is None or pw is None or ph < 1 or pw < 1:
-        raise PDNError(f"--patch: sizes must be positive, got {spec!r}")
+        raise PDNError(f"patch: sizes must be positive, got {spec!r}")
     if ph > h or pw > w:
-        raise PDNError(f"--patch: {ph}x{pw} does not fit the {h}x{w} model input")
+        raise PDNError(f"patch: {ph}x{pw} does not fit the {h}x{w} model input")
     return ph, pw
 
 

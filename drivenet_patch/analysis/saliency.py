@@ -263,7 +263,7 @@ def save_saliency(
         (plus ``"patches"``, ``"patch_weights"`` and ``"patch_size"`` for a patch-selecting model).
     """
     if n <= 0:
-        raise PDNError(f"--n: expected a positive number of frames, got {n}")
+        raise PDNError(f"n: expected a positive number of frames, got {n}")
     total = len(dataset)
     if total == 0:
         raise PDNError(f"{getattr(dataset, 'root', 'dataset')}: no frames")

@@ -70,10 +70,10 @@ def study_table(results: str | Path) -> pd.DataFrame:
     """
     results = Path(results)
     if not results.is_dir():
-        raise PDNError(f"--results: {results} is not a folder")
+        raise PDNError(f"results: {results} is not a folder")
     runs = _runs(results)
     if not runs:
-        raise PDNError(f"--results: {results} holds no *_eval.json")
+        raise PDNError(f"results: {results} holds no *_eval.json")
     rows = []
     for run in runs:
         ev = _read(results / f"{run}_eval.json") or {}

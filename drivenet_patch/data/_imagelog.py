@@ -111,7 +111,7 @@ class PathGuard:
         if real != self._real_root and not real.startswith(self._prefix):
             raise PDNError(
                 f"{where}: path {text!r} leaves the dataset folder {self.root} "
-                "(pass --allow-outside-paths, or allow_outside=True in Python, to permit it)"
+                "(pass allow_outside=True to permit it)"
             )
         return text
 

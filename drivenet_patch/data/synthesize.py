@@ -38,7 +38,7 @@ def parse_cameras(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     names = tuple(n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip())
     bad = [n for n in names if n not in CAMERAS]
     if bad or not names:
-        raise PDNError(f"--cameras: unknown camera {bad[0] if bad else text!r}; choose from {','.join(CAMERAS)}")
+        raise PDNError(f"cameras: unknown camera {bad[0] if bad else text!r}; choose from {','.join(CAMERAS)}")
     return names
 
 
@@ -66,11 +66,11 @@ def synthesize(
         The ``meta.json`` content.
     """
     if frames <= 0:
-        raise PDNError(f"--frames must be > 0, got {frames}")
+        raise PDNError(f"frames must be > 0, got {frames}")
     if episode_steps < frame_every or frame_every < 1:
         raise PDNError("episode_steps must be >= frame_every >= 1")
     if not 0 <= int(seed) < 2**63:
-        raise PDNError(f"--seed must lie in [0, 2**63), got {seed}")
+        raise PDNError(f"seed must lie in [0, 2**63), got {seed}")
     drive = drive or DriveConfig()
     cameras = parse_cameras(cameras)
     out = Path(out)
@@ -78,13 +78,13 @@ def synthesize(
     need = frames * size[0] * size[1] * 3
     writable = out.parent if existing == out else existing  # the staging folder is made beside ``out``
     if writable.is_dir() and not os.access(writable, os.W_OK | os.X_OK):  # before the space check: the real fault
-        raise PDNError(f"--out: cannot write in {writable} (permission denied or read-only)")
+        raise PDNError(f"out: cannot write in {writable} (permission denied or read-only)")
     try:
         free = shutil.disk_usage(existing).free
     except OSError as exc:
-        raise PDNError(f"--out: cannot use {out} ({exc.strerror or exc})") from None
+        raise PDNError(f"out: cannot use {out} ({exc.strerror or exc})") from None
     if need > free:
-        raise PDNError(f"--frames: {frames} frames of {size[0]}x{size[1]} need {need / 1e9:.3g} GB, "
+        raise PDNError(f"frames: {frames} frames of {size[0]}x{size[1]} need {need / 1e9:.3g} GB, "
                        f"{existing} has {free / 1e9:.3g} GB free")
     # The new dataset is built in a staging folder beside ``out`` and swapped in when complete:
     # a failure or a kill at any moment leaves the old dataset as it was.

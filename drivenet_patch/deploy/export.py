@@ -90,9 +90,9 @@ def export_onnx(model: nn.Module, path: str | Path, batch: int | None = None, op
     """
     onnx = require("onnx")
     if isinstance(opset, bool) or not isinstance(opset, int) or not 13 <= opset <= 21:
-        raise PDNError(f"--opset must be an integer in [13, 21], got {opset!r}")
+        raise PDNError(f"opset must be an integer in [13, 21], got {opset!r}")
     if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
-        raise PDNError(f"--batch must be 'dynamic' or a positive integer, got {batch!r}")
+        raise PDNError(f"batch must be 'dynamic' or a positive integer, got {batch!r}")
     h, w = model.input_size
     x = torch.rand(batch or 2, 3, h, w, generator=torch.Generator().manual_seed(0))
     path = Path(path)
@@ -128,7 +128,7 @@ def session(path: str | Path, threads: int = 1) -> Any:
     """An ONNX Runtime CPU session with ``threads`` intra-op threads (sequential execution)."""
     ort = require("onnxruntime")
     if not Path(path).is_file():
-        raise PDNError(f"--onnx: {path} does not exist")
+        raise PDNError(f"path: {path} does not exist")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = int(threads)
     opts.inter_op_num_threads = 1

@@ -161,7 +161,7 @@ class ClosedLoopConfig:
     def steps_for(self, km: float) -> int:
         """Simulation steps that cover ``km`` kilometres (at least one)."""
         if not (math.isfinite(km) and 0 < km <= MAX_KM_PER_ROAD):
-            raise PDNError(f"--km must lie in (0, {MAX_KM_PER_ROAD:g}] km per road, got {km}")
+            raise PDNError(f"km must lie in (0, {MAX_KM_PER_ROAD:g}] km per road, got {km}")
         return max(1, round(km * 1000.0 / (self.speed_mps * self.dt)))
 
     def road_length_m(self, steps: int) -> float:
@@ -234,7 +234,7 @@ def make_roads(count: int, steps_per_road: int, cfg: ClosedLoopConfig, seed: int
     ``Road.generate(seed + i)`` (the CLI's default seed 10 000 keeps them apart from the small seeds
     used in examples; training data draws its road seeds at random from 0 .. 2**31)."""
     if not 1 <= count <= MAX_ROADS:
-        raise PDNError(f"--roads must lie in [1, {MAX_ROADS}], got {count}")
+        raise PDNError(f"count must lie in [1, {MAX_ROADS}], got {count}")
     length = cfg.road_length_m(steps_per_road)
     return [Road.generate(int(seed) + i, length) for i in range(count)]
 

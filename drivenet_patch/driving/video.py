@@ -38,11 +38,11 @@ def open_video(path: Path, size: tuple[int, int], fps: float, stack: ExitStack) 
     """
     suffix = path.suffix.lower()
     if suffix not in (".mp4", ".avi"):
-        raise PDNError(f"--video: expected a .mp4 or .avi file name, got {str(path)!r}")
+        raise PDNError(f"video: expected a .mp4 or .avi file name, got {str(path)!r}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise PDNError(f"--video: cannot create the folder of {path} ({exc.strerror or exc})") from None
+        raise PDNError(f"video: cannot create the folder of {path} ({exc.strerror or exc})") from None
     code = "mp4v" if suffix == ".mp4" else "MJPG"
     if code == "mp4v" and not _probe_fourcc(path.parent, code, suffix, size, fps):
         warnings.warn(f"this OpenCV build cannot write mp4v; writing Motion-JPEG to {path.with_suffix('.avi')}",
@@ -51,7 +51,7 @@ def open_video(path: Path, size: tuple[int, int], fps: float, stack: ExitStack) 
     tmp = stack.enter_context(atomic_path(path))
     writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*code), fps, size)
     if not writer.isOpened():
-        raise PDNError(f"--video: cannot open a {code} video writer for {path}")
+        raise PDNError(f"video: cannot open a {code} video writer for {path}")
     stack.callback(writer.release)  # runs before the rename (LIFO)
     return writer, path
 

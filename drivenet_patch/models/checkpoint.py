@@ -114,7 +114,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
         if not allow_pickle:
             raise PDNError(
                 f"refusing to load pickle file {weights}: pickle can run arbitrary code; "
-                "convert it to safetensors (or pass --allow-pickle / allow_pickle=True if you trust it)"
+                "convert it to safetensors (or pass allow_pickle=True if you trust it)"
             )
         if not config_path.is_file():
             raise PDNError(f"{config_path}: missing (needed to know the architecture of {weights.name})")

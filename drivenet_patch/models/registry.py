@@ -105,7 +105,7 @@ def model_defaults(name: str) -> dict[str, Any]:
     return dict(_entry(name).defaults)
 
 
-def parse_model_args(name: str, items: Sequence[str], where: str = "--model-arg") -> dict[str, Any]:
+def parse_model_args(name: str, items: Sequence[str], where: str = "model_args") -> dict[str, Any]:
     """``["key=value", ...]`` -> config keys of model ``name`` (``pdn train --model-arg``).
 
     A value is read as JSON when it parses (``0.01``, ``true``, ``[96, 192]``), else taken as a

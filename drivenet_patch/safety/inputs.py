@@ -240,7 +240,7 @@ def dumps_strict(obj: Any, **kwargs: Any) -> tuple[str, list[str]]:
 
 
 # ---------------------------------------------------------------------------- devices
-def check_device(device: Any, option: str = "--device") -> str:
+def check_device(device: Any, option: str = "device") -> str:
     """``device`` as a torch device string that exists on this machine; a one-line PDNError otherwise.
 
     Accepts ``cpu``, ``cuda``/``cuda:N`` (N below the number of GPUs) and ``mps`` where present.
@@ -279,7 +279,7 @@ def contained_file(path: str | os.PathLike[str], root: str | os.PathLike[str], a
     p = regular_file(path, what)
     if not allow_outside and not inside(p, root):
         raise PDNError(f"{p}: resolves to {os.path.realpath(p)}, outside the folder {root} "
-                       "(pass --allow-outside-paths to permit it)")
+                       "(pass allow_outside=True to permit it)")
     return p
 
 
@@ -304,7 +304,7 @@ def check_input_path(path: str | os.PathLike[str], option: str) -> None:
         raise PDNError(f"{option} {path}: is {_kind(st.st_mode)}, expected a regular file or a folder")
 
 
-def check_output(out: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]], option: str = "--out",
+def check_output(out: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]], option: str = "out",
                  is_file: bool = True, own_names: tuple[str, ...] = (),
                  may_equal: Iterable[str | os.PathLike[str]] = ()) -> Path:
     """Refuse an output that would overwrite an input of the command, or a model or dataset file.
@@ -370,7 +370,7 @@ def open_h5(path: str | os.PathLike[str], allow_outside: bool = False) -> Any:
 
 
 def _vet_h5(h5py: Any, f: Any, p: Path) -> None:
-    hint = "(pass --allow-outside-paths to permit it)"
+    hint = "(pass allow_outside=True to permit it)"
     seen: set[Any] = set()
     stack: list[tuple[Any, str]] = [(f, "/")]
     count = 0

@@ -230,7 +230,7 @@ def replace_folder(out: str | os.PathLike[str], owned: tuple[str, ...] | Callabl
 
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise PDNError(f"--out: {out} is a file, not a folder")
+        raise PDNError(f"out: {out} is a file, not a folder")
     above = next((p for p in out.parents if p.exists()), None)
     if above is not None and not above.is_dir():
         raise PDNError(f"{out}: cannot write (Not a directory: {above} is a file)")
@@ -242,7 +242,7 @@ def replace_folder(out: str | os.PathLike[str], owned: tuple[str, ...] | Callabl
             mine = owned if callable(owned) else (lambda name: name in owned)
             foreign = sorted(p.name for p in out.iterdir() if not (mine(p.name) and p.is_file()))
             if foreign:
-                raise PDNError(f"--out: {out} holds {foreign[0]!r}, which is not part of {what}; "
+                raise PDNError(f"out: {out} holds {foreign[0]!r}, which is not part of {what}; "
                                "choose an empty or new folder (nothing was changed)")
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}{_STAGING}{os.getpid()}-", dir=out.parent))
         os.chmod(staging, 0o777 & ~_UMASK)

@@ -31,10 +31,10 @@ class TensorBoardLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise PDNError(f"--tensorboard needs the tensorboard extra: {EXTRA_HINT}") from None
+            raise PDNError(f"TensorBoardLog needs the tensorboard extra: {EXTRA_HINT}") from None
         self.logdir = Path(logdir)
         if self.logdir.exists() and not self.logdir.is_dir():
-            raise PDNError(f"--tensorboard: {self.logdir} exists and is not a folder")
+            raise PDNError(f"logdir: {self.logdir} exists and is not a folder")
         self.writer = SummaryWriter(str(self.logdir))
 
     def frames(self, frames: np.ndarray, tag: str = "input/frames") -> None:

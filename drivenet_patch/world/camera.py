@@ -169,7 +169,7 @@ class Camera:
         }
 
 
-def parse_size(text: str, name: str = "--size") -> tuple[int, int]:
+def parse_size(text: str, name: str = "size") -> tuple[int, int]:
     """Parse ``HxW`` (e.g. ``66x200``) into ``(H, W)``, with a one-line error on bad input."""
     parts = str(text).lower().replace(" ", "").split("x")
     try:

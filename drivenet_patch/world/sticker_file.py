@@ -45,7 +45,7 @@ def load_sticker(path: str | Path) -> Sticker:
     if path.is_dir():
         png, meta_path = path / STICKER_PNG, path / ATTACK_JSON
         if not meta_path.exists():
-            raise PDNError(f"--sticker: {path} is a folder but has no {ATTACK_JSON}")
+            raise PDNError(f"sticker: {path} is a folder but has no {ATTACK_JSON}")
         meta = read_json(meta_path, "attack settings")
         placement = _placement_from_json(meta.get("placement") if isinstance(meta, dict) else None, meta_path)
     else:
@@ -81,31 +81,31 @@ def save_sticker(folder: str | Path, texture: torch.Tensor, placement: StickerPl
 
 def _placement_from_json(obj: Any, where: Path) -> StickerPlacement:
     if not isinstance(obj, dict):
-        raise PDNError(f"--sticker: {where} needs a 'placement' object with StickerPlacement fields")
+        raise PDNError(f"sticker: {where} needs a 'placement' object with StickerPlacement fields")
     known = {f.name for f in fields(StickerPlacement)}
     unknown = sorted(set(obj) - known)
     if unknown:
-        raise PDNError(f"--sticker: {where}: unknown placement field {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        raise PDNError(f"sticker: {where}: unknown placement field {unknown[0]!r}; known: {', '.join(sorted(known))}")
     values: dict[str, Any] = {"s": 0.0}
     for key, value in obj.items():
         if key == "kind":
             values[key] = str(value)
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise PDNError(f"--sticker: {where}: placement field {key!r} must be a finite number, got {value!r}")
+            raise PDNError(f"sticker: {where}: placement field {key!r} must be a finite number, got {value!r}")
         values[key] = float(value)
     return StickerPlacement(**values)
 
 
 def _read_texture(png: Path) -> torch.Tensor:
     if not png.is_file():
-        raise PDNError(f"--sticker: {png} does not exist")
+        raise PDNError(f"sticker: {png} does not exist")
     img = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
     if img is None or img.ndim not in (2, 3) or img.shape[0] < 1 or img.shape[1] < 1:
-        raise PDNError(f"--sticker: cannot read {png} as an image")
+        raise PDNError(f"sticker: cannot read {png} as an image")
     scale = 65535.0 if img.dtype == np.uint16 else 255.0
     if img.dtype not in (np.uint8, np.uint16):
-        raise PDNError(f"--sticker: {png} has unsupported pixel type {img.dtype}")
+        raise PDNError(f"sticker: {png} has unsupported pixel type {img.dtype}")
     if img.ndim == 2:
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
     elif img.shape[2] == 4:
@@ -113,5 +113,5 @@ def _read_texture(png: Path) -> torch.Tensor:
     elif img.shape[2] == 3:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     else:
-        raise PDNError(f"--sticker: {png} has {img.shape[2]} channels; expected 1, 3 or 4")
+        raise PDNError(f"sticker: {png} has {img.shape[2]} channels; expected 1, 3 or 4")
     return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)).astype(np.float32) / scale)

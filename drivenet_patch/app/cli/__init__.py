@@ -28,7 +28,7 @@ __all__ = ["COMMAND_MODULES", "build_parser", "main", "run"]
 
 #: The command modules, in the order ``pdn --help`` lists their commands.
 COMMAND_MODULES = ("data", "train", "selection", "drive", "saliency", "export", "attack", "attack_sweep", "certify",
-                   "report", "demo", "bench")
+                   "report", "demo", "zoo", "bench")
 
 
 def build_parser() -> Parser:

@@ -77,6 +77,7 @@ def cmd_attack_sweep(args: argparse.Namespace) -> int:
     )
     from drivenet_patch.app.cli.attack import parse_metres, parse_range
     from drivenet_patch.driving.drive import ClosedLoopConfig
+    from drivenet_patch.models.zoo import is_zoo_ref
     from drivenet_patch.safety.inputs import read_json_object
     from drivenet_patch.storage.atomic import write_csv, write_json
 
@@ -93,7 +94,7 @@ def cmd_attack_sweep(args: argparse.Namespace) -> int:
             raise PDNError(f"--resim-every must be an integer in [1, --steps = {args.steps}], got {args.resim_every}")
     parse_range(args.distance)
     ClosedLoopConfig().steps_for(float(args.km))
-    if not Path(args.model).is_dir():
+    if not is_zoo_ref(args.model) and not Path(args.model).is_dir():
         raise PDNError(f"--model: {args.model} is not a run folder")
     if args.out.exists() and not args.out.is_dir():
         raise PDNError(f"--out: {args.out} exists and is not a folder")

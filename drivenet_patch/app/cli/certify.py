@@ -15,6 +15,7 @@ from drivenet_patch.app.cli.common import (
     load_run,
     positive_int,
     progress,
+    run_home,
 )
 from drivenet_patch.safety.errors import PDNError
 
@@ -149,7 +150,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
         raise PDNError(f"--model: {run} holds a {model.name} model; pdn certify needs a PatchVote model "
                        "(pdn train --model patchvote)")
     method = args.aggregate or model.aggregate_name
-    out_dir = args.out or run / "certify"
+    out_dir = args.out or run_home(args.model) / "certify"
     if args.physical:
         if args.camera_patch:
             raise PDNError("--physical: --camera-patch is not available with a physical threat")

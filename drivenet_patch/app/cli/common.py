@@ -26,6 +26,7 @@ __all__ = [
     "os_error_line",
     "positive_int",
     "progress",
+    "run_home",
 ]
 
 
@@ -80,14 +81,25 @@ def add_device_and_json(c: argparse.ArgumentParser) -> None:
 
 
 def load_run(path: str | Path, device: str, flag: str = "--model") -> Any:
-    """The trained model of a run folder (or ``.safetensors`` file) in eval mode; a missing path is named
-    with ``flag``."""
+    """The trained model of a run folder (or ``.safetensors`` file, or ``zoo:NAME``) in eval mode; a missing
+    path is named with ``flag``."""
     from drivenet_patch.models.checkpoint import load_model
+    from drivenet_patch.models.zoo import is_zoo_ref
 
+    if is_zoo_ref(path):
+        return load_model(str(path), device=device).eval()
     p = Path(path)
     if not p.exists():
         raise PDNError(f"{flag}: {p} does not exist")
     return load_model(p, device=device).eval()
+
+
+def run_home(model: str | Path) -> Path:
+    """Where a command writes its default outputs for ``--model``: the run folder itself, or for
+    ``zoo:NAME`` (whose files in the package stay as shipped) ``runs/zoo-NAME`` in the working folder."""
+    from drivenet_patch.models.zoo import is_zoo_ref, zoo_name
+
+    return Path("runs") / f"zoo-{zoo_name(model)}" if is_zoo_ref(model) else Path(model)
 
 
 def os_error_line(exc: OSError) -> str:

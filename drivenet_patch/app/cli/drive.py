@@ -76,11 +76,13 @@ def cmd_drive(args: argparse.Namespace) -> int:
         raise PDNError(f"--video: expected a .mp4 or .avi file name, got {args.video!r}")
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise PDNError(f"--out: {args.out} exists and is not a folder")
+    from drivenet_patch.models.zoo import is_zoo_ref
+
     model_path = Path(args.model)
-    if not model_path.exists():  # the model first, then the sticker, then loading the model
+    if not is_zoo_ref(args.model) and not model_path.exists():  # the model first, then the sticker, then loading the model
         raise PDNError(f"--model: {model_path} does not exist")
     sticker = load_sticker(args.sticker) if args.sticker else None
-    model = load_run(model_path, args.device)
+    model = load_run(args.model, args.device)
     cfg = ClosedLoopConfig(sticker_every_m=float(args.sticker_every))
     steps = cfg.steps_for(float(args.km))
     if not args.monitor and args.fallback != "none":
@@ -92,7 +94,7 @@ def cmd_drive(args: argparse.Namespace) -> int:
                                      np.random.default_rng([args.seed, 0xD21FE]),
                                      sticker=sticker, device=args.device, progress=progress(args), video=args.video,
                                      threads=args.threads, monitor=monitor)
-    result = {**metrics, "model": str(model_path), "seed": int(args.seed), "km_per_road": float(args.km),
+    result = {**metrics, "model": str(args.model), "seed": int(args.seed), "km_per_road": float(args.km),
               "sticker": args.sticker}
     if monitor is not None:
         from defenses.monitor import summarize

@@ -14,6 +14,7 @@ from drivenet_patch.app.cli.common import (
     emit,
     positive_int,
     progress,
+    run_home,
 )
 from drivenet_patch.app.cli.common import add_command as command
 from drivenet_patch.safety.errors import PDNError
@@ -76,10 +77,11 @@ def _tensorboard_log(logdir: str, data: str) -> Any:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from drivenet_patch.models.zoo import is_zoo_ref
     from drivenet_patch.training.evaluation import evaluate
 
-    out_csv = Path(args.out) if args.out else Path(args.model) / "predictions.csv"
-    if not Path(args.model).is_dir():
+    out_csv = Path(args.out) if args.out else run_home(args.model) / "predictions.csv"
+    if not is_zoo_ref(args.model) and not Path(args.model).is_dir():
         out_csv = Path(args.out or "predictions.csv")
     metrics = evaluate(args.model, args.data, out_csv=out_csv, device=args.device, progress=progress(args),
                        allow_outside=args.allow_outside_paths, allow_pickle=args.allow_pickle,
