@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from drivenet_patch.models import SteeringModel, model_from_config
+from drivenet_patch.models.zoo import is_zoo_ref, zoo_folder
 from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.safety.inputs import loads_json, read_json
 from drivenet_patch.storage.atomic import write_json
@@ -79,7 +80,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
     """Load a steering model, in eval mode, from a run folder or a weights file.
 
     Args:
-        path: a run folder (``model.safetensors`` + ``config.json``), a ``.safetensors`` file
+        path: a run folder (``model.safetensors`` + ``config.json``), ``"zoo:NAME"`` (a model of the
+            package's zoo, :mod:`drivenet_patch.models.zoo`, its weights checked against the manifest's
+            sha256), a ``.safetensors`` file
             (``config.json`` beside it; else the config embedded in the file), or, with
             ``allow_pickle=True``, a ``.pt``/``.pth``/``.pkl``/``.ckpt``/``.bin`` state dict
             (``config.json`` beside it).
@@ -88,8 +91,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
 
     Raises:
         PDNError: missing file, pickle file without ``allow_pickle``, unreadable or invalid
-            ``config.json`` (unknown model, bad keys), or weights that do not fit the model.
+            ``config.json`` (unknown model, bad keys), weights that do not fit the model, or a zoo
+            model that is unknown or whose weights differ from the manifest's sha256.
     """
+    if is_zoo_ref(path):
+        path = zoo_folder(path)
     path = Path(path)
     if path.is_dir():
         weights = path / "model.safetensors"
