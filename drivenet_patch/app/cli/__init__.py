@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from drivenet_patch import __version__
-from drivenet_patch.app.cli.common import Parser, os_error_line
+from drivenet_patch.app.cli.common import Parser, flag_message, os_error_line
 from drivenet_patch.safety.errors import PDNError, one_line
 
 __all__ = ["COMMAND_MODULES", "build_parser", "main", "run"]
@@ -89,11 +89,11 @@ def _run_command(args: argparse.Namespace) -> int:
         if isinstance(getattr(args, "device", None), str):  # every command's --device, checked once here
             from drivenet_patch.safety.inputs import check_device
 
-            args.device = check_device(args.device)
+            args.device = check_device(args.device, "--device")
         _check_paths(args)
         return int(args.fn(args) or 0)
-    except PDNError as exc:
-        print(f"pdn: error: {exc}", file=sys.stderr)
+    except PDNError as exc:  # the library names its parameters; the user typed flags
+        print(f"pdn: error: {flag_message(str(exc), args)}", file=sys.stderr)
         return 2
     except OSError as exc:  # the file system refused (not a folder, no permission, disk full): one line, no traceback
         print(f"pdn: error: {one_line(os_error_line(exc))}", file=sys.stderr)

@@ -7,6 +7,7 @@ outside :mod:`drivenet_patch.app.cli` imports this module (import-linter enforce
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ __all__ = [
     "add_group",
     "add_json",
     "emit",
+    "flag_message",
     "load_run",
     "os_error_line",
     "positive_int",
@@ -35,6 +37,37 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
+
+
+#: Library parameters whose flag has another name: parameter -> the ``dest`` of the flag that sets it (tried
+#: after the parameter's own name, so ``patch`` is ``--patch`` in ``pdn certify`` and ``--monitor-patch`` in
+#: ``pdn drive``).
+PARAM_FLAGS = {"allow_outside": "allow_outside_paths", "delta_deg": "delta", "kind": "place", "lateral_m": "lateral",
+               "logdir": "tensorboard", "n_runs": "attack", "patch": "monitor_patch", "threshold_deg": "threshold"}
+#: ``dest`` names that are not flags (positional arguments and the parser's own).
+_NOT_FLAGS = frozenset({"command", "subcommand", "fn", "path", "paths"})
+#: Where a library message names parameters: first (``steps must ...``, ``sticker: ...``, ``distance = ...``,
+#: ``roads x poses must ...``), or as a keyword to pass (``allow_pickle=True``).
+_LEADING = re.compile(r"^[a-z][a-z0-9_]*(?: x [a-z][a-z0-9_]*)*(?=(?:\[\d+\])?(?::| =| must\b| needs\b))")
+_KEYWORD = re.compile(r"\b([a-z][a-z0-9_]*)=True\b")
+
+
+def flag_message(message: str, args: argparse.Namespace) -> str:
+    """A library error as the user of this command reads it: the parameters it names become the flags that set them.
+
+    Library code names its own parameters (``steps must be >= 1``, ``pass allow_outside=True``); a user of
+    ``pdn`` typed flags. A parameter is renamed only where this command has the flag (``--steps``,
+    ``--allow-outside-paths``); any other word stays as it is.
+    """
+    def flag(name: str) -> str | None:
+        dest = next((d for d in (name, PARAM_FLAGS.get(name)) if d and d not in _NOT_FLAGS and hasattr(args, d)), None)
+        return None if dest is None else "--" + dest.replace("_", "-")
+
+    def lead(m: re.Match[str]) -> str:
+        return " x ".join(flag(name) or name for name in m.group(0).split(" x "))
+
+    text = _LEADING.sub(lead, message, count=1)
+    return one_line(_KEYWORD.sub(lambda m: flag(m.group(1)) or m.group(0), text))
 
 
 def emit(result: dict[str, Any], as_json: bool, text: str | None = None) -> None:
