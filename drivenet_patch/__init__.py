@@ -6,7 +6,7 @@ datasets uint8 HWC. Steering is the road-wheel angle in degrees, positive = left
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from drivenet_patch.safety.errors import PDNError
 
