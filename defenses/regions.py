@@ -11,7 +11,7 @@ Everything here is a pure function of integer geometry on the *model input* (``H
   overlaps: a boolean (P, N) matrix. ``k_max`` is the largest row sum. A region's vote depends
   only on its own pixels, so a patch can change at most the votes of the regions it touches
   (the counting argument of PatchGuard, Xiang et al. 2021).
-- :class:`StripLayout` ("strips", made for the physical threat, issue 17): horizontal strips whose
+- :class:`StripLayout` ("strips", made for the physical sticker threat): horizontal strips whose
   row edges sit at ground distances ahead of the camera, each optionally cut into column windows and
   resampled to one crop height so one network serves them all. A road sticker L metres long then
   touches the strips its ground extent meets, about L / strip length + 1 of them, at every distance.
@@ -131,7 +131,7 @@ class RegionLayout:
 
 
 #: Ground distances (metres ahead of the camera) of the default strips' edges; the last strip runs
-#: from the last distance to the horizon. Chosen by measurement (README, "Certified in metres").
+#: from the last distance to the horizon. Chosen by measurement (docs/patchvote.md, "Certified in metres").
 DEFAULT_STRIP_EDGES_M = (6.0, 8.0, 10.5, 14.0, 19.0, 27.0, 40.0, 80.0)
 #: Rows every strip is resampled to (the crop network needs at least 33).
 STRIP_CROP_H = 33

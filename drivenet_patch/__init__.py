@@ -1,6 +1,6 @@
 """PatchDriveNet core: driving world, datasets, models, training, reports and the `pdn` CLI.
 
-Conventions (see README): images in the library are float32 NCHW RGB in [0, 1]; on disk and in
+Conventions (see docs/architecture.md): images in the library are float32 NCHW RGB in [0, 1]; on disk and in
 datasets uint8 HWC. Steering is the road-wheel angle in degrees, positive = left (ISO 8855).
 """
 

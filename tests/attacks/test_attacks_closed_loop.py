@@ -217,7 +217,7 @@ def test_attack_sweep_end_to_end_is_resumable(tmp_path, capsys) -> None:
 
 
 def test_sweep_is_closed_loop_aware_by_default_and_can_be_turned_off() -> None:
-    # The sweep measures departures, where the closed-loop-aware sticker wins (README, issue 18).
+    # The sweep measures departures, where the closed-loop-aware sticker wins (docs/stickers.md, the break size).
     parse = build_parser().parse_args
     base = ["attack-sweep", "--model", "m", "--out", "o"]
     assert parse(base).closed_loop is True
