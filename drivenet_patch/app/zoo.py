@@ -163,7 +163,7 @@ def _install(entry: dict[str, Any], run: Path, figures: dict[str, Any], check: d
 
 def make_zoo(runner: CommandRunner, work: str | Path = "runs/zoo", names: Sequence[str] = (), install: bool = False,
              check_only: bool = False, echo: Callable[[str], None] = print,
-             manifest: str | Path = MANIFEST) -> dict[str, Any]:
+             manifest: str | Path | None = None) -> dict[str, Any]:
     """Re-make the zoo's models (all, or ``names``) from their recipes into ``work`` and re-measure them.
 
     Args:
@@ -180,7 +180,7 @@ def make_zoo(runner: CommandRunner, work: str | Path = "runs/zoo", names: Sequen
         ``{"work", "models": [{"name", "run", "figures": [rows], "figures_check": [rows]}]}`` (rows of
         :func:`compare`).
     """
-    manifest = Path(manifest)
+    manifest = Path(MANIFEST if manifest is None else manifest)
     work = Path(work)
     entries = read_manifest(manifest)["models"]
     wanted = [zoo_name(n) for n in names]

@@ -48,10 +48,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from drivenet_patch.app.zoo import fill
-    from drivenet_patch.models.zoo import ZOO_DIR, zoo_entry
+    from drivenet_patch.models.zoo import zoo_dir, zoo_entry
 
     entry = dict(zoo_entry(args.name))
-    entry["folder"] = str(ZOO_DIR / entry["name"])
+    entry["folder"] = str(zoo_dir(entry["name"]))
     if args.json:
         emit(entry, True)
         return 0

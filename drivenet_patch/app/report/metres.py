@@ -286,10 +286,11 @@ def _touch_panel_data(ph: Physical) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     from defenses.physical import ImageGeometry, PhysicalThreat, cell_boxes, footprint_mask, physical_touch
     from defenses.regions import maximal_touch_sets
     from drivenet_patch.models.checkpoint import load_model
+    from drivenet_patch.models.zoo import is_zoo_ref
     from drivenet_patch.world import Renderer, Road
 
     run = ph.cert.get("model")
-    if not run or not Path(str(run)).is_dir():
+    if not run or not (is_zoo_ref(run) or Path(str(run)).is_dir()):
         raise PDNError(f"its model folder {run!r} is not here")
     model = load_model(str(run))
     if not hasattr(model, "layout"):

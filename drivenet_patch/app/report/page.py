@@ -108,9 +108,13 @@ def section_id(title: str) -> str:
 
 
 def model_name(run: Any) -> str:
-    """The registered model name in a run folder's ``config.json``, ``?`` when it is missing or unreadable."""
+    """The registered model name in a run folder's ``config.json`` (for ``zoo:NAME``: the zoo's folder), ``?``
+    when it is missing or unreadable."""
+    from drivenet_patch.models.zoo import is_zoo_ref, zoo_dir
+
     try:
-        name = load_json(Path(str(run)) / "config.json").get("model", {})
+        folder = zoo_dir(run) if is_zoo_ref(run) else Path(str(run))
+        name = load_json(folder / "config.json").get("model", {})
     except PDNError:
         return "?"
     return str(name.get("name", "?")) if isinstance(name, dict) else "?"

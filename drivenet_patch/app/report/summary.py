@@ -33,7 +33,7 @@ import pandas as pd
 from drivenet_patch.app.report.break_size import SWEEP_TITLE, read_sweeps
 from drivenet_patch.app.report.compare import same_path
 from drivenet_patch.app.report.metres import METRES_TITLE, read_physical
-from drivenet_patch.app.report.page import section_id
+from drivenet_patch.app.report.page import model_name, section_id
 from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.safety.inputs import read_json
 
@@ -83,11 +83,21 @@ def _deg(v: Any) -> str:
 
 
 def _model_name(model_path: Any) -> str:
-    """The registered model name of a run folder (``config.json``), ``?`` when unreadable."""
+    """The registered model name of a run folder (``config.json``; of the zoo's folder for ``zoo:NAME``), ``?``
+    when unreadable."""
     if model_path is None:
         return "?"
+    if _is_zoo(model_path):
+        return model_name(model_path)
     name = _json(Path(str(model_path)) / "config.json").get("model", {})
     return str(name.get("name", "?")) if isinstance(name, dict) else "?"
+
+
+def _is_zoo(model: Any) -> bool:
+    """Whether a certificate's ``model`` names a model of the package's zoo (``zoo:NAME``)."""
+    from drivenet_patch.models.zoo import is_zoo_ref
+
+    return is_zoo_ref(model)
 
 
 def _defended(name: str) -> bool:
@@ -275,10 +285,13 @@ def _break_finding(sweeps: Sequence[Path]) -> dict[str, Any] | None:
 
 def _certify_findings(certs: Sequence[Path]) -> list[dict[str, Any]]:
     found = []
+    # With a zoo model's certificate beside this run's, each sentence names which model its figure is from.
+    any_zoo = any(_is_zoo(_json(p / "certify.json").get("model")) for p in certs)
     for path in certs:
         c = _json(path / "certify.json")
         if not c:
             continue
+        zoo = _is_zoo(c.get("model"))
         acc, clean, delta = _num(c.get("certified_acc")), _num(c.get("clean_acc")), _num(c.get("delta_deg"))
         threat = c.get("threat")
         if isinstance(threat, dict):
@@ -293,8 +306,12 @@ def _certify_findings(certs: Sequence[Path]) -> list[dict[str, Any]]:
                     + (f" ({patch[0]} x {patch[1]} px)" if len(patch) == 2 else ""))
             kind = "patch"
         name = _model_name(c.get("model"))
+        if zoo:
+            name = f"{c['model']} (the package's fully trained {name}; pdn zoo show {str(c['model'])[4:]})"
+        elif any_zoo:
+            name = f"{name} trained by this run"
         nums = {"certify": str(path), "kind": kind, "model": name, "certified_acc": acc, "clean_acc": clean,
-                "delta_deg": delta, "n": c.get("n"), "threat": what}
+                "delta_deg": delta, "n": c.get("n"), "threat": what, "zoo": zoo}
         section = "defense"
         if kind == "physical":  # the sentence of "Certified in metres": the largest area certified, in m²
             (ph,) = read_physical([path])
@@ -314,7 +331,8 @@ def _certify_findings(certs: Sequence[Path]) -> list[dict[str, Any]]:
         if weak:
             text += (f" Weak: the certificate covers less than {_pct(MEANINGFUL_CERTIFIED)} of the frames; on the "
                      "rest an attacker of this size may move the steering by more than delta.")
-        found.append({"key": f"defense_{kind}", "section": section, "title": f"Certificate ({kind})",
+        found.append({"key": f"defense_{kind}" + ("_zoo" if zoo else ""), "section": section,
+                      "title": f"Certificate ({kind}{', zoo model' if zoo else ''})",
                       "text": text, "weak": weak, "numbers": nums})
     return found
 

@@ -31,6 +31,7 @@ __all__ = [
     "is_zoo_ref",
     "read_manifest",
     "sha256_file",
+    "zoo_dir",
     "zoo_entries",
     "zoo_entry",
     "zoo_folder",
@@ -41,6 +42,7 @@ __all__ = [
 ZOO_PREFIX = "zoo:"
 #: The folder holding ``manifest.json`` and one run folder per model.
 ZOO_DIR = Path(__file__).resolve().parent
+#: The manifest; the models' folders lie beside it (:func:`zoo_dir`).
 MANIFEST = ZOO_DIR / "manifest.json"
 #: Placeholders a manifest command may use (filled in by the recipe runner).
 PLACEHOLDERS = ("{work}", "{model}", "{check}")
@@ -100,8 +102,9 @@ def _check_entry(where: str, entry: Any) -> dict[str, Any]:
     return entry
 
 
-def read_manifest(path: str | Path = MANIFEST) -> dict[str, Any]:
-    """The zoo's manifest, its entries checked (names, sha256, figures, command lists)."""
+def read_manifest(path: str | Path | None = None) -> dict[str, Any]:
+    """The zoo's manifest (default :data:`MANIFEST`), its entries checked (names, sha256, figures, command lists)."""
+    path = MANIFEST if path is None else path
     data = read_json(path, "zoo manifest")
     if not isinstance(data, dict) or not isinstance(data.get("models"), list):
         raise PDNError(f"{path}: expected an object with a 'models' list")
@@ -115,12 +118,12 @@ def read_manifest(path: str | Path = MANIFEST) -> dict[str, Any]:
     return data
 
 
-def zoo_entries(path: str | Path = MANIFEST) -> list[dict[str, Any]]:
+def zoo_entries(path: str | Path | None = None) -> list[dict[str, Any]]:
     """Every model of the manifest, in its order."""
     return list(read_manifest(path)["models"])
 
 
-def zoo_entry(ref: str | Path, path: str | Path = MANIFEST) -> dict[str, Any]:
+def zoo_entry(ref: str | Path, path: str | Path | None = None) -> dict[str, Any]:
     """The manifest entry of ``zoo:NAME`` (or ``NAME``); an unknown name is refused with the list of names."""
     name = zoo_name(ref)
     entries = zoo_entries(path)
@@ -130,14 +133,19 @@ def zoo_entry(ref: str | Path, path: str | Path = MANIFEST) -> dict[str, Any]:
     raise PDNError(f"zoo:{name}: no such zoo model (the zoo has: {', '.join(e['name'] for e in entries)})")
 
 
+def zoo_dir(ref: str | Path) -> Path:
+    """The folder where ``zoo:NAME`` lives (beside the manifest), without checking anything."""
+    return MANIFEST.parent / zoo_name(ref)
+
+
 def zoo_folder(ref: str | Path, verify: bool = True) -> Path:
     """The run folder of ``zoo:NAME``, its ``model.safetensors`` checked against the manifest's sha256.
 
     Raises:
         PDNError: unknown name, missing file, or weights whose sha256 differs from the manifest's.
     """
-    entry = zoo_entry(ref)
-    folder = ZOO_DIR / entry["name"]
+    entry = zoo_entry(ref, MANIFEST)
+    folder = zoo_dir(entry["name"])
     weights = folder / "model.safetensors"
     if not weights.is_file() or not (folder / "config.json").is_file():
         raise PDNError(f"zoo:{entry['name']}: {folder} lacks model.safetensors or config.json "
