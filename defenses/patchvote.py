@@ -352,37 +352,29 @@ def _build(channels: Sequence[int], hidden: Sequence[int], *, input_size: Any, l
     return PatchVote(tuple(input_size), regions, channels=channels, hidden=hidden, abstain=list(abstain), **kw)
 
 
-@register_model("patchvote")
-def patchvote(
-    *,
-    input_size: tuple[int, int] = (66, 200),
-    layout: str = "bands",
-    region: int | tuple[int, int] | None = None,
-    stride: int | tuple[int, int] | None = None,
-    strips: tuple[int, ...] | None = None,
-    abstain: tuple[int, ...] = (),
-    aggregate: str = "median",
-    trim: int = 3,
-    bin_deg: float = 2.0,
-    tau_deg: float = 3.0,
-    aggregate_weight: float = 1.0,
-    dropout: float = 0.0,
-    out_scale: float = 10.0,
-) -> PatchVote:
-    """PatchVote defense: N region votes (9 bands of 40 px every 20 px by default), median aggregate."""
-    return _build((24, 36, 48, 64), (100, 50), **{k: v for k, v in locals().items()})
+def _config_keys() -> inspect.Signature:
+    """The config keys of the registered builders, with their defaults written once: the region layout's
+    (:func:`~defenses.regions.make_layout`: ``input_size``, ``layout``, ``region``, ``stride``, ``strips``),
+    then :class:`PatchVote`'s own settings but its layer widths (``abstain``, ``aggregate`` ... ``out_scale``)."""
+    layout = inspect.signature(make_layout).parameters
+    own = inspect.signature(PatchVote).parameters
+    keys = [*layout.values(), *(p for k, p in own.items() if k not in (*layout, "channels", "hidden"))]
+    return inspect.Signature([p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in keys])
 
 
 def _variant(channels: Sequence[int], hidden: Sequence[int], doc: str) -> Callable[..., PatchVote]:
-    """A builder with :func:`patchvote`'s config keys and defaults but other layer widths."""
+    """A builder of PatchVote with these layer widths, taking the config keys of :func:`_config_keys`."""
 
     def builder(**cfg: Any) -> PatchVote:
         return _build(channels, hidden, **cfg)
 
-    builder.__signature__ = inspect.signature(patchvote)  # type: ignore[attr-defined]  # the registry reads it
+    builder.__signature__ = _config_keys()  # type: ignore[attr-defined]  # the registry reads the keys from it
     builder.__doc__ = doc
     return builder
 
 
+patchvote = register_model("patchvote")(_variant(
+    *(inspect.signature(PatchVote).parameters[k].default for k in ("channels", "hidden")),  # the class's widths
+    "PatchVote defense: N region votes (9 bands of 40 px every 20 px by default), median aggregate."))
 patchvote_tiny = register_model("patchvote_tiny")(
     _variant((4, 6, 8, 8), (16, 8), "PatchVote with tiny widths (4-6-8-8, FC 16-8) for fast tests."))
