@@ -50,17 +50,19 @@ def read_attack(folder: str | Path) -> tuple[Any, StickerPlacement, dict[str, An
         texture (3, h, w) float32 in [0, 1], the sticker's placement, and the parsed ``attack.json``.
 
     Raises:
-        PDNError: not a folder, or its ``attack.json`` has no ``attack`` settings (the file is named).
+        PDNError: not a folder, or its ``attack.json`` has no ``attack`` settings or a field of the wrong type
+            or out of range (:data:`drivenet_patch.world.sticker_file.ATTACK_JSON_FIELDS`; the file and field
+            are named).
     """
     from drivenet_patch.safety.errors import PDNError
     from drivenet_patch.safety.inputs import read_json
-    from drivenet_patch.world.sticker_file import load_sticker
+    from drivenet_patch.world.sticker_file import check_attack_json, load_sticker
 
     folder = Path(folder)
     if not folder.is_dir():
         raise PDNError(f"sticker: {folder} is not an attack folder (from pdn attack)")
     texture, placement = load_sticker(folder)
-    meta = read_json(folder / "attack.json", "attack settings")
+    meta = check_attack_json(read_json(folder / "attack.json", "attack settings"), folder / "attack.json")
     if not isinstance(meta, dict) or not isinstance(meta.get("attack"), dict):
         raise PDNError(f"sticker: {folder / 'attack.json'} has no 'attack' settings (not written by pdn attack?)")
     return texture, placement, meta

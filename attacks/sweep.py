@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.safety.values import MAX_FRAMES, FieldCheck, check_fields, number, obj, rate, whole
 
 DRP_AREA_M2 = 108.0
 DEFAULT_AREAS = (2.0, 4.0, 7.0, 14.0, 28.0, 56.0, 112.0)
@@ -91,6 +92,53 @@ def sweep_row(area_m2: float, size: tuple[float, float], evaluation: Mapping[str
             "noise_mean_dev_deg": get(noise, "mean_dev_deg"), "grey_mean_dev_deg": get(grey, "mean_dev_deg"),
             "n_approaches": evaluation.get("n_approaches"), "n_frames": evaluation.get("n_frames"),
             "seconds": float(seconds)}
+
+
+#: The fields of one row of ``sweep.csv`` (and of ``size.json``'s ``row``, the resume state of one size), typed
+#: and bounded; a rate or a measurement may be null (not measured).
+SWEEP_ROW_FIELDS: dict[str, FieldCheck] = {
+    "area_m2": number(0.0, MAX_AREA_M2, low_open=True),
+    "width_m": number(0.0, 100.0, low_open=True),
+    "length_m": number(0.0, 200.0, low_open=True),
+    **{c: rate() for c in SWEEP_COLUMNS if c.endswith("_rate")},
+    **{c: number(0.0, 1e6, null=True) for c in ("mean_dev_deg", "noise_mean_dev_deg", "grey_mean_dev_deg")},
+    "n_approaches": whole(0, MAX_FRAMES, null=True),
+    "n_frames": whole(0, MAX_FRAMES, null=True),
+    "seconds": number(0.0, 1e9, null=True),
+}
+
+
+def resumed_row(path: str | Path, settings: Mapping[str, Any], area_m2: float,
+                size: tuple[float, float], root: str | Path) -> dict[str, Any] | None:
+    """The sweep row of a size already done (its ``size.json``), checked; None when the size is not done yet.
+
+    ``size.json`` is ``{"settings": {...}, "row": {...}}``: the settings must equal this sweep's, and the row
+    must hold every :data:`SWEEP_COLUMNS` field with its type and bounds (:data:`SWEEP_ROW_FIELDS`) for this
+    size. A resume state that does not is refused, not recomputed: the message says to remove the size's
+    folder (it is then run again) or to use another ``--out``.
+
+    Raises:
+        PDNError: one line naming the file and the field.
+    """
+    from drivenet_patch.safety.inputs import contained_file, read_json
+
+    path = Path(path)
+    if not path.is_file() and not path.is_symlink():
+        return None
+    fix = f"remove {path.parent} to run this size again, or use another --out"
+    state = read_json(contained_file(path, root, what="sweep size result"), "sweep size result")
+    fields = check_fields(str(path), state, {"settings": obj(), "row": obj()}, required=("settings", "row"),
+                          hint=fix)
+    if fields["settings"] != dict(settings):
+        raise PDNError(f"{path} was made with other settings; use another --out or remove {path.parent}")
+    check_fields(str(path), state, {f"row.{k}": v for k, v in SWEEP_ROW_FIELDS.items()},
+                 required=tuple(f"row.{c}" for c in SWEEP_COLUMNS), hint=fix)
+    row = state["row"]
+    if not (math.isclose(row["area_m2"], area_m2, rel_tol=1e-9)
+            and all(math.isclose(row[k], v, rel_tol=1e-3) for k, v in zip(("width_m", "length_m"), size, strict=True))):
+        raise PDNError(f"{path}: row.area_m2 = {row['area_m2']!r} ({row['width_m']!r} x {row['length_m']!r} m) is not "
+                       f"this size ({area_m2:g} m², {size[0]:.4g} x {size[1]:.4g} m); {fix}")
+    return {c: row[c] for c in SWEEP_COLUMNS}
 
 
 def break_area(table: pd.DataFrame, rate: float = BREAK_RATE) -> float | None:
@@ -184,10 +232,12 @@ __all__ = [
     "DEFAULT_AREAS",
     "DRP_AREA_M2",
     "SWEEP_COLUMNS",
+    "SWEEP_ROW_FIELDS",
     "break_area",
     "draw_sweep",
     "parse_areas",
     "plot_sweep",
+    "resumed_row",
     "size_text",
     "sticker_size",
     "sweep_row",

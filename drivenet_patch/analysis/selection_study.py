@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.safety.values import MAX_FRAMES, FieldCheck, check_fields, number, obj, whole
 from drivenet_patch.storage.atomic import write_csv, write_text
 
 #: Columns of :func:`study_table`, in order, with their Markdown headers.
@@ -35,16 +36,31 @@ COLUMNS = {
 }
 
 
+_SHARE = number(0.0, 1.0, null=True)
+_AMOUNT = number(0.0, 1e18, null=True)
+_ATTACK = {"mean_dev_deg": _AMOUNT, "success_rate": _SHARE, "in_topk_rate": _SHARE, "clean_in_topk_rate": _SHARE,
+           "weight_on_sticker": _AMOUNT, "clean_weight_on_sticker": _AMOUNT, "n_frames": whole(0, MAX_FRAMES, null=True)}
+#: The fields the table reads from each result file (by the end of its name), typed and bounded: a number
+#: that is a string, a list or an object, or NaN, is refused with the file and field named.
+_RESULT_FIELDS: dict[str, dict[str, FieldCheck]] = {
+    "_attack_sal_eval.json": _ATTACK,
+    "_attack_eval.json": {**_ATTACK, "control_noise": obj(null=True), "control_grey": obj(null=True),
+                          **{f"control_{c}.{k}": v for c in ("noise", "grey") for k, v in _ATTACK.items()}},
+    "_selection.json": {k: _AMOUNT for k in ("selection_weight", "effective_patches", "effective_patches_fusion",
+                                             "macs", "ms_per_image")},
+    "_eval.json": {"rmse_deg": _AMOUNT},
+}
+
+
 def _read(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
-    try:
-        obj = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise PDNError(f"{path}: not a JSON result ({exc})") from None
-    if not isinstance(obj, dict):
-        raise PDNError(f"{path}: expected a JSON object")
-    return obj
+    from drivenet_patch.safety.inputs import read_json
+
+    result = read_json(path, "study result")  # size and depth bounded
+    kind = next(k for k in _RESULT_FIELDS if path.name.endswith(k))
+    check_fields(str(path), result, _RESULT_FIELDS[kind], hint="fix the field, or run this step of the study again")
+    return result
 
 
 def _runs(results: Path) -> list[str]:

@@ -250,15 +250,16 @@ def flag(*, null: bool = False) -> FieldCheck:
     return check
 
 
-def pair(low: float = -math.inf, high: float = math.inf, *, null: bool = False) -> FieldCheck:
-    """A field check: a JSON list of two numbers ``[a, b]`` with ``low <= a <= b <= high`` (a single number,
-    a string or an object is refused)."""
+def pair(low: float = -math.inf, high: float = math.inf, *, null: bool = False, low_open: bool = False
+         ) -> FieldCheck:
+    """A field check: a JSON list of two numbers ``[a, b]`` with ``low <= a <= b <= high`` (``low < a`` with
+    ``low_open``; a single number, a string or an object is refused)."""
     def check(name: str, value: Any) -> tuple[float, float] | None:
         if value is None and null:
             return None
         if not isinstance(value, (list, tuple)) or len(value) != 2:
             raise PDNError(f"{name} = {_show(value)} must be a list of two numbers [A, B], not {_type(value)}")
-        a, b = (number(low, high)(f"{name}[{i}]", v) for i, v in enumerate(value))
+        a, b = (number(low, high, low_open=low_open)(f"{name}[{i}]", v) for i, v in enumerate(value))
         if a > b:
             raise PDNError(f"{name} = {_show(value)} starts after it ends: give [A, B] with A <= B")
         return a, b

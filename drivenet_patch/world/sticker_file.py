@@ -15,10 +15,26 @@ import torch
 from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.safety.inputs import read_json
 from drivenet_patch.safety.tensors import check_frames, to_uint8
+from drivenet_patch.safety.values import (
+    MAX_BATCH,
+    MAX_FRAMES,
+    MAX_SEED,
+    MAX_STEPS,
+    FieldCheck,
+    check_fields,
+    flag,
+    number,
+    obj,
+    pair,
+    sizes,
+    text,
+    whole,
+)
 from drivenet_patch.storage.atomic import atomic_path, write_json
 from drivenet_patch.world.sticker import StickerPlacement
 
-__all__ = ["ATTACK_JSON", "STICKER_PNG", "Sticker", "load_sticker", "save_sticker"]
+__all__ = ["ATTACK_JSON", "ATTACK_JSON_FIELDS", "STICKER_PNG", "Sticker", "check_attack_json", "load_sticker",
+           "placement_from_json", "save_sticker"]
 
 STICKER_PNG = "sticker.png"
 ATTACK_JSON = "attack.json"
@@ -47,7 +63,7 @@ def load_sticker(path: str | Path) -> Sticker:
         if not meta_path.exists():
             raise PDNError(f"sticker: {path} is a folder but has no {ATTACK_JSON}")
         meta = read_json(meta_path, "attack settings")
-        placement = _placement_from_json(meta.get("placement") if isinstance(meta, dict) else None, meta_path)
+        placement = placement_from_json(check_attack_json(meta, meta_path), meta_path)
     else:
         png, placement = path, StickerPlacement(s=0.0)
     return _read_texture(png), placement
@@ -115,3 +131,88 @@ def _read_texture(png: Path) -> torch.Tensor:
     else:
         raise PDNError(f"sticker: {png} has {img.shape[2]} channels; expected 1, 3 or 4")
     return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)).astype(np.float32) / scale)
+
+
+# ---------------------------------------------------------------------------- attack.json, checked
+#: Largest sticker side, metres (the physical threat's limit, :data:`defenses.physical.MAX_SIDE_M`).
+MAX_STICKER_SIDE_M = 60.0
+#: Farthest lateral offset of a sticker's centre from the road centre line, metres.
+MAX_STICKER_D_M = 40.0
+#: Farthest camera distance of an attack's scenes, metres.
+MAX_STICKER_DISTANCE_M = 200.0
+#: Longest road position ``s`` of a sticker, metres (1000 km).
+MAX_STICKER_S_M = 1e6
+
+
+def _side(name: str, value: Any) -> tuple[float, float]:
+    """``[width, length]`` of a sticker: two numbers in (0, MAX_STICKER_SIDE_M] (not a range: either may be larger)."""
+    if not isinstance(value, list) or len(value) != 2:
+        raise PDNError(f"{name} = {str(value)[:40]} must be a list of two numbers [WIDTH, LENGTH] in metres")
+    side = number(0.0, MAX_STICKER_SIDE_M, low_open=True)
+    return side(f"{name}[0]", value[0]), side(f"{name}[1]", value[1])
+
+
+#: The fields of ``attack.json`` that any reader uses, with their types and bounds (other keys are kept as
+#: they are). ``placement.*`` places the sticker; ``attack.*`` are the attack's settings; the rest says how
+#: the sticker was made and judged.
+ATTACK_JSON_FIELDS: dict[str, FieldCheck] = {
+    "placement": obj(),
+    "placement.kind": text(("road", "billboard")),
+    "placement.s": number(0.0, MAX_STICKER_S_M),
+    "placement.d": number(-MAX_STICKER_D_M, MAX_STICKER_D_M),
+    "placement.width_m": number(0.0, MAX_STICKER_SIDE_M, low_open=True),
+    "placement.length_m": number(0.0, MAX_STICKER_SIDE_M, low_open=True),
+    "placement.yaw_deg": number(-180.0, 180.0),
+    "placement.bottom_m": number(0.0, MAX_STICKER_SIDE_M),
+    "mode": text(("sticker", "dirt")),
+    "attack": obj(),
+    "attack.target": text(("left", "right", "away")),
+    "attack.loss": text(("mse", "hinge")),
+    "attack.dirt": flag(),
+    "attack.dirt_range": pair(0.0, 1.0),
+    "attack.steps": whole(1, MAX_STEPS),
+    "attack.batch": whole(1, MAX_BATCH),
+    "attack.seed": whole(0, MAX_SEED),
+    "attack.texture_hw": sizes(1, 4096),
+    "attack.angle_deg": number(0.0, 360.0),
+    "attack.lr": number(0.0, 1e6),
+    "attack.palette": text(null=True),
+    "distance_m": pair(0.0, MAX_STICKER_DISTANCE_M, low_open=True),
+    "lateral_m": number(-MAX_STICKER_D_M, MAX_STICKER_D_M),
+    "size_m": _side,
+    "model": text(),
+    "source": text(),
+    "closed_loop": flag(),
+    "seed": whole(0, MAX_SEED),
+    "metrics": obj(),
+    "metrics.heldout": obj(null=True),
+    "metrics.heldout.mean_dev_deg": number(0.0, 1e6, null=True),
+    "metrics.heldout.success_rate": number(0.0, 1.0, null=True),
+    "metrics.heldout.n_frames": whole(0, MAX_FRAMES, null=True),
+    "final": obj(),
+    "scenes": obj(),
+}
+
+
+def check_attack_json(meta: Any, where: str | Path) -> dict[str, Any]:
+    """``attack.json`` (parsed) with every field a reader uses checked (:data:`ATTACK_JSON_FIELDS`).
+
+    Raises:
+        PDNError: one line naming the file and the field (a string, a single number or an object where a
+            range belongs, a non-finite or out-of-range number, an unknown kind).
+    """
+    check_fields(str(where), meta, ATTACK_JSON_FIELDS, required=("placement",),
+                 hint="fix the field, or write the folder again with pdn attack")
+    return meta
+
+
+def placement_from_json(meta: dict[str, Any], where: str | Path) -> StickerPlacement:
+    """The :class:`StickerPlacement` of a checked ``attack.json`` (:func:`check_attack_json`); ``s`` is 0
+    unless given. An unknown placement field is refused (a typo would otherwise be ignored)."""
+    placement = meta["placement"]
+    known = {f.name for f in fields(StickerPlacement)}
+    unknown = sorted(str(k) for k in set(placement) - known)
+    if unknown:
+        raise PDNError(f"{where}: unknown placement field {unknown[0][:40]!r}; known: {', '.join(sorted(known))}")
+    values = {"s": 0.0, **{k: (v if k == "kind" else float(v)) for k, v in placement.items()}}
+    return StickerPlacement(**values)

@@ -214,7 +214,7 @@ def test_study_table_reads_the_results_folder(tmp_path: Path, capsys: pytest.Cap
         _write(res / f"{run}_eval.json", {"rmse_deg": r})
         sel = {"macs": 2_000_000, "ms_per_image": 0.5}
         if run != "pilotnet":
-            sel |= {"selection_weight": float(run[2:]), "effective_patches": 4.0 - len(run),
+            sel |= {"selection_weight": float(run[2:]), "effective_patches": 8.0 - len(run),
                     "effective_patches_fusion": 3.0}
         _write(res / f"{run}_selection.json", sel)
         _write(res / f"{run}_attack_eval.json", {"mean_dev_deg": r, "success_rate": 0.1, "n_frames": 256,

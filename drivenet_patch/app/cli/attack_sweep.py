@@ -71,6 +71,7 @@ def cmd_attack_sweep(args: argparse.Namespace) -> int:
         break_area,
         parse_areas,
         plot_sweep,
+        resumed_row,
         size_text,
         sticker_size,
         sweep_row,
@@ -94,15 +95,19 @@ def cmd_attack_sweep(args: argparse.Namespace) -> int:
             raise PDNError(f"--resim-every must be an integer in [1, --steps = {args.steps}], got {args.resim_every}")
     parse_range(args.distance)
     ClosedLoopConfig().steps_for(float(args.km))
+    common = {"model": str(args.model), "aspect": args.aspect, "closed_loop": bool(args.closed_loop),
+              "resim_every": args.resim_every, "target": args.target, "steps": args.steps, "roads": args.roads,
+              "poses": args.poses, "distance": args.distance, "eval_roads": args.eval_roads,
+              "loop_roads": args.loop_roads, "km": float(args.km), "seed": int(args.seed)}
+    # Every size already done is checked before anything is written or run: a broken resume state is
+    # refused with nothing changed on disk and no attack spent.
+    resumed = {a: resumed_row(args.out / f"area_{a:g}" / SIZE_JSON, {**common, "area_m2": a, "size": size_text(*sizes[a])},
+                              a, sizes[a], args.out) for a in areas}
     if not is_zoo_ref(args.model) and not Path(args.model).is_dir():
         raise PDNError(f"--model: {args.model} is not a run folder")
     if args.out.exists() and not args.out.is_dir():
         raise PDNError(f"--out: {args.out} exists and is not a folder")
     args.out.mkdir(parents=True, exist_ok=True)
-    common = {"model": str(args.model), "aspect": args.aspect, "closed_loop": bool(args.closed_loop),
-              "resim_every": args.resim_every, "target": args.target, "steps": args.steps, "roads": args.roads,
-              "poses": args.poses, "distance": args.distance, "eval_roads": args.eval_roads,
-              "loop_roads": args.loop_roads, "km": float(args.km), "seed": int(args.seed)}
     rows, skipped = [], []
     for a in areas:
         folder = args.out / f"area_{a:g}"
@@ -113,7 +118,7 @@ def cmd_attack_sweep(args: argparse.Namespace) -> int:
             old = read_json_object(done, "sweep size result")
             if old.get("settings") != settings:
                 raise PDNError(f"{done} was made with other settings; use another --out or remove {folder}")
-            rows.append(old["row"])
+            rows.append(resumed[a])
             skipped.append(a)
             continue
         t0 = time.perf_counter()

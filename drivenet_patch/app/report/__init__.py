@@ -31,6 +31,7 @@ from drivenet_patch.app.report.compare import (
     defended_vs_undefended,
     model_comparison,
 )
+from drivenet_patch.app.report.inputs import check_inputs
 from drivenet_patch.app.report.metres import METRES_TITLE, is_physical, metres_section
 from drivenet_patch.app.report.page import Page, section_id
 from drivenet_patch.app.report.sections import (
@@ -116,6 +117,7 @@ def build_report(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike
     if not paths:
         raise PDNError("report: give at least one input folder or .json file")
     inputs = [(Path(p), detect_kind(p)) for p in paths]
+    check_inputs(inputs)  # every field the report reads, typed and bounded, before anything is written
     out = Path(out)
     # Built in a staging folder beside ``out`` and swapped in whole: a failure or a kill at any moment
     # leaves the previous report as it was (never new figures under an old index.html).

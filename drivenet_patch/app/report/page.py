@@ -14,6 +14,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from drivenet_patch.app.report.inputs import check_report_json, check_table
 from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.safety.inputs import read_json
 from drivenet_patch.storage.atomic import atomic_path, write_bytes
@@ -68,10 +69,11 @@ def fmt(v: Any) -> str:
 
 
 def load_json(path: Path) -> dict[str, Any]:
+    """A toolkit JSON output with the fields the report reads checked (:mod:`drivenet_patch.app.report.inputs`)."""
     obj = read_json(path)
     if not isinstance(obj, dict):
         raise PDNError(f"{path}: expected a JSON object")
-    return obj
+    return check_report_json(path, obj)
 
 
 def load_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
@@ -84,7 +86,7 @@ def load_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
         raise PDNError(f"{path}: missing columns {', '.join(missing)}")
     if df.empty:
         raise PDNError(f"{path}: no rows")
-    return df
+    return check_table(path, df, columns)
 
 
 def flatten(obj: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

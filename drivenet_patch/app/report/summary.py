@@ -32,6 +32,7 @@ import pandas as pd
 
 from drivenet_patch.app.report.break_size import SWEEP_TITLE, read_sweeps
 from drivenet_patch.app.report.compare import same_path
+from drivenet_patch.app.report.inputs import check_report_json
 from drivenet_patch.app.report.metres import METRES_TITLE, read_physical
 from drivenet_patch.app.report.page import model_name, section_id
 from drivenet_patch.safety.errors import PDNError
@@ -50,9 +51,9 @@ def _json(path: Path) -> dict[str, Any]:
     is missing or unreadable: a summary says what it can."""
     try:
         obj = read_json(path)
+        return check_report_json(path, obj) if isinstance(obj, dict) else {}
     except PDNError:
         return {}
-    return obj if isinstance(obj, dict) else {}
 
 
 def _num(v: Any) -> float | None:
