@@ -12,38 +12,17 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import TextIO
+from typing import ClassVar, TextIO
 
 import cv2
 import numpy as np
 import pandas as pd
 
-from drivenet_patch.data.base import CropResize, DriveDataset
+from drivenet_patch.data.base import LogDataset
 from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.safety.inputs import MAX_IMAGE_BYTES, read_bytes, regular_file
-from drivenet_patch.world.camera import Camera
 
-DEFAULT_SIZE: tuple[int, int] = (66, 200)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-
-
-def make_crop(
-    margins: tuple[int, int, int, int], crop: CropResize | None, size: tuple[int, int] | None
-) -> CropResize:
-    """The crop to use: ``crop`` as given, else the format's default ``margins`` at ``size``.
-
-    Args:
-        margins: the format's default ``(top, bottom, left, right)`` in source pixels.
-        crop: a caller's crop; wins over ``margins`` (its own ``size`` is kept unless ``size`` is given).
-        size: output ``(H, W)``; ``None`` keeps ``crop.size`` or the default (66, 200).
-    """
-    if crop is not None:
-        if size is None or tuple(size) == tuple(crop.size):
-            return crop
-        return CropResize(crop.top, crop.bottom, crop.left, crop.right, size=(int(size[0]), int(size[1])))
-    out = DEFAULT_SIZE if size is None else (int(size[0]), int(size[1]))
-    top, bottom, left, right = margins
-    return CropResize(top=top, bottom=bottom, left=left, right=right, size=out)
 
 
 def positive(value: float, name: str) -> float:
@@ -152,25 +131,40 @@ def read_rgb(path: str, where: str) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-class ImageLogDataset(DriveDataset):
-    """Base of the loaders whose frames are image files listed in a log.
+class ImageLogDataset(LogDataset):
+    """Base of the loaders whose frames are image files listed in a log (the constructor is
+    :class:`~drivenet_patch.data.base.LogDataset`'s).
 
-    ``labels`` must hold ``steering_deg``, ``image`` (path of the image file), ``source_file``
-    (the log) and ``source_row`` (1-based line of the log). The source camera's size is taken
-    from the first image (its field of view and mount stay those of the preset).
+    A loader names its log (``log_names[0]`` in a dataset folder), ``layout`` (what such a folder
+    holds, for the message when the log is missing) and implements :meth:`parse`. The source
+    camera's size is taken from the first image (its field of view and mount stay those of the preset).
     """
 
-    def __init__(self, root: str | Path, labels: pd.DataFrame, camera: Camera, crop: CropResize) -> None:
-        if len(labels) == 0:
-            raise PDNError(f"{root}: the dataset has no frames")
-        labels = labels.reset_index(drop=True)
+    layout: ClassVar[str] = ""
+
+    def read(self, path: Path, allow_outside: bool) -> tuple[Path, pd.DataFrame, tuple[int, int] | None]:
+        log = self.find_log(path)
+        labels = self.parse(log, PathGuard(log.parent, allow_outside)).reset_index(drop=True)
+        self._images = labels["image"].astype(str).to_numpy() if len(labels) else np.array([], dtype=str)
+        hw = None
         try:
-            first = read_rgb(str(labels.at[0, "image"]), self._where_row(labels, 0))
-            camera = camera.with_size(first.shape[0], first.shape[1])
+            if len(labels):
+                first = read_rgb(self._images[0], self._where_row(labels, 0))
+                self.source_camera.with_size(first.shape[0], first.shape[1])  # refuses a size no camera has
+                hw = (first.shape[0], first.shape[1])
         except PDNError:
-            pass  # a corrupt first image is reported by frame() / check_dataset, not here
-        super().__init__(root, labels, camera, crop)
-        self._images = self.labels["image"].astype(str).to_numpy()
+            hw = None  # a corrupt (or 1x1) first image is reported by frame() / check_dataset, not here
+        return log, labels, hw
+
+    @classmethod
+    def find_log(cls, path: Path) -> Path:
+        """The log file: ``path`` itself, or the format's log in the folder ``path``."""
+        return find_log(path, cls.log_names[0], cls.layout)
+
+    def parse(self, log: Path, guard: PathGuard) -> pd.DataFrame:
+        """One labels row per frame: ``steering_deg``, ``camera``, ``image`` (path of the image file),
+        ``source_file`` (the log), ``source_row`` (1-based line of the log) and the format's own columns."""
+        raise NotImplementedError
 
     @staticmethod
     def _where_row(labels: pd.DataFrame, i: int) -> str:

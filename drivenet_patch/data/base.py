@@ -71,6 +71,29 @@ class CropResize:
         )
 
 
+#: Output ``(H, W)`` of a real-log loader when neither ``crop`` nor ``size`` is given.
+DEFAULT_SIZE: tuple[int, int] = (66, 200)
+
+
+def make_crop(
+    margins: tuple[int, int, int, int], crop: CropResize | None, size: tuple[int, int] | None
+) -> CropResize:
+    """The crop to use: ``crop`` as given, else the format's default ``margins`` at ``size``.
+
+    Args:
+        margins: the format's default ``(top, bottom, left, right)`` in source pixels.
+        crop: a caller's crop; wins over ``margins`` (its own ``size`` is kept unless ``size`` is given).
+        size: output ``(H, W)``; ``None`` keeps ``crop.size`` or the default (66, 200).
+    """
+    if crop is not None:
+        if size is None or tuple(size) == tuple(crop.size):
+            return crop
+        return CropResize(crop.top, crop.bottom, crop.left, crop.right, size=(int(size[0]), int(size[1])))
+    out = DEFAULT_SIZE if size is None else (int(size[0]), int(size[1]))
+    top, bottom, left, right = margins
+    return CropResize(top=top, bottom=bottom, left=left, right=right, size=out)
+
+
 class DriveDataset:
     """Base class: frames (uint8 HWC RGB, model size) + steering labels in degrees.
 
@@ -101,19 +124,22 @@ class DriveDataset:
         bad = np.flatnonzero(~np.isfinite(steer))
         if len(bad):  # e.g. a finite raw value divided by a tiny steering ratio
             i = int(bad[0])
-            where = (f"{self.labels.at[i, 'source_file']}: row {self.labels.at[i, 'source_row']}"
-                     if {"source_file", "source_row"} <= set(self.labels.columns) else f"{self.root}: frame {i}")
-            raise PDNError(f"{where}: steering label {steer[i]} deg is not a finite number (check the unit options)")
+            raise PDNError(f"{self._label_row(i)}: steering label {steer[i]} deg is not a finite number "
+                           "(check the unit options)")
         bad = np.flatnonzero(np.abs(steer) > MAX_STEERING_DEG)
         if len(bad):  # a road wheel cannot turn further; such a label is corrupt or in the wrong unit
             i = int(bad[0])
-            where = (f"{self.labels.at[i, 'source_file']}: row {self.labels.at[i, 'source_row']}"
-                     if {"source_file", "source_row"} <= set(self.labels.columns) else f"{self.root}: frame {i}")
-            raise PDNError(f"{where}: steering label {steer[i]:.6g} deg is beyond +-{MAX_STEERING_DEG:g} deg "
-                           "road-wheel angle (check the unit options)")
+            raise PDNError(f"{self._label_row(i)}: steering label {steer[i]:.6g} deg is beyond +-{MAX_STEERING_DEG:g} "
+                           "deg road-wheel angle (check the unit options)")
         self.camera = camera
         self.crop = crop
         self.size = crop.size
+
+    def _label_row(self, i: int) -> str:
+        """Where label ``i`` comes from: ``<log>: row <n>`` when the labels say, else ``<root>: frame <i>``."""
+        if {"source_file", "source_row"} <= set(self.labels.columns):
+            return f"{self.labels.at[i, 'source_file']}: row {self.labels.at[i, 'source_row']}"
+        return f"{self.root}: frame {i}"
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -143,3 +169,45 @@ class DriveDataset:
         """3x3 homography from model-size pixels to vehicle-frame ground points (X, Y, 1)."""
         src_to_out = self.crop.matrix((self.camera.height, self.camera.width))
         return np.linalg.inv(src_to_out @ self.camera.ground_homography())
+
+
+class LogDataset(DriveDataset):
+    """Base of the real-log loaders: the constructor they share.
+
+    A loader names its format's ``source_camera`` (field of view and mount; the size becomes that of
+    the stored frames), its default crop ``margins`` (top, bottom, left, right) and ``empty`` (what a
+    log without frames holds none of), and implements :meth:`read`. Its constructor checks its own
+    settings, then calls this one with the keyword arguments every loader takes.
+
+    Args:
+        path: the dataset folder, or its log file.
+        crop: crop and output size; default: the format's ``margins`` at ``size``.
+        size: output ``(H, W)``; overrides ``crop.size``; default (66, 200).
+        camera: source camera; default the format's ``source_camera``.
+        allow_outside: accept files the log names outside the dataset folder.
+    """
+
+    source_camera: ClassVar[Camera]
+    margins: ClassVar[tuple[int, int, int, int]]
+    empty: ClassVar[str] = "data rows"
+
+    def __init__(self, path: str | Path, *, crop: CropResize | None = None, size: tuple[int, int] | None = None,
+                 camera: Camera | None = None, allow_outside: bool = False) -> None:
+        log, labels, source_hw = self.read(Path(path), allow_outside)
+        if labels.empty:
+            raise PDNError(f"{log}: no {self.empty} (the dataset is empty)")
+        camera = camera or self.source_camera
+        if source_hw is not None:
+            camera = camera.with_size(*source_hw)
+        root = log if log.is_dir() else log.parent
+        super().__init__(root, labels, camera, make_crop(self.margins, crop, size))
+
+    def read(self, path: Path, allow_outside: bool) -> tuple[Path, pd.DataFrame, tuple[int, int] | None]:
+        """Parse the log once, refusing bad input with a PDNError that names the file and row.
+
+        Returns:
+            ``(log, labels, source_hw)``: the log file (or the dataset folder when the log is several
+            files), one labels row per frame (``steering_deg`` and where the frame comes from), and the
+            stored frames' ``(h, w)`` (``None`` when it cannot be told; the camera's size stays).
+        """
+        raise NotImplementedError

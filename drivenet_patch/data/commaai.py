@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from drivenet_patch.data._imagelog import PathGuard, make_crop, positive
-from drivenet_patch.data.base import CropResize, DriveDataset
+from drivenet_patch.data._imagelog import PathGuard, positive
+from drivenet_patch.data.base import CropResize, LogDataset
 from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.safety.inputs import MAX_H5_ELEMENTS, MAX_H5_FRAMES, MAX_IMAGE_SIDE, h5_elements, open_h5
 from drivenet_patch.world.camera import Camera
@@ -61,7 +61,7 @@ def _h5py() -> Any:
     return h5py
 
 
-class CommaAiDataset(DriveDataset):
+class CommaAiDataset(LogDataset):
     """comma.ai research HDF5 pairs; frames are read lazily, one at a time, from ``camera/*.h5``.
 
     Args:
@@ -83,6 +83,7 @@ class CommaAiDataset(DriveDataset):
     """
 
     format = "commaai"
+    source_camera, margins, empty = COMMA_CAMERA, COMMA_MARGINS, "camera frame has a log sample"
 
     @classmethod
     def detect(cls, folder: Path) -> bool:
@@ -104,18 +105,25 @@ class CommaAiDataset(DriveDataset):
         camera: Camera | None = None,
         allow_outside: bool = False,
     ) -> None:
-        h5py = _h5py()
-        steering_ratio = positive(steering_ratio, "steering_ratio")
-        angle_scale = positive(angle_scale, "angle_scale")
-        root, cam_files = _camera_files(Path(path), files)
-        guard = PathGuard(root, allow_outside)
-        self.steering_ratio = float(steering_ratio)
-        self.angle_scale = float(angle_scale)
-        self.files = cam_files
+        _h5py()
+        self.steering_ratio = positive(steering_ratio, "steering_ratio")
+        self.angle_scale = positive(angle_scale, "angle_scale")
         self.allow_outside = bool(allow_outside)
+        self._names = files  # the recordings asked for; read() finds their camera files (self.files)
+        self._handles: dict[int, Any] = {}
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        super().__init__(path, crop=crop, size=size, camera=camera, allow_outside=allow_outside)
+        self._file_index = self.labels["file_index"].to_numpy()
+        self._frame = self.labels["frame"].to_numpy()
+
+    def read(self, path: Path, allow_outside: bool) -> tuple[Path, pd.DataFrame, tuple[int, int] | None]:
+        h5py = _h5py()
+        root, self.files = _camera_files(path, self._names)
+        guard = PathGuard(root, allow_outside)
         tables = []
         shape = None
-        for k, cam_path in enumerate(cam_files):
+        for k, cam_path in enumerate(self.files):
             log_path = root / "log" / cam_path.name
             for p in (cam_path, log_path):
                 guard.check(p, where=str(p))
@@ -139,15 +147,7 @@ class CommaAiDataset(DriveDataset):
                 )
             )
         labels = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-        if labels.empty:
-            raise PDNError(f"{root}: no camera frame has a log sample (the dataset is empty)")
-        cam = (camera or COMMA_CAMERA).with_size(*shape)  # the size is the stored one
-        self._handles: dict[int, Any] = {}
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
-        super().__init__(root, labels, cam, make_crop(COMMA_MARGINS, crop, size))
-        self._file_index = self.labels["file_index"].to_numpy()
-        self._frame = self.labels["frame"].to_numpy()
+        return root, labels, shape  # the camera's size is the stored one
 
     # ------------------------------------------------------------------ lazy HDF5 access
     def _x(self, k: int) -> Any:

@@ -25,8 +25,6 @@ import pandas as pd
 from drivenet_patch.data._imagelog import (
     ImageLogDataset,
     PathGuard,
-    find_log,
-    make_crop,
     open_log,
     parse_finite,
     positive,
@@ -63,6 +61,8 @@ class SullyChenDataset(ImageLogDataset):
 
     format = "sullychen"
     log_names = ("data.txt",)
+    layout = "a sullychen dataset is a folder with data.txt and the images"
+    source_camera, margins, empty = SULLY_CAMERA, SULLY_MARGINS, "data lines"
 
     def __init__(
         self,
@@ -75,11 +75,10 @@ class SullyChenDataset(ImageLogDataset):
         allow_outside: bool = False,
     ) -> None:
         self.steering_ratio = positive(steering_ratio, "steering_ratio")
-        log = find_log(path, "data.txt", "a sullychen dataset is a folder with data.txt and the images")
-        labels = _parse(log, self.steering_ratio, PathGuard(log.parent, allow_outside))
-        if labels.empty:
-            raise PDNError(f"{log}: no data lines (the dataset is empty)")
-        super().__init__(log.parent, labels, camera or SULLY_CAMERA, make_crop(SULLY_MARGINS, crop, size))
+        super().__init__(path, crop=crop, size=size, camera=camera, allow_outside=allow_outside)
+
+    def parse(self, log: Path, guard: PathGuard) -> pd.DataFrame:
+        return _parse(log, self.steering_ratio, guard)
 
 
 def _parse(log: Path, ratio: float, guard: PathGuard) -> pd.DataFrame:

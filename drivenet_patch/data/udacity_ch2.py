@@ -26,8 +26,6 @@ import pandas as pd
 from drivenet_patch.data._imagelog import (
     ImageLogDataset,
     PathGuard,
-    find_log,
-    make_crop,
     open_log,
     parse_finite,
     positive,
@@ -81,6 +79,8 @@ class UdacityCh2Dataset(ImageLogDataset):
 
     format = "udacity-ch2"
     log_names = ("interpolated.csv",)
+    layout = "a udacity-ch2 dataset is a folder with interpolated.csv"
+    source_camera, margins, empty = CH2_CAMERA, CH2_MARGINS, f"{CENTER} rows"
 
     def __init__(
         self,
@@ -93,11 +93,10 @@ class UdacityCh2Dataset(ImageLogDataset):
         allow_outside: bool = False,
     ) -> None:
         self.steering_ratio = positive(steering_ratio, "steering_ratio")
-        log = find_log(path, "interpolated.csv", "a udacity-ch2 dataset is a folder with interpolated.csv")
-        labels = _parse(log, self.steering_ratio, PathGuard(log.parent, allow_outside))
-        if labels.empty:
-            raise PDNError(f"{log}: no {CENTER} rows (the dataset is empty)")
-        super().__init__(log.parent, labels, camera or CH2_CAMERA, make_crop(CH2_MARGINS, crop, size))
+        super().__init__(path, crop=crop, size=size, camera=camera, allow_outside=allow_outside)
+
+    def parse(self, log: Path, guard: PathGuard) -> pd.DataFrame:
+        return _parse(log, self.steering_ratio, guard)
 
 
 def _parse(log: Path, ratio: float, guard: PathGuard) -> pd.DataFrame:

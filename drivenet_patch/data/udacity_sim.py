@@ -36,7 +36,6 @@ from drivenet_patch.data._imagelog import (
     ImageLogDataset,
     PathGuard,
     is_absolute_any,
-    make_crop,
     open_log,
     parse_finite,
     refuse_special,
@@ -63,19 +62,6 @@ SIM_MARGINS = (70, 25, 0, 0)
 SIDE_OFFSET_M = 0.6
 
 
-def _find_log(path: Path) -> Path:
-    if path.is_dir():
-        log = path / "driving_log.csv"
-        if not log.exists():
-            raise PDNError(
-                f"{log}: missing (a udacity-sim dataset is a folder with driving_log.csv and IMG/)"
-            )
-        return regular_file(log, "log file")
-    if path.exists():
-        return regular_file(path, "log file")
-    raise PDNError(f"{path}: no such file or folder")
-
-
 class UdacitySimDataset(ImageLogDataset):
     """Udacity simulator recording; one frame per (log row, selected camera).
 
@@ -95,6 +81,8 @@ class UdacitySimDataset(ImageLogDataset):
 
     format = "udacity-sim"
     log_names = ("driving_log.csv",)
+    layout = "a udacity-sim dataset is a folder with driving_log.csv and IMG/"
+    source_camera, margins = SIM_CAMERA, SIM_MARGINS
 
     def __init__(
         self,
@@ -115,17 +103,22 @@ class UdacitySimDataset(ImageLogDataset):
             raise PDNError(f"max_steer_deg must be a positive number, got {max_steer_deg}")
         if not math.isfinite(correction_deg):
             raise PDNError(f"correction_deg must be a finite number, got {correction_deg}")
-        log = _find_log(Path(path))
-        root = log.parent
         self.cameras = cams
         self.max_steer_deg = float(max_steer_deg)
         self.correction_deg = float(correction_deg)
-        labels = _parse_log(
-            log, cams, self.max_steer_deg, self.correction_deg, PathGuard(root, allow_outside)
-        )
-        if labels.empty:
-            raise PDNError(f"{log}: no data rows (the dataset is empty)")
-        super().__init__(root, labels, camera or SIM_CAMERA, make_crop(SIM_MARGINS, crop, size))
+        super().__init__(path, crop=crop, size=size, camera=camera, allow_outside=allow_outside)
+
+    @classmethod
+    def find_log(cls, path: Path) -> Path:
+        """``path`` itself (a log of any name), or ``driving_log.csv`` in the folder ``path``."""
+        if path.is_dir():
+            return super().find_log(path)
+        if path.exists():
+            return regular_file(path, "log file")
+        raise PDNError(f"{path}: no such file or folder")
+
+    def parse(self, log: Path, guard: PathGuard) -> pd.DataFrame:
+        return _parse_log(log, self.cameras, self.max_steer_deg, self.correction_deg, guard)
 
 
 def _parse_log(
