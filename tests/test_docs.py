@@ -194,22 +194,27 @@ def test_shown_commands_exist_with_their_flags() -> None:
 
 def test_console_transcripts_match(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                    capsys: pytest.CaptureFixture[str]) -> None:
-    """```console blocks show `$ pdn ...` and what it prints; each is run in-process (in an empty folder)
-    and must print exactly that (the error examples: fast, no work done)."""
+    """```console check blocks show `$ pdn ...` and what it prints; each is run in-process in an empty
+    folder and must print exactly that (error examples: fast, no work done). Plain ```console blocks
+    are illustrations (their flags are still checked)."""
     from drivenet_patch.app.cli import main
 
     monkeypatch.chdir(tmp_path)
+    ran = 0
     for page in PAGES:
         for info, body in _fences(page):
-            if info != "console":
+            if info.split() != ["console", "check"]:
                 continue
             for cmd, *expected in (chunk.splitlines() for chunk in re.split(r"^\$ ", body, flags=re.M)[1:]):
                 argv = shlex.split(cmd)
                 assert argv[0] == "pdn", f"{_rel(page)}: console blocks show pdn commands, got {cmd!r}"
                 capsys.readouterr()
-                main(argv[1:])
+                rc = main(argv[1:])
                 out = capsys.readouterr()
                 assert (out.out + out.err).strip() == "\n".join(expected).strip(), f"{_rel(page)}: $ {cmd}"
+                assert rc == (2 if out.err.startswith("pdn: error:") else 0)
+                ran += 1
+    assert ran >= 1
 
 
 def test_readme_command_table_lists_every_command_once() -> None:
