@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
@@ -75,7 +75,6 @@ _values = st.recursive(_numbers, lambda inner: st.one_of(st.lists(inner, max_siz
 
 
 @given(_values)
-@settings(max_examples=60, deadline=None)
 def test_write_json_writes_strict_json_and_names_what_became_null(tmp_path_factory, value) -> None:
     path = tmp_path_factory.mktemp("j") / "out.json"
     replaced = write_json(path, {"v": value, "arr": np.array([1.0, np.nan]), "f32": np.float32("inf")})

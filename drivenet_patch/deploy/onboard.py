@@ -20,7 +20,7 @@ Metadata format (``CERT_FORMAT``; stored as JSON under the ONNX metadata key ``C
 
 Limits (checked before anything is allocated; each refusal is one :class:`PDNError` line naming the
 field, its limit and what to do): :data:`MAX_REGIONS` regions, :data:`MAX_THREATS` threats,
-:data:`MAX_TOUCH_SETS` touch sets per threat and :data:`MAX_TOUCH_CELLS` set members over all threats,
+:data:`MAX_TOUCH_SETS` touch sets over all threats and :data:`MAX_TOUCH_CELLS` set members over all threats,
 ``trim`` at most ``n_regions``, ``bin_deg`` in (0, :data:`MAX_AGGREGATE_DEG`], ``tau_deg`` in
 [0, :data:`MAX_AGGREGATE_DEG`], booleans as JSON ``true``/``false`` only, and the JSON text bounded in size
 and depth (:func:`drivenet_patch.safety.inputs.loads_json`).
@@ -67,14 +67,15 @@ CERT_KEY = "pdn.certificate"
 CERT_FORMAT = "pdn-certificate/1"
 #: Relative margin on float64 sums (the value of :mod:`defenses.certify`).
 SUM_MARGIN = 1e-12
-#: Most regions (votes per frame) a certificate may have (sorted counts run in int16).
-MAX_REGIONS = 4096
+#: Most regions (votes per frame) a certificate may have (an exported PatchVote model has 9).
+MAX_REGIONS = 1024
 #: Most threats in one metadata.
 MAX_THREATS = 64
-#: Most touch sets of one threat (the maximal-set reduction is quadratic in them).
-MAX_TOUCH_SETS = 2048
+#: Most touch sets over all threats of one metadata (the maximal-set reduction is quadratic in them; an
+#: exported model has about 20). At the limits a metadata loads in about a second.
+MAX_TOUCH_SETS = 1024
 #: Most set members (region indices) over all threats of one metadata.
-MAX_TOUCH_CELLS = 2**21
+MAX_TOUCH_CELLS = 2**20
 #: Largest bin width or outlier threshold, degrees (far above any steering angle).
 MAX_AGGREGATE_DEG = 360.0
 #: Work per chunk of frames: frames x regions x sets (keeps the per-set intermediates to ~100 MB).
@@ -117,12 +118,21 @@ def touch_rows(sets: Sequence[Sequence[int]] | np.ndarray, n_regions: int) -> np
         if not isinstance(members, (list, tuple, np.ndarray)) or len(members) > n_regions:
             raise PDNError(f"touch set {q} must be a list of at most {n_regions} region indices, got "
                            f"{type(members).__name__}" + (f" of {len(members):,}" if hasattr(members, "__len__") else ""))
-        for r in members:
-            if isinstance(r, (bool, np.bool_)) or not isinstance(r, (int, float, np.integer, np.floating)) \
-                    or not math.isfinite(r) or int(r) != r or not 0 <= int(r) < n_regions:
-                raise PDNError(f"touch set {q}: region index {str(r)[:40]!r} is not a whole number in "
-                               f"[0, {n_regions}); {_FIX}")
-            rows[q, int(r)] = True
+        if len(members) == 0:
+            continue
+        kinds = set(map(type, members))
+        a = None if bool in kinds or np.bool_ in kinds else np.asarray(members)
+        ok = a is not None and a.ndim == 1 and a.dtype.kind in "iuf"
+        if ok and a.dtype.kind == "f":
+            ok = bool(np.isfinite(a).all() and (a == np.floor(a)).all())
+        if ok:
+            ok = bool(a.min() >= 0 and a.max() < n_regions)
+        if not ok:
+            bad = next((r for r in members if type(r) is bool or not isinstance(r, (int, float, np.integer, np.floating))
+                        or not math.isfinite(r) or int(r) != r or not 0 <= int(r) < n_regions), members[0])
+            raise PDNError(f"touch set {q}: region index {str(bad)[:40]!r} is not a whole number in "
+                           f"[0, {n_regions}); {_FIX}")
+        rows[q, a.astype(np.int64)] = True
     return rows
 
 
@@ -400,6 +410,11 @@ def _parameters(method: str, trim: Any, bin_deg: Any, tau_deg: Any) -> float | i
 
 
 def _certify_chunk(v: np.ndarray, m: np.ndarray, sets: np.ndarray, method: str, param: Any) -> OnboardCertificate:
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite votes: their frames are uncertified below
+        return _never_certify_nonfinite(_aggregate_bounds(v, m, sets, method, param), v)
+
+
+def _aggregate_bounds(v: np.ndarray, m: np.ndarray, sets: np.ndarray, method: str, param: Any) -> OnboardCertificate:
     if method == "median":
         cert = _cert_median(v, m, sets)
     elif method == "trimmed":
@@ -408,7 +423,7 @@ def _certify_chunk(v: np.ndarray, m: np.ndarray, sets: np.ndarray, method: str, 
         cert = _cert_vote(v, m, sets, float(param))
     else:
         cert = _cert_reject(v, m, sets, float(param))
-    return _never_certify_nonfinite(cert, v)
+    return cert
 
 
 def _never_certify_nonfinite(cert: OnboardCertificate, votes: np.ndarray) -> OnboardCertificate:
@@ -492,15 +507,17 @@ class Certifier:
         raw_threats = fields["threats"]
         if not 1 <= len(raw_threats) <= MAX_THREATS:
             raise PDNError(f"{CERT_KEY}: threats has {len(raw_threats):,} entries; give 1 to {MAX_THREATS}; {_FIX}")
-        cells = 0
+        cells = count = 0
         for name, t in raw_threats.items():
             sets = t.get("touch_sets") if isinstance(t, dict) else None
             if not isinstance(sets, list):
                 raise PDNError(f"{CERT_KEY}: threats.{str(name)[:40]}.touch_sets must be a list of region-index "
                                f"lists; {_FIX}")
-            if len(sets) > MAX_TOUCH_SETS:
-                raise PDNError(f"{CERT_KEY}: threats.{str(name)[:40]}.touch_sets has {len(sets):,} sets, over the "
-                               f"limit of {MAX_TOUCH_SETS}; keep the maximal sets only, or {_FIX}")
+            count += len(sets)
+            if count > MAX_TOUCH_SETS:
+                raise PDNError(f"{CERT_KEY}: the threats hold {count:,}+ touch sets (threats.{str(name)[:40]} has "
+                               f"{len(sets):,}), over the limit of {MAX_TOUCH_SETS} in all; keep the maximal sets "
+                               f"only, or {_FIX}")
             cells += sum(len(s) if isinstance(s, list) else 1 for s in sets)
             if cells > MAX_TOUCH_CELLS:
                 raise PDNError(f"{CERT_KEY}: the touch sets hold more than {MAX_TOUCH_CELLS:,} region indices in all, "

@@ -173,17 +173,27 @@ def loads_json(text: str | bytes, where: str, finite: bool = False) -> Any:
     if _text_depth(text) > MAX_JSON_DEPTH:
         raise PDNError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
-        obj = json.loads(text)
+        # With ``finite``, NaN/Infinity stop the parse at once (no walk over a large document); the key that
+        # holds one is looked up only then.
+        obj = json.loads(text, parse_constant=_refuse_constant if finite else None)
+    except _NonFinite:
+        _, bad = finite_json(json.loads(text))
+        raise PDNError(f"{where}: {bad[0] if bad else 'a value'} must be a finite number (NaN and Infinity are not "
+                       "JSON numbers)") from None
     except RecursionError:
         raise PDNError(f"{where}: JSON nested too deeply") from None
     except ValueError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PDNError(f"{where}: not valid JSON ({first[:120]})") from None
-    if finite:
-        _, bad = finite_json(obj)
-        if bad:
-            raise PDNError(f"{where}: {bad[0]} must be a finite number (NaN and Infinity are not JSON numbers)")
     return obj
+
+
+class _NonFinite(Exception):
+    """Raised by the JSON parser at a NaN or Infinity when only finite numbers are accepted."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NonFinite(name)
 
 
 def read_json(path: str | os.PathLike[str], what: str = "JSON file", finite: bool = False) -> Any:
