@@ -1,6 +1,6 @@
 """Baseline: ART's derandomized smoothing (column ablation) on steering bins.
 
-Issue 5 puts PatchVote side by side with the only off-the-shelf certified patch defense,
+PatchVote is measured side by side with the only off-the-shelf certified patch defense,
 derandomized smoothing (Levine & Feizi 2020, "(De)Randomized Smoothing for Certifiable Defense
 against Patch Attacks", arXiv:2002.10733), as implemented by ART's
 ``PyTorchDeRandomizedSmoothing(algorithm="levine2020", ablation_type="column")``. It classifies,

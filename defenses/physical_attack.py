@@ -1,4 +1,4 @@
-"""Adaptive physical attacks on the physical certificate (issue 17, soundness target (b)).
+"""Adaptive physical attacks on the physical certificate: its soundness checked by optimisation.
 
 :mod:`defenses.physical` claims: whatever a W x L m sticker anywhere in the threat region shows, only
 the votes of one of the threat's touch sets change, so the aggregate stays in the interval

@@ -67,7 +67,7 @@ def test_bench_models_measures_patchdrive_beside_pilotnet(capsys: pytest.Capture
     assert out["pilotnet_160x320_macs"] == count_macs(create_model("pilotnet", input_size=(160, 320)))
     # PatchDrive adds the attention fusion, which count_macs (convs and linears) does not see.
     assert out["patchdrive_160x320_macs"] > count_macs(create_model("patchdrive"))
-    # Issue 8's target, a property of the default design: at most 3x PilotNet at 66x200.
+    # A property of the default design: at most 3x PilotNet's multiply-adds at 66x200.
     assert 1.0 < out["patchdrive_160x320_macs_over_pilotnet_66x200"] <= 3.0
     for name in ("pilotnet_66x200", "pilotnet_160x320", "patchdrive_160x320"):
         assert out[f"{name}_img_s"] > 0 and out[f"{name}_params"] > 0

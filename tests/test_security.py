@@ -245,7 +245,7 @@ def test_resynthesis_interrupted_half_way_leaves_the_old_dataset_intact(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # the staging folder is gone
 
 
-# ------------------------------------------------------------------------------------- hostile inputs (issue 21)
+# ------------------------------------------------------------------------------------- hostile inputs
 def _comma(root: Path, n: int = 3) -> Path:
     """A minimal valid comma.ai folder (``camera/r.h5``, ``log/r.h5``) under ``root``."""
     h5py = pytest.importorskip("h5py")

@@ -285,7 +285,6 @@ def bench_models(batch: int = 64, device: str = "cpu", repeats: int = 5, onnx: b
         if f"{name}_ort" in rates:
             result[f"{name}_ort_over_torch"] = round(rates[f"{name}_ort"] / rates[name], 3)
     for name in ("pilotnet_66x200", "pilotnet_160x320", "patchdrive_160x320"):  # relative to PilotNet at 66x200
-        # (issue 8's target: at most 3x)
         result[f"{name}_macs_over_pilotnet_66x200"] = round(result[f"{name}_macs"] / result["pilotnet_66x200_macs"], 3)
         result[f"{name}_time_over_pilotnet_66x200"] = round(rates["pilotnet_66x200"] / rates[name], 3)
     return result

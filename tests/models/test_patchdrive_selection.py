@@ -1,4 +1,4 @@
-"""PatchDrive's patch-selection loss (issue 22): the penalty, its gradient, lambda = 0 as before,
+"""PatchDrive's patch-selection loss: the penalty, its gradient, lambda = 0 as before,
 ``pdn train --model-arg``, the effective number of patches and the study table."""
 
 from __future__ import annotations

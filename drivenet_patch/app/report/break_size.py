@@ -1,4 +1,4 @@
-"""The section "Sticker size that breaks the model": ``pdn attack sweep`` folders (issue 18).
+"""The section "Sticker size that breaks the model": ``pdn attack sweep`` folders.
 
 A sweep folder (``sweep.json`` + ``sweep.csv``) holds one separately optimised sticker per area and
 its closed-loop lane departures beside the noise and grey controls of the same size and a drive

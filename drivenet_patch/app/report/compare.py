@@ -59,7 +59,7 @@ def model_comparison(runs: Sequence[Path], drives: Sequence[Path], attack_rows: 
     for run in runs:
         model = load_model(run)
         macs = model_macs(model)
-        lam = float(model.config.get("selection_weight") or 0.0)  # issue 22: the patch-selection loss
+        lam = float(model.config.get("selection_weight") or 0.0)  # the patch-selection loss (lambda)
         row: list[Any] = [str(run), model.name + (f" (lambda {lam:g})" if lam else ""),
                           "x".join(map(str, model.input_size)), sum(p.numel() for p in model.parameters()), round(macs / 1e6, 1)]
         pred = run / "predictions.csv"

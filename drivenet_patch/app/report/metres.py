@@ -1,4 +1,4 @@
-"""The section "Certified in metres": ``pdn certify --physical`` folders (issue 17).
+"""The section "Certified in metres": ``pdn certify --physical`` folders.
 
 A physical certify folder (``certify.json`` with a ``threat``) says which road (or billboard) stickers
 of W x L metres, anywhere in a distance / lateral / yaw range, cannot move PatchVote's steering by more
