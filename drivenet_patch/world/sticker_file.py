@@ -3,7 +3,6 @@ written by the attack (:mod:`attacks.artifact`)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -93,24 +92,6 @@ def save_sticker(folder: str | Path, texture: torch.Tensor, placement: StickerPl
         raise PDNError("extra must not hold a 'placement' key")
     write_json(folder / ATTACK_JSON, {**extra, "placement": asdict(placement)})
     return folder
-
-
-def _placement_from_json(obj: Any, where: Path) -> StickerPlacement:
-    if not isinstance(obj, dict):
-        raise PDNError(f"sticker: {where} needs a 'placement' object with StickerPlacement fields")
-    known = {f.name for f in fields(StickerPlacement)}
-    unknown = sorted(set(obj) - known)
-    if unknown:
-        raise PDNError(f"sticker: {where}: unknown placement field {unknown[0]!r}; known: {', '.join(sorted(known))}")
-    values: dict[str, Any] = {"s": 0.0}
-    for key, value in obj.items():
-        if key == "kind":
-            values[key] = str(value)
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise PDNError(f"sticker: {where}: placement field {key!r} must be a finite number, got {value!r}")
-        values[key] = float(value)
-    return StickerPlacement(**values)
 
 
 def _read_texture(png: Path) -> torch.Tensor:
