@@ -115,7 +115,7 @@ def resumed_row(path: str | Path, settings: Mapping[str, Any], area_m2: float,
     ``size.json`` is ``{"settings": {...}, "row": {...}}``: the settings must equal this sweep's, and the row
     must hold every :data:`SWEEP_COLUMNS` field with its type and bounds (:data:`SWEEP_ROW_FIELDS`) for this
     size. A resume state that does not is refused, not recomputed: the message says to remove the size's
-    folder (it is then run again) or to use another ``--out``.
+    folder (it is then run again) or to write the sweep to another folder.
 
     Raises:
         PDNError: one line naming the file and the field.
@@ -125,12 +125,12 @@ def resumed_row(path: str | Path, settings: Mapping[str, Any], area_m2: float,
     path = Path(path)
     if not path.is_file() and not path.is_symlink():
         return None
-    fix = f"remove {path.parent} to run this size again, or use another --out"
+    fix = f"remove {path.parent} to run this size again, or write the sweep to another folder"
     state = read_json(contained_file(path, root, what="sweep size result"), "sweep size result")
     fields = check_fields(str(path), state, {"settings": obj(), "row": obj()}, required=("settings", "row"),
                           hint=fix)
     if fields["settings"] != dict(settings):
-        raise PDNError(f"{path} was made with other settings; use another --out or remove {path.parent}")
+        raise PDNError(f"{path} was made with other settings; write the sweep to another folder or remove {path.parent}")
     check_fields(str(path), state, {f"row.{k}": v for k, v in SWEEP_ROW_FIELDS.items()},
                  required=tuple(f"row.{c}" for c in SWEEP_COLUMNS), hint=fix)
     row = state["row"]
