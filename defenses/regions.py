@@ -33,6 +33,7 @@ import torch
 
 from drivenet_patch.data.base import CropResize
 from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.safety.values import parse_hw
 
 #: The region layouts :func:`make_layout` knows.
 LAYOUTS = ("bands", "grid", "strips")
@@ -255,30 +256,6 @@ def _linear_sources(a: int, b: int, n: int) -> tuple[torch.Tensor, torch.Tensor,
     return lo.to(torch.int64), (lo + 1).clamp(max=b - 1).to(torch.int64), (src - lo).to(torch.float32)
 
 
-def _pair(value: Any, where: str) -> tuple[int | None, int | None]:
-    """An int ``s`` -> ``(s, s)``; a pair -> itself; ints only (``None`` allowed per item)."""
-    if isinstance(value, str):
-        parts: Any = value.lower().split("x") if "x" in value.lower() else [value, value]
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        parts = [value, value]
-    else:
-        parts = value
-    try:
-        if len(parts) != 2:
-            raise ValueError
-        out = []
-        for p in parts:
-            if p is None:
-                out.append(None)
-                continue
-            if isinstance(p, bool) or (isinstance(p, float) and not p.is_integer()):
-                raise ValueError
-            out.append(int(p))
-    except (TypeError, ValueError):
-        raise PDNError(f"{where}: expected an integer or (h, w), got {value!r}") from None
-    return out[0], out[1]
-
-
 def make_layout(
     input_size: tuple[int, int] = (66, 200),
     layout: str = "bands",
@@ -322,15 +299,15 @@ def make_layout(
         rw = DEFAULT_REGION["bands"][1] if region is None else _band_width(region, "region")
         sw = DEFAULT_STRIDE["bands"][1] if stride is None else _band_width(stride, "stride")
         return RegionLayout((h, w), (h, rw), (h, sw))
-    rh, rw = DEFAULT_REGION["grid"] if region is None else _pair(region, "region")
-    sh, sw = DEFAULT_STRIDE["grid"] if stride is None else _pair(stride, "stride")
+    rh, rw = DEFAULT_REGION["grid"] if region is None else parse_hw("region", region, square=True)
+    sh, sw = DEFAULT_STRIDE["grid"] if stride is None else parse_hw("stride", stride, square=True)
     return RegionLayout((h, w), (rh, rw), (sh, sw))
 
 
 def _band_width(value: Any, where: str) -> int:
     if isinstance(value, (list, tuple)):
         raise PDNError(f"{where}: bands take one width in pixels, got {value!r} (use layout 'grid' for (h, w))")
-    return int(_pair(value, where)[1])  # type: ignore[arg-type]
+    return parse_hw(where, value, square=True)[1]
 
 
 # ---------------------------------------------------------------------------- patches
@@ -367,12 +344,7 @@ def parse_patch(spec: str | int | Sequence[int], image_size: tuple[int, int] = (
         if pw > w:
             ph, pw = min(h, math.ceil(area / w - 1e-9)), w
         return max(ph, 1), max(pw, 1)
-    try:
-        ph, pw = _pair(spec, "patch")
-    except PDNError:
-        raise PDNError(f"patch: expected 'HxW' or 'P%', got {spec!r}") from None
-    if ph is None or pw is None or ph < 1 or pw < 1:
-        raise PDNError(f"patch: sizes must be positive, got {spec!r}")
+    ph, pw = parse_hw("patch", spec, square=True, hint="give HxW pixels or a share P% such as 2%")
     if ph > h or pw > w:
         raise PDNError(f"patch: {ph}x{pw} does not fit the {h}x{w} model input")
     return ph, pw

@@ -21,6 +21,7 @@ import torch
 from drivenet_patch.models.base import SteeringModel
 from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.safety.inputs import MAX_CONFIG_INT, MAX_MODEL_INPUT_SIDE
+from drivenet_patch.safety.values import parse_hw
 
 Builder = Callable[..., SteeringModel]
 B = TypeVar("B", bound=Builder)
@@ -251,26 +252,9 @@ def model_from_config(config: Mapping[str, Any], where: str = "config") -> Steer
 
 
 def parse_input_size(value: Any, where: str = "input_size") -> tuple[int, int]:
-    """``(H, W)``, ``[H, W]`` or ``"HxW"`` -> ``(H, W)`` of positive ints."""
-    if isinstance(value, str):
-        parts: Any = value.lower().split("x")
-    else:
-        parts = value
-    try:
-        if len(parts) != 2:
-            raise ValueError
-        out = []
-        for p in parts:
-            if isinstance(p, bool) or (isinstance(p, float) and not p.is_integer()):
-                raise ValueError
-            out.append(int(p))
-    except (TypeError, ValueError):
-        raise PDNError(f"{where}: expected (H, W) or 'HxW', got {value!r}") from None
-    if min(out) <= 0:
-        raise PDNError(f"{where}: sizes must be positive, got {value!r}")
-    if max(out) > MAX_MODEL_INPUT_SIDE:  # the weights grow with the input: refuse before allocating them
-        raise PDNError(f"{where}: sides must be at most {MAX_MODEL_INPUT_SIDE} pixels, got {value!r}")
-    return out[0], out[1]
+    """``(H, W)``, ``[H, W]`` or ``"HxW"`` -> ``(H, W)`` of ints in [1, ``MAX_MODEL_INPUT_SIDE``] (the weights
+    grow with the input: a larger one is refused before they are allocated)."""
+    return parse_hw(where, value, low=1, high=MAX_MODEL_INPUT_SIDE)
 
 
 def _jsonable(value: Any) -> Any:

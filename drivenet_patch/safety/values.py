@@ -44,6 +44,7 @@ __all__ = [
     "number",
     "obj",
     "pair",
+    "parse_hw",
     "rate",
     "sizes",
     "text",
@@ -143,6 +144,47 @@ def float_range(name: str, value: Any, *, low: float = -math.inf, high: float = 
     if a > b:
         raise PDNError(f"{name} = {_show(value)} starts after it ends: give A <= B")
     return a, b
+
+
+def parse_hw(name: str, value: Any, *, low: int = 1, high: int = 4096, square: bool = False,
+             hint: str = "") -> tuple[int, int]:
+    """``(H, W)`` in pixels from ``"HxW"`` text (``"66x200"``), a pair of integers, or, with ``square``,
+    one integer (``16`` or ``"16"``) for ``H = W``; each side in ``[low, high]``. ``hint`` (what to give
+    instead) ends either refusal.
+
+    Sides are integers: ``"66.5x200"``, ``"1e2x200"``, ``1.5`` and true/false are refused (a whole float
+    such as ``66.0`` in a pair is taken as 66).
+
+        >>> parse_hw("size", "66x200", low=8)
+        (66, 200)
+    """
+    want = "an integer or an integer pair HxW such as 16x16" if square else "an integer pair HxW such as 66x200"
+    if isinstance(value, str):
+        text = value.strip().lower()
+        parts: list[Any] = text.split("x") if "x" in text or not square else [text, text]
+    elif square and isinstance(value, numbers.Real) and not isinstance(value, bool):
+        parts = [value, value]
+    elif isinstance(value, (list, tuple)):
+        parts = list(value)
+    elif hasattr(value, "tolist"):  # a numpy array or a tensor
+        parts = value.tolist()
+        parts = parts if isinstance(parts, list) else []
+    else:
+        parts = []
+    sides = []
+    for p in parts if len(parts) == 2 else ():
+        if isinstance(p, bool) or (isinstance(p, numbers.Real) and not float(p).is_integer()):
+            break
+        try:
+            sides.append(int(p))  # "66" or 66.0; never "66.0"
+        except (TypeError, ValueError, OverflowError):
+            break
+    tail = f": {hint}" if hint else ""
+    if len(sides) != 2:
+        raise PDNError(f"{name}: expected {want}, got {_show(value)}{tail}")
+    if not (low <= sides[0] <= high and low <= sides[1] <= high):
+        raise PDNError(f"{name}: sides must lie in [{low}, {high}] pixels, got {_show(value)}{tail}")
+    return sides[0], sides[1]
 
 
 def check_elements(name: str, sizes: Sequence[int], limit: int = MAX_ELEMENTS, hint: str = "") -> int:

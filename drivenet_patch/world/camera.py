@@ -23,6 +23,7 @@ import numpy as np
 
 from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.safety.inputs import MAX_IMAGE_SIDE as MAX_CAMERA_SIDE
+from drivenet_patch.safety.values import parse_hw
 
 
 @dataclass(frozen=True)
@@ -170,12 +171,5 @@ class Camera:
 
 
 def parse_size(text: str, name: str = "size") -> tuple[int, int]:
-    """Parse ``HxW`` (e.g. ``66x200``) into ``(H, W)``, with a one-line error on bad input."""
-    parts = str(text).lower().replace(" ", "").split("x")
-    try:
-        h, w = (int(p) for p in parts)
-    except ValueError:
-        raise PDNError(f"{name}: expected HxW such as 66x200, got {text!r}") from None
-    if not (8 <= h <= 4096 and 8 <= w <= 4096):
-        raise PDNError(f"{name}: height and width must lie in [8, 4096], got {text!r}")
-    return h, w
+    """Parse ``HxW`` (e.g. ``66x200``) into ``(H, W)``, each side in [8, 4096], with a one-line error on bad input."""
+    return parse_hw(name, text, low=8, high=4096)
