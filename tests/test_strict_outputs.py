@@ -83,3 +83,25 @@ def test_write_json_writes_strict_json_and_names_what_became_null(tmp_path_facto
     assert {"arr[1]", "f32"} <= set(replaced)
     if isinstance(value, float) and not math.isfinite(value):
         assert back["v"] is None and "v" in replaced
+
+
+def test_check_finite_judges_the_dtype_the_model_will_hold() -> None:
+    from drivenet_patch.storage.state import check_finite
+
+    ref = {"w": torch.zeros(3), "n": torch.zeros(2, dtype=torch.int64)}
+    check_finite("f", {"w": torch.tensor([1e30, 0.0, -1.0], dtype=torch.float64), "n": torch.tensor([1, 2])}, ref)
+    for bad in (torch.tensor([1e300, 0.0, 0.0], dtype=torch.float64), torch.tensor([0.0, math.nan, 0.0]),
+                torch.tensor([0.0, 0.0, -math.inf])):
+        with pytest.raises(PDNError, match="'w' holds NaN or infinite weights"):
+            check_finite("f", {"w": bad}, ref)
+
+
+def test_a_resnet_backbone_init_with_overflowing_weights_is_refused(tmp_path: Path) -> None:
+    model = create_model("resnet18")
+    state = {k: v.double() if v.is_floating_point() else v for k, v in model.backbone.state_dict().items()}
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    state[key] = state[key].clone()
+    state[key].view(-1)[0] = -1e300
+    save_file(state, str(tmp_path / "init.safetensors"))
+    with pytest.raises(PDNError, match=r"once cast from torch\.float64"):
+        model.load_backbone(tmp_path / "init.safetensors")

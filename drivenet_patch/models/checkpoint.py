@@ -34,6 +34,7 @@ from drivenet_patch.safety.inputs import loads_json, read_json
 from drivenet_patch.storage.atomic import write_json
 from drivenet_patch.storage.state import (
     CONFIG_META_KEY,
+    check_finite,
     read_state,
     write_state,
 )
@@ -179,9 +180,5 @@ def _load_weights(model: SteeringModel, state: Mapping[str, torch.Tensor], where
         if got != ref.dtype and not (got.is_floating_point and ref.dtype.is_floating_point):
             # loading would cast silently (int, bool, complex -> float): refuse instead
             raise PDNError(f"{where}: {key!r} is stored as {got}, model {model.name!r} needs {ref.dtype}")
-        # Checked after the cast to the model's dtype: float64 weights of 1e300 are finite, but inf in float32.
-        if got.is_floating_point and not bool(torch.isfinite(state[key].to(ref.dtype)).all()):
-            cast = "" if got == ref.dtype else f" once cast from {got} to the model's {ref.dtype}"
-            raise PDNError(f"{where}: {key!r} holds NaN or infinite weights{cast}; retrain the model or re-save "
-                           "finite weights")
+    check_finite(where, state, own)  # after the cast to the model's dtype: 1e300 in float64 is inf in float32
     model.load_state_dict(state, strict=True)

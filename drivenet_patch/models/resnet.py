@@ -58,7 +58,7 @@ class ResNetSteering(SteeringModel):
             PDNError: missing/unreadable file, missing or unexpected keys, or a shape mismatch
                 (each message names the file and the first offending key).
         """
-        from drivenet_patch.storage.state import load_state
+        from drivenet_patch.storage.state import check_finite, load_state
 
         path = Path(path)
         if path.suffix != ".safetensors":
@@ -79,6 +79,7 @@ class ResNetSteering(SteeringModel):
                 raise PDNError(
                     f"{path}: shape mismatch for {key!r}: file has {tuple(state[key].shape)}, resnet18 needs {tuple(ref.shape)}"
                 )
+        check_finite(path, state, own)
         self.backbone.load_state_dict(state, strict=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.safety.inputs import loads_json, regular_file
 from drivenet_patch.storage.atomic import atomic_path
 
-__all__ = ["CONFIG_META_KEY", "META_KEY", "load_state", "pack_state", "read_header", "read_state",
+__all__ = ["CONFIG_META_KEY", "META_KEY", "check_finite", "load_state", "pack_state", "read_header", "read_state",
            "read_state_meta", "save_state", "unpack_state", "write_state"]
 
 #: Header key of :func:`save_state`'s JSON metadata.
@@ -125,6 +125,32 @@ def unpack_state(tensors: Mapping[str, torch.Tensor], skeleton: Any) -> Any:
         return obj
 
     return walk(skeleton)
+
+
+def check_finite(where: str | Path, state: Mapping[str, torch.Tensor],
+                 reference: Mapping[str, torch.Tensor] | None = None) -> None:
+    """Refuse floating tensors that hold NaN or an infinity, checked after the cast to ``reference``'s dtype.
+
+    A float64 weight of 1e300 is finite, but infinite once a float32 model loads it: the check runs on what
+    the model will hold, so such a file is refused instead of giving NaN outputs.
+
+    Args:
+        where: the file, for the message.
+        state: name -> tensor, as read.
+        reference: name -> tensor of the model that will load ``state`` (its dtypes); None: as stored.
+
+    Raises:
+        PDNError: naming the file and the first non-finite tensor.
+    """
+    for key, value in state.items():
+        if not value.is_floating_point():
+            continue
+        ref = None if reference is None else reference.get(key)
+        dtype = ref.dtype if ref is not None and ref.dtype.is_floating_point else value.dtype
+        if not bool(torch.isfinite(value.to(dtype)).all()):
+            cast = "" if dtype == value.dtype else f" once cast from {value.dtype} to the model's {dtype}"
+            raise PDNError(f"{where}: {key!r} holds NaN or infinite weights{cast}; retrain the model or re-save "
+                           "finite weights")
 
 
 def write_state(path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> Path:

@@ -47,7 +47,14 @@ from drivenet_patch.models.checkpoint import save_model
 from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.safety.inputs import read_json_object
 from drivenet_patch.storage.atomic import remove_stale_temps, write_csv, write_json
-from drivenet_patch.storage.state import load_state, pack_state, read_state_meta, save_state, unpack_state
+from drivenet_patch.storage.state import (
+    check_finite,
+    load_state,
+    pack_state,
+    read_state_meta,
+    save_state,
+    unpack_state,
+)
 from drivenet_patch.training.augment import Augmenter
 from drivenet_patch.training.config import QUICK, TrainConfig, check_device
 from drivenet_patch.training.data import (
@@ -249,6 +256,7 @@ def _open_run(data: Sequence[str | Path], out: Path, cfg: TrainConfig, val: str 
     best = np.inf
     if saved_state is not None:
         _, history, best, model_sd, opt_sd = saved_state
+        check_finite(state_path, model_sd, model.state_dict())  # a resumed run starts from finite weights
         try:
             model.load_state_dict(model_sd)
             opt.load_state_dict(opt_sd)
