@@ -18,9 +18,10 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from drivenet_patch.data.base import LogDataset
+from drivenet_patch.data.base import CropResize, LogDataset
 from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.safety.inputs import MAX_IMAGE_BYTES, read_bytes, regular_file
+from drivenet_patch.world.camera import Camera
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -181,3 +182,27 @@ class ImageLogDataset(LogDataset):
     def frame(self, i: int) -> np.ndarray:
         img = self.source_frame(i)
         return self.crop.apply(img, where=f"{self._images[int(i)]} ({self.where(i)})")
+
+
+class WheelAngleLog(ImageLogDataset):
+    """Base of the image logs whose steering is the steering wheel's angle: road-wheel degrees are the
+    wheel's divided by ``steering_ratio`` (a single linear ratio, itself an approximation).
+
+    Args:
+        path: the dataset folder, or its log file.
+        steering_ratio: steering-wheel to road-wheel ratio.
+        crop, size, camera, allow_outside: as :class:`~drivenet_patch.data.base.LogDataset`.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        steering_ratio: float = 14.8,
+        crop: CropResize | None = None,
+        size: tuple[int, int] | None = None,
+        camera: Camera | None = None,
+        allow_outside: bool = False,
+    ) -> None:
+        self.steering_ratio = positive(steering_ratio, "steering_ratio")
+        super().__init__(path, crop=crop, size=size, camera=camera, allow_outside=allow_outside)

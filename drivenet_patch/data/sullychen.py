@@ -23,14 +23,12 @@ from pathlib import Path
 import pandas as pd
 
 from drivenet_patch.data._imagelog import (
-    ImageLogDataset,
     PathGuard,
+    WheelAngleLog,
     open_log,
     parse_finite,
-    positive,
     refuse_special,
 )
-from drivenet_patch.data.base import CropResize
 from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.world.camera import Camera
 
@@ -44,7 +42,7 @@ SULLY_CAMERA = Camera(
 SULLY_MARGINS = (106, 0, 0, 0)
 
 
-class SullyChenDataset(ImageLogDataset):
+class SullyChenDataset(WheelAngleLog):
     """SullyChen ``data.txt`` with ``<file> <angle>`` or ``<file> <angle>,<timestamp>`` lines.
 
     Args:
@@ -63,19 +61,6 @@ class SullyChenDataset(ImageLogDataset):
     log_names = ("data.txt",)
     layout = "a sullychen dataset is a folder with data.txt and the images"
     source_camera, margins, empty = SULLY_CAMERA, SULLY_MARGINS, "data lines"
-
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        steering_ratio: float = 14.8,
-        crop: CropResize | None = None,
-        size: tuple[int, int] | None = None,
-        camera: Camera | None = None,
-        allow_outside: bool = False,
-    ) -> None:
-        self.steering_ratio = positive(steering_ratio, "steering_ratio")
-        super().__init__(path, crop=crop, size=size, camera=camera, allow_outside=allow_outside)
 
     def parse(self, log: Path, guard: PathGuard) -> pd.DataFrame:
         return _parse(log, self.steering_ratio, guard)

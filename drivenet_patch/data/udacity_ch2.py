@@ -24,14 +24,12 @@ from pathlib import Path
 import pandas as pd
 
 from drivenet_patch.data._imagelog import (
-    ImageLogDataset,
     PathGuard,
+    WheelAngleLog,
     open_log,
     parse_finite,
-    positive,
     refuse_special,
 )
-from drivenet_patch.data.base import CropResize
 from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.world.camera import Camera
 
@@ -62,7 +60,7 @@ CH2_CAMERA = Camera(
 CH2_MARGINS = (200, 60, 0, 0)
 
 
-class UdacityCh2Dataset(ImageLogDataset):
+class UdacityCh2Dataset(WheelAngleLog):
     """Udacity Challenge 2 ``interpolated.csv`` (centre camera only).
 
     Args:
@@ -81,19 +79,6 @@ class UdacityCh2Dataset(ImageLogDataset):
     log_names = ("interpolated.csv",)
     layout = "a udacity-ch2 dataset is a folder with interpolated.csv"
     source_camera, margins, empty = CH2_CAMERA, CH2_MARGINS, f"{CENTER} rows"
-
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        steering_ratio: float = 14.8,
-        crop: CropResize | None = None,
-        size: tuple[int, int] | None = None,
-        camera: Camera | None = None,
-        allow_outside: bool = False,
-    ) -> None:
-        self.steering_ratio = positive(steering_ratio, "steering_ratio")
-        super().__init__(path, crop=crop, size=size, camera=camera, allow_outside=allow_outside)
 
     def parse(self, log: Path, guard: PathGuard) -> pd.DataFrame:
         return _parse(log, self.steering_ratio, guard)
