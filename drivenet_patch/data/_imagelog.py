@@ -24,6 +24,13 @@ from drivenet_patch.safety.inputs import MAX_IMAGE_BYTES, read_bytes, regular_fi
 from drivenet_patch.world.camera import Camera
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+#: The labels columns of every image log, before the format's own.
+LOG_COLUMNS = ("steering_deg", "camera", "image", "source_file", "source_row")
+
+
+def label_rows(*own: str) -> dict[str, list]:
+    """Empty labels columns to fill row by row: :data:`LOG_COLUMNS`, then the format's ``own``."""
+    return {k: [] for k in (*LOG_COLUMNS, *own)}
 
 
 def positive(value: float, name: str) -> float:

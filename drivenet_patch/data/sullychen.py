@@ -25,6 +25,7 @@ import pandas as pd
 from drivenet_patch.data._imagelog import (
     PathGuard,
     WheelAngleLog,
+    label_rows,
     open_log,
     parse_finite,
     refuse_special,
@@ -67,10 +68,7 @@ class SullyChenDataset(WheelAngleLog):
 
 
 def _parse(log: Path, ratio: float, guard: PathGuard) -> pd.DataFrame:
-    rows: dict[str, list] = {
-        k: []
-        for k in ("steering_deg", "camera", "image", "source_file", "source_row", "wheel_deg", "timestamp")
-    }
+    rows = label_rows("wheel_deg", "timestamp")
     root = log.parent
     with open_log(log) as fh:
         try:

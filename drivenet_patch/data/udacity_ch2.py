@@ -26,6 +26,7 @@ import pandas as pd
 from drivenet_patch.data._imagelog import (
     PathGuard,
     WheelAngleLog,
+    label_rows,
     open_log,
     parse_finite,
     refuse_special,
@@ -85,20 +86,7 @@ class UdacityCh2Dataset(WheelAngleLog):
 
 
 def _parse(log: Path, ratio: float, guard: PathGuard) -> pd.DataFrame:
-    rows: dict[str, list] = {
-        k: []
-        for k in (
-            "steering_deg",
-            "camera",
-            "image",
-            "source_file",
-            "source_row",
-            "angle_rad",
-            "timestamp",
-            "torque",
-            "speed",
-        )
-    }
+    rows = label_rows("angle_rad", "timestamp", "torque", "speed")
     with open_log(log) as fh:
         reader = csv.reader(fh)
         try:

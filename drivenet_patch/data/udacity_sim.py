@@ -36,6 +36,7 @@ from drivenet_patch.data._imagelog import (
     ImageLogDataset,
     PathGuard,
     is_absolute_any,
+    label_rows,
     open_log,
     parse_finite,
     refuse_special,
@@ -127,21 +128,7 @@ def _parse_log(
     sign = {"center": 0.0, "left": -1.0, "right": 1.0}
     lateral = {"center": 0.0, "left": SIDE_OFFSET_M, "right": -SIDE_OFFSET_M}
     img_dir = log.parent / "IMG"
-    rows: dict[str, list] = {
-        k: []
-        for k in (
-            "steering_deg",
-            "camera",
-            "image",
-            "source_file",
-            "source_row",
-            "steering_raw",
-            "throttle",
-            "brake",
-            "speed",
-            "lateral_m",
-        )
-    }
+    rows = label_rows("steering_raw", "throttle", "brake", "speed", "lateral_m")
     with open_log(log) as fh:
         reader = csv.reader(fh, skipinitialspace=True)
         first = True
