@@ -455,3 +455,20 @@ def test_per_frame_inputs_never_certify_a_non_finite_frame(votes, pixel: float, 
 def test_a_valid_mask_that_is_not_booleans_is_refused(valid) -> None:
     with pytest.raises(PDNError, match="valid mask"):
         onboard.certify(np.zeros((2, 6), np.float32), [[0]], valid)
+
+
+@given(votes=VALUES, valid=st.one_of(st.none(), VALUES), frames=st.one_of(st.none(), VALUES),
+       threat=st.one_of(st.none(), st.text(max_size=3), st.integers()))
+def test_the_certifier_api_takes_any_per_frame_input_without_a_traceback(votes, valid, frames, threat) -> None:
+    cert = onboard.Certifier.from_metadata(_meta())
+    t0 = time.perf_counter()
+    try:
+        out = cert(votes, valid, threat, frames)
+    except PDNError as exc:
+        one_line(exc)
+    else:
+        v = np.asarray(votes, dtype=np.float64)
+        ok = np.asarray(out.certified)
+        assert not ok[~np.isfinite(v).all(1)].any()
+        assert np.isfinite(out.lo[ok]).all() and np.isfinite(out.hi[ok]).all()
+    assert time.perf_counter() - t0 < TIME_CAP_S

@@ -48,7 +48,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from drivenet_patch.safety.errors import PDNError
-from drivenet_patch.safety.inputs import loads_json
+from drivenet_patch.safety.inputs import MAX_JSON_DEPTH, json_depth, loads_json
 from drivenet_patch.safety.values import (
     as_bool,
     bounded_float,
@@ -121,7 +121,12 @@ def touch_rows(sets: Sequence[Sequence[int]] | np.ndarray, n_regions: int) -> np
         if len(members) == 0:
             continue
         kinds = set(map(type, members))
-        a = None if bool in kinds or np.bool_ in kinds else np.asarray(members)
+        a = None
+        if not kinds & {bool, np.bool_, list, tuple, dict}:
+            try:
+                a = np.asarray(members)
+            except (ValueError, TypeError):  # ragged or too deeply nested
+                a = None
         ok = a is not None and a.ndim == 1 and a.dtype.kind in "iuf"
         if ok and a.dtype.kind == "f":
             ok = bool(np.isfinite(a).all() and (a == np.floor(a)).all())
@@ -130,8 +135,8 @@ def touch_rows(sets: Sequence[Sequence[int]] | np.ndarray, n_regions: int) -> np
         if not ok:
             bad = next((r for r in members if type(r) is bool or not isinstance(r, (int, float, np.integer, np.floating))
                         or not math.isfinite(r) or int(r) != r or not 0 <= int(r) < n_regions), members[0])
-            raise PDNError(f"touch set {q}: region index {str(bad)[:40]!r} is not a whole number in "
-                           f"[0, {n_regions}); {_FIX}")
+            shown = f"a {type(bad).__name__}" if isinstance(bad, (list, tuple, dict)) else repr(str(bad)[:40])
+            raise PDNError(f"touch set {q}: region index {shown} is not a whole number in [0, {n_regions}); {_FIX}")
         rows[q, a.astype(np.int64)] = True
     return rows
 
@@ -360,7 +365,7 @@ def certify(
     Raises:
         PDNError: bad shapes, method or parameters.
     """
-    v = np.asarray(votes)
+    v = _array("votes", votes)
     if v.ndim != 2 or not np.issubdtype(v.dtype, np.floating):
         raise PDNError(f"votes must be a (B, N) floating-point array, got {v.shape} {v.dtype}")
     b, n = v.shape
@@ -379,11 +384,19 @@ def certify(
     return OnboardCertificate(*(np.concatenate(field) for field in zip(*parts, strict=True)))
 
 
+def _array(name: str, value: Any) -> np.ndarray:
+    """``value`` as a numpy array; a ragged or too deeply nested sequence is refused in one line."""
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError, RecursionError):
+        raise PDNError(f"{name} must be an array of numbers (a ragged or too deeply nested list was given)") from None
+
+
 def _valid_mask(valid: Any, b: int, n: int) -> np.ndarray:
     """(B, N) bool from None, (N,) or (B, N) booleans (or 0/1 integers); anything else is refused."""
     if valid is None:
         return np.ones((b, n), dtype=bool)
-    m = np.asarray(valid)
+    m = _array("valid mask", valid)
     if m.dtype != bool:
         if not np.issubdtype(m.dtype, np.integer) or not np.isin(m, (0, 1)).all():
             raise PDNError(f"valid mask must hold booleans (or 0/1), got {m.dtype} values")
@@ -444,10 +457,12 @@ def input_faults(votes: np.ndarray, frames: np.ndarray | None = None) -> np.ndar
         votes: (B, N) votes.
         frames: the (B, ...) camera frames the votes came from, or None.
     """
-    v = np.asarray(votes)
+    v = _array("votes", votes)
+    if v.ndim != 2 or v.dtype.kind not in "fc":
+        raise PDNError(f"votes must be a (B, N) floating-point array, got {v.shape} {v.dtype}")
     reasons = np.where(np.isfinite(v).reshape(v.shape[0], -1).all(1), "", "non-finite vote").astype("<U24")
     if frames is not None:
-        f = np.asarray(frames)
+        f = _array("frames", frames)
         if f.shape[:1] != v.shape[:1]:
             raise PDNError(f"frames must have one row per frame of the votes ({v.shape[0]}), got {f.shape}")
         if f.dtype.kind in "fc":
@@ -489,6 +504,8 @@ class Certifier:
         """
         if isinstance(meta, (str, bytes)):
             meta = loads_json(meta, CERT_KEY, finite=True)
+        elif json_depth(meta) > MAX_JSON_DEPTH:
+            raise PDNError(f"{CERT_KEY}: nested deeper than {MAX_JSON_DEPTH} levels; {_FIX}")
         if isinstance(meta, Mapping) and not isinstance(meta, dict):
             meta = dict(meta)
         fields = check_fields(CERT_KEY, meta, {
@@ -553,11 +570,15 @@ class Certifier:
         name = self.default_threat if threat is None else threat
         if not isinstance(name, str) or name not in self.threats:
             raise PDNError(f"unknown threat {str(name)[:40]!r}; known: {', '.join(sorted(self.threats))[:160]}")
-        cert = certify(votes, self.threats[name], self.valid if valid is None else valid, self.aggregate,
+        v = _array("votes", votes)
+        if v.ndim != 2 or v.shape[1] != self.n_regions:
+            raise PDNError(f"votes must be (B, {self.n_regions}): one vote per region of this certificate, got "
+                           f"shape {v.shape}")
+        cert = certify(v, self.threats[name], self.valid if valid is None else valid, self.aggregate,
                        trim=self.trim, bin_deg=self.bin_deg, tau_deg=self.tau_deg, reduced=True)
         if frames is None:
             return cert
-        ok = input_faults(votes, frames) == ""
+        ok = input_faults(v, frames) == ""
         dt = cert.lo.dtype.type
         return cert._replace(certified=cert.certified & ok, lo=np.where(ok, cert.lo, dt(-np.inf)),
                              hi=np.where(ok, cert.hi, dt(np.inf)))
