@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.safety.inputs import folder_file
 from drivenet_patch.safety.values import MAX_FRAMES, FieldCheck, check_fields, number, obj, whole
 from drivenet_patch.storage.atomic import write_csv, write_text
 
@@ -53,7 +54,8 @@ _RESULT_FIELDS: dict[str, dict[str, FieldCheck]] = {
 
 
 def _read(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
+    # the results folder is read like a dataset folder: a file that leads out of it is refused
+    if folder_file(path.parent, path.name, "study result") is None:
         return None
     from drivenet_patch.safety.inputs import read_json
 

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from drivenet_patch.safety.errors import PDNError
-from drivenet_patch.safety.inputs import read_json
+from drivenet_patch.safety.inputs import folder_file, read_json
 from drivenet_patch.storage.atomic import write_json, write_text
+from drivenet_patch.storage.folders import check_output_folder, prepare_output_folder
 
 __all__ = ["CommandRunner", "DemoSettings", "Stage", "plan", "run_command", "run_demo"]
 
@@ -66,6 +67,9 @@ class DemoSettings:
     #: ``pdn certify --physical`` of PatchVote (issue 17): held-out world frames and the covering's grid (m).
     physical_frames: int = 1000
     physical_spacing: float = 0.25
+    #: A fully trained defended model of the package's zoo (``zoo:NAME``; empty: none), certified in metres on
+    #: the same held-out frames as the demo's own PatchVote, so the report shows both certificates.
+    zoo_defended: str = "zoo:patchvote_strips"
     #: Why this flavour's numbers are what they are: shown under the report's summary (``pdn report --note``).
     notes: tuple[str, ...] = ()
 
@@ -109,7 +113,10 @@ QUICK = DemoSettings(
            "loop with its controls) runs in the full demo only (about 2 minutes on 2 cores there, more than "
            "the quick demo's headroom under 4 minutes). The certificate in metres here uses 400 world frames "
            "and a 0.5 m covering grid (the full demo: 1,000 frames, 0.25 m); a coarser grid is as sound but can "
-           "certify less."))
+           "certify less.",
+           "The certificate of zoo:patchvote_strips comes from the package's fully trained PatchVote (the full "
+           "demo's recipe, pdn zoo show patchvote_strips), certified on the same held-out frames and grid: it shows "
+           "what the defense certifies once trained; every other figure comes from the models this run trained."))
 
 #: The sticker every attack stage optimises: 2.0 m wide, 3.5 m along the road, judged 5-15 m before it.
 STICKER_SIZE = "2.0x3.5"
@@ -148,7 +155,7 @@ def _plan(out: Path, quick: bool, seed: int, settings: DemoSettings | None = Non
     o = str(out)
     data, held, pilot, pv = f"{o}/data", f"{o}/heldout", f"{o}/pilotnet", f"{o}/patchvote"
     atk, atk_pv = f"{o}/attack", f"{o}/attack_patchvote"
-    sweep, phys = f"{o}/attack_sweep", f"{o}/certify_physical"
+    sweep, phys, phys_zoo = f"{o}/attack_sweep", f"{o}/certify_physical", f"{o}/certify_physical_zoo"
     sticker = ("--size", STICKER_SIZE, "--distance", STICKER_DISTANCE, "--roads", str(s.attack_roads),
                "--poses", str(s.attack_poses), "--seed", str(seed))
     loop = ("--loop-roads", str(s.loop_roads), "--km", str(s.loop_km), "--seed", str(seed))
@@ -171,7 +178,12 @@ def _plan(out: Path, quick: bool, seed: int, settings: DemoSettings | None = Non
                            "--json"),))] if s.sweep_areas else []
     report_inputs = (data, pilot, f"{o}/saliency", f"{o}/drive", atk, *(f"{o}/attack_{z}" for z in s.size_sweep),
                      *((sweep,) if s.sweep_areas else ()), pv, *((f"{o}/drive_patchvote",) if s.pv_drive else ()),
-                     atk_pv, f"{o}/certify", phys)
+                     atk_pv, f"{o}/certify", phys, *((phys_zoo,) if s.zoo_defended else ()))
+    zoo_stage = [Stage("certify_zoo", f"certify the zoo's fully trained PatchVote ({s.zoo_defended}) in metres on the "
+                                      "same held-out frames",
+                       (("certify", "--model", s.zoo_defended, "--physical", STICKER_SIZE, "--frames",
+                         str(s.physical_frames), "--spacing", f"{s.physical_spacing:g}", "--seed", str(seed),
+                         "--out", phys_zoo, "--json"),))] if s.zoo_defended else []
     return [
         Stage("preview", "render a preview of the driving world",
               (("world", "preview", "--out", f"{o}/world_preview.png", "--seed", str(seed), "--json"),)),
@@ -209,6 +221,7 @@ def _plan(out: Path, quick: bool, seed: int, settings: DemoSettings | None = Non
                                   "and a sweep of sticker areas",
               (("certify", "--model", pv, "--physical", STICKER_SIZE, "--sweep", "--frames", str(s.physical_frames),
                 "--spacing", f"{s.physical_spacing:g}", "--seed", str(seed), "--out", phys, "--json"),)),
+        *zoo_stage,
         Stage("attack_patchvote", "an adaptive sticker against PatchVote, with controls",
               (("attack", "--model", pv, "--out", atk_pv, *sticker, "--steps", str(s.pv_attack_steps), "--no-print",
                 "--json"),
@@ -254,7 +267,8 @@ def run_demo(runner: CommandRunner, out: str | Path, quick: bool = False, seed: 
         out: output folder; ``out/report/index.html`` is the end product.
         quick: the small settings (a few minutes on 2 cores) instead of the full ones.
         seed: base seed of the data, training and attacks.
-        restart: forget finished stages and run everything again (files are overwritten).
+        restart: forget the finished stages (their markers in ``out/stages`` are deleted, nothing else)
+            and run every stage again; each command rewrites only its own files.
         echo: receives one line per stage.
         device: torch device of every command that takes one (``cuda`` on a GPU machine).
         settings: sizes that replace the flavour's (``quick`` still names the folder's flavour).
@@ -263,7 +277,8 @@ def run_demo(runner: CommandRunner, out: str | Path, quick: bool = False, seed: 
         ``{"out", "report", "quick", "stages": [{"name", "seconds", "skipped"}], "seconds"}``.
 
     Raises:
-        PDNError: ``out`` holds a demo of the other flavour or seed, or a stage failed (the
+        PDNError: ``out`` is neither new, empty nor a demo folder (:mod:`drivenet_patch.storage.folders`),
+        holds a demo of the other flavour or seed, or a stage failed (the
         stage is named; finished stages stay finished for the next run).
     """
     out = Path(out)
@@ -272,21 +287,20 @@ def run_demo(runner: CommandRunner, out: str | Path, quick: bool = False, seed: 
     meta = {"quick": bool(quick), "seed": int(seed),
             "stages": [{"name": st.name, "title": st.title, "commands": [" ".join(("pdn", *c)) for c in st.commands]}
                        for st in stages]}
+    check_output_folder(out, "demo")  # a new or empty folder, or a demo (never a user's or a dataset folder)
     if meta_path.is_file() and not restart:
         try:
-            old = read_json(meta_path, "demo settings")
+            old = read_json(folder_file(out, "demo.json", "demo settings") or meta_path, "demo settings")
         except PDNError:
             old = {}
         old = old if isinstance(old, dict) else {}
         if (old.get("quick"), old.get("seed")) != (meta["quick"], meta["seed"]):
             raise PDNError(f"{out} holds a demo made with quick={old.get('quick')} seed={old.get('seed')}; "
                            f"use another --out or pass --restart")
-    out.mkdir(parents=True, exist_ok=True)
+    # --restart forgets the finished stages: it deletes their markers, and nothing else
+    prepare_output_folder(out, "demo", remove=[f"stages/{st.name}.json" for st in stages] if restart else ())
     write_json(meta_path, meta)
     done_dir = out / "stages"
-    if restart:
-        for f in done_dir.glob("*.json"):
-            f.unlink()
     summary = []
     t_all = time.perf_counter()
     for i, st in enumerate(stages, 1):

@@ -12,7 +12,8 @@ from tqdm.auto import tqdm
 
 from drivenet_patch import __version__
 from drivenet_patch.safety.errors import PDNError
-from drivenet_patch.storage.atomic import atomic_path, replace_folder, write_csv, write_json
+from drivenet_patch.storage.atomic import atomic_path, write_csv, write_json
+from drivenet_patch.storage.folders import replace_output_folder
 from drivenet_patch.world.camera import Camera
 from drivenet_patch.world.episodes import DriveConfig, drive_episode, expert_steer, lane_state, lateral_shift
 from drivenet_patch.world.render import Lighting, Renderer
@@ -88,7 +89,7 @@ def synthesize(
                        f"{existing} has {free / 1e9:.3g} GB free")
     # The new dataset is built in a staging folder beside ``out`` and swapped in when complete:
     # a failure or a kill at any moment leaves the old dataset as it was.
-    with replace_folder(out, DATASET_FILES, "a synth dataset") as staging:
+    with replace_output_folder(out, "dataset") as staging:
         return _synthesize_into(staging, frames, seed, size, cameras, drive, episode_steps, frame_every,
                                 compile, device, progress)
 

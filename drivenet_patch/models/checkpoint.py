@@ -20,6 +20,7 @@ only read with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,7 +31,7 @@ import torch
 from drivenet_patch.models import SteeringModel, model_from_config
 from drivenet_patch.models.zoo import is_zoo_ref, zoo_folder
 from drivenet_patch.safety.errors import PDNError
-from drivenet_patch.safety.inputs import loads_json, read_json
+from drivenet_patch.safety.inputs import folder_file, loads_json, read_json
 from drivenet_patch.storage.atomic import write_json
 from drivenet_patch.storage.state import (
     CONFIG_META_KEY,
@@ -77,7 +78,8 @@ def save_model(
     return weights
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickle: bool = False) -> SteeringModel:
+def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickle: bool = False,
+               allow_outside: bool = False) -> SteeringModel:
     """Load a steering model, in eval mode, from a run folder or a weights file.
 
     Args:
@@ -89,25 +91,31 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
             (``config.json`` beside it).
         device: where to put the model.
         allow_pickle: permit pickle-based files (read with ``torch.load(weights_only=True)``).
+        allow_outside: let the run folder's weights or ``config.json`` (the weights file's folder's
+            ``config.json``) be a symbolic link that leads out of that folder (refused by default,
+            as in a dataset folder).
 
     Raises:
-        PDNError: missing file, pickle file without ``allow_pickle``, unreadable or invalid
-            ``config.json`` (unknown model, bad keys), weights that do not fit the model, or a zoo
-            model that is unknown or whose weights differ from the manifest's sha256.
+        PDNError: missing file, a file of the folder that leads out of it, pickle file without
+            ``allow_pickle``, unreadable or invalid ``config.json`` (unknown model, bad keys), weights
+            that do not fit the model, or a zoo model that is unknown or whose weights differ from the
+            manifest's sha256.
     """
     if is_zoo_ref(path):
         path = zoo_folder(path)
     path = Path(path)
     if path.is_dir():
         weights = path / "model.safetensors"
-        if not weights.exists():
+        if not os.path.lexists(weights):
             raise PDNError(f"{weights}: missing (a run folder needs model.safetensors and {CONFIG_NAME})")
+        folder_file(path, weights.name, "model weights", allow_outside)
     elif path.exists():
         weights = path
     else:
         raise PDNError(f"{path}: no such model file or run folder")
     suffix = weights.suffix.lower()
     config_path = weights.parent / CONFIG_NAME
+    folder_file(weights.parent, CONFIG_NAME, "model config", allow_outside)  # read below only if inside
     if suffix == ".safetensors":
         state, header = read_state(weights, "cpu")
         if config_path.exists():  # read_json refuses a FIFO or folder there

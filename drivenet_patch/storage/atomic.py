@@ -65,6 +65,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp.unlink()
 
 
+def is_temp_name(name: str) -> bool:
+    """True for the name of a temporary file :func:`atomic_path` makes (left behind only by a kill)."""
+    return bool(_TEMP_RE.match(name))
+
+
 def _write_error(target: Path, exc: OSError) -> PDNError:
     return PDNError(f"{target}: cannot write ({exc.strerror or exc})")
 

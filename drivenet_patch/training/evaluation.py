@@ -54,7 +54,8 @@ def evaluate(run: str | Path, data: str | Path, out_csv: str | Path | None = Non
     ``allow_outside=True`` for logs whose images lie outside the dataset folder).
     """
     check_device(device)
-    model = load_model(run, device=device, allow_pickle=allow_pickle)
+    model = load_model(run, device=device, allow_pickle=allow_pickle,
+                       allow_outside=bool(data_options.get("allow_outside", False)))
     ds = open_dataset(data, size=tuple(model.input_size), **data_options)
     pred = predict(model, ds, batch=batch, device=device, progress=progress)
     truth = ds.labels["steering_deg"].to_numpy(np.float64)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.storage.folders import check_output_folder, prepare_output_folder
 
 EXTRA_HINT = "pip install -e '.[tensorboard]'"
 #: metrics.csv column -> TensorBoard tag.
@@ -33,14 +34,25 @@ class TensorBoardLog:
         except ImportError:
             raise PDNError(f"TensorBoardLog needs the tensorboard extra: {EXTRA_HINT}") from None
         self.logdir = Path(logdir)
-        if self.logdir.exists() and not self.logdir.is_dir():
-            raise PDNError(f"logdir: {self.logdir} exists and is not a folder")
-        self.writer = SummaryWriter(str(self.logdir))
+        check_output_folder(self.logdir, "tensorboard", "logdir")  # never a dataset's or a user's folder
+        self._summary_writer = SummaryWriter
+        self._writer: Any = None
+        self._pending: list[tuple[np.ndarray, str]] = []
+
+    @property
+    def writer(self) -> Any:
+        """The ``SummaryWriter``, made with the first epoch's row: a run refused before it leaves no folder."""
+        if self._writer is None:
+            prepare_output_folder(self.logdir, "tensorboard", "logdir")
+            self._writer = self._summary_writer(str(self.logdir))
+            for frames, tag in self._pending:
+                self._writer.add_images(tag, frames, 0, dataformats="NHWC")
+            self._pending.clear()
+        return self._writer
 
     def frames(self, frames: np.ndarray, tag: str = "input/frames") -> None:
-        """Log uint8 (n, H, W, 3) RGB frames once."""
-        self.writer.add_images(tag, np.asarray(frames, dtype=np.uint8), 0, dataformats="NHWC")
-        self.writer.flush()
+        """Log uint8 (n, H, W, 3) RGB frames once (written with the first epoch's row)."""
+        self._pending.append((np.asarray(frames, dtype=np.uint8), tag))
 
     def __call__(self, row: dict[str, Any]) -> None:
         """Log one epoch's metrics row (``epoch`` is the step)."""
@@ -53,4 +65,5 @@ class TensorBoardLog:
         self.writer.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        if self._writer is not None:
+            self._writer.close()

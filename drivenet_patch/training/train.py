@@ -45,8 +45,9 @@ from tqdm.auto import tqdm
 from drivenet_patch.models import create_model
 from drivenet_patch.models.checkpoint import save_model
 from drivenet_patch.safety.errors import PDNError
-from drivenet_patch.safety.inputs import read_json_object
-from drivenet_patch.storage.atomic import remove_stale_temps, write_csv, write_json
+from drivenet_patch.safety.inputs import folder_file, read_json_object
+from drivenet_patch.storage.atomic import write_csv, write_json
+from drivenet_patch.storage.folders import check_output_folder, prepare_output_folder
 from drivenet_patch.storage.state import (
     check_finite,
     load_state,
@@ -114,7 +115,7 @@ def _has_trained_epoch(out: Path) -> bool:
 
 def _saved_config(out: Path) -> TrainConfig:
     """The training configuration recorded in ``out/config.json``; a PDNError if it is unreadable."""
-    path = out / "config.json"
+    path = folder_file(out, "config.json", "run configuration") or out / "config.json"  # never a file elsewhere
     try:
         saved = read_json_object(path, "run configuration")["train"]
         return TrainConfig(**saved)
@@ -227,8 +228,7 @@ def _open_run(data: Sequence[str | Path], out: Path, cfg: TrainConfig, val: str 
     """Check the run folder, read its resume point, build the model, data and optimiser, write config.json."""
     if cfg.batch % d.world:
         raise PDNError(f"batch {cfg.batch} must be a multiple of the number of processes ({d.world})")
-    if out.exists() and not out.is_dir():
-        raise PDNError(f"out: {out} is a file, not a run folder")
+    check_output_folder(out, "run")  # a new or empty folder, or a run (never a folder it would take over)
     state_path = out / STATE_NAME
     saved_state = None
     if resume and (out / "config.json").is_file():
@@ -237,7 +237,7 @@ def _open_run(data: Sequence[str | Path], out: Path, cfg: TrainConfig, val: str 
             json.dumps(replace(cfg, device=cfg.device).to_dict()))
         if not same:
             raise PDNError(f"resume: {out} was trained with a different configuration; use a new run folder")
-        if state_path.is_file():
+        if folder_file(out, STATE_NAME, "resume point") is not None:
             saved_state = _load_train_state(state_path, device)
     elif not resume and (out / "config.json").exists() and _has_trained_epoch(out):
         raise PDNError(f"out: {out} already holds a run; resume it or choose a new folder")
@@ -265,11 +265,7 @@ def _open_run(data: Sequence[str | Path], out: Path, cfg: TrainConfig, val: str 
             raise PDNError(f"{state_path}: does not fit model {cfg.model!r} ({first})") from None
     run_config = {"train": cfg.to_dict(), "data": [str(p) for p in data], "val": None if val is None else str(val)}
     if d.main:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise PDNError(f"out: cannot create {out} ({exc.strerror or exc})") from None
-        remove_stale_temps(out)  # left by a run killed in the middle of a write
+        prepare_output_folder(out, "run")  # also removes temporary files left by a run killed during a write
         if saved_state is None:  # the model file's config.json also carries the run's configuration
             write_json(out / "config.json", {"model": model.config, "format_version": 1, **run_config})
         else:  # killed between the resume point and metrics.csv: the last row may be missing

@@ -47,7 +47,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from drivenet_patch.app.cli.attack import route_argv
 
     parser = build_parser()
-    args = parser.parse_args(route_argv(list(sys.argv[1:] if argv is None else argv)))
+    try:
+        args = parser.parse_args(route_argv(list(sys.argv[1:] if argv is None else argv)))
+    except SystemExit as exc:  # a flag refused as it was read (its one line is printed): the code, as for any refusal
+        if exc.code in (0, None):  # --help, --version
+            raise
+        return exc.code if isinstance(exc.code, int) else 2
     # Warnings (torch, numpy) are held back until the command ends: a refusal stays one line.
     with warnings.catch_warnings(record=True) as held:
         rc = _run_command(args)
@@ -82,6 +87,27 @@ def _check_paths(args: argparse.Namespace) -> None:
             is_file = name == "video" or getattr(args.fn, "out_is_file", False)
             check_output(value, inputs, f"--{name}", is_file=is_file, own_names=("predictions.csv",),
                          may_equal=[sticker] if sticker else [])
+    _check_folders(args)
+
+
+def _check_folders(args: argparse.Namespace) -> None:
+    """No folder is taken over: a command's output folder (``--out`` of a command whose function names its
+    ``out_kind``, and ``--tensorboard``) must be new, empty or of the command's own kind, and no output file
+    goes into a dataset folder (:mod:`drivenet_patch.storage.folders`)."""
+    from drivenet_patch.storage.folders import check_output_folder, dataset_sign
+
+    kinds = {"out": getattr(args.fn, "out_kind", None), "tensorboard": "tensorboard"}
+    for name in (*_OUTPUT_OPTIONS, "tensorboard"):
+        value = getattr(args, name, None)
+        if not isinstance(value, (str, Path)) or not str(value):
+            continue
+        if kinds.get(name) is not None:
+            check_output_folder(value, kinds[name], name)
+        elif name == "video" or getattr(args.fn, "out_is_file", False):
+            parent = Path(value).absolute().parent
+            if parent.is_dir() and (sign := dataset_sign(parent)) is not None:
+                raise PDNError(f"--{name}: {value} would be written into the dataset folder {parent} (it holds "
+                               f"{sign}); choose a file outside it")
 
 
 def _run_command(args: argparse.Namespace) -> int:

@@ -29,3 +29,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     emit(result, args.json, f"wrote {result['index']} ({len(result['figures'])} figures; "
                              f"sections: {', '.join(result['sections'])})")
     return 0
+
+
+cmd_report.out_kind = "report"  # type: ignore[attr-defined]  # --out's folder kind

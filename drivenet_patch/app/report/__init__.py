@@ -45,7 +45,9 @@ from drivenet_patch.app.report.sections import (
 )
 from drivenet_patch.app.report.summary import summarize, summary_html
 from drivenet_patch.safety.errors import PDNError
-from drivenet_patch.storage.atomic import replace_folder, write_json, write_text
+from drivenet_patch.safety.inputs import check_folder_contained
+from drivenet_patch.storage.atomic import write_json, write_text
+from drivenet_patch.storage.folders import replace_output_folder
 
 __all__ = ["SECTIONS", "build_report", "detect_kind"]
 
@@ -117,19 +119,17 @@ def build_report(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike
     if not paths:
         raise PDNError("report: give at least one input folder or .json file")
     inputs = [(Path(p), detect_kind(p)) for p in paths]
+    for p, kind in inputs:  # a named folder is read like a dataset folder: no symbolic link may lead out of it
+        if kind != "data" and p.is_dir():  # a dataset's files are contained by its loader
+            check_folder_contained(p)
     check_inputs(inputs)  # every field the report reads, typed and bounded, before anything is written
     out = Path(out)
     # Built in a staging folder beside ``out`` and swapped in whole: a failure or a kill at any moment
     # leaves the previous report as it was (never new figures under an old index.html).
-    with replace_folder(out, _is_report_file, "a report") as staging:
+    with replace_output_folder(out, "report") as staging:
         figures, sections = _write_report(inputs, staging, notes)
     return {"index": str(out / "index.html"), "summary": str(out / "summary.json"), "figures": figures,
             "sections": sections, "inputs": [{"path": str(p), "kind": k} for p, k in inputs]}
-
-
-def _is_report_file(name: str) -> bool:
-    """True for the files :func:`build_report` writes (index.html, summary.json, PNG and PDF figures)."""
-    return name in ("index.html", "summary.json") or name.lower().endswith((".png", ".pdf"))
 
 
 def _write_report(inputs: list[tuple[Path, str]], out: Path, notes: Sequence[str]) -> tuple[list[str], list[str]]:
