@@ -121,6 +121,9 @@ def summarize(log: pd.DataFrame) -> dict[str, Any]:
                            "fallback_steps": int(log["fallback"].to_numpy(bool).sum()),
                            "mean_width_deg": float(np.nanmean(np.where(ok, log["cert_hi"] - log["cert_lo"], np.nan)))
                            if ok.any() else float("nan")}
+    if "unverified_reason" in log:  # why frames were unverified: e.g. {"wider than delta": 12, "non-finite pixel": 1}
+        reasons = log["unverified_reason"].fillna("").astype(str)
+        out["unverified_reasons"] = {str(k): int(v) for k, v in reasons[reasons != ""].value_counts().items()}
     if "sticker_in_view" in log:
         view = log["sticker_in_view"].to_numpy(bool)
         out["unverified_share_sticker_in_view"] = float(1 - ok[view].mean()) if view.any() else float("nan")

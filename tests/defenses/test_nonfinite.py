@@ -120,3 +120,16 @@ def test_the_monitor_never_verifies_a_nan_camera_frame_and_logs_why() -> None:
     assert step.record["unverified_reason"][1] == "non-finite pixel"
     assert step.record["unverified_reason"][2] == "non-finite pixel"
     assert all(r == "" for r, ok in zip(step.record["unverified_reason"], step.record["verified"], strict=True) if ok)
+
+
+def test_the_monitor_summary_counts_why_frames_were_unverified() -> None:
+    import pandas as pd
+
+    from defenses.monitor import summarize
+
+    log = pd.DataFrame({"verified": [True, False, False, False], "fallback": [False] * 4,
+                        "cert_lo": [0.0, -np.inf, 0.0, -np.inf], "cert_hi": [1.0, np.inf, 9.0, np.inf],
+                        "unverified_reason": ["", "non-finite pixel", "wider than delta", "non-finite pixel"]})
+    out = summarize(log)
+    assert out["unverified_reasons"] == {"non-finite pixel": 2, "wider than delta": 1}
+    assert out["unverified_share"] == 0.75
