@@ -76,6 +76,19 @@ _RESULT = {"mean_dev_deg": _AMOUNT, "mean_signed_dev_deg": _DEG, "mean_dev_5_15m
            "success_rate": rate(), "departure_rate": rate(), "autonomy_pct": _PCT, "n_frames": _COUNT,
            "n_approaches": _COUNT, "in_topk_rate": rate(), "in_top1_rate": rate(), "clean_in_topk_rate": rate()}
 
+def _bound(name: str, value: Any) -> float | None:
+    """An interval end in degrees: a finite number, null, or -/+Infinity (unbounded, in files written before
+    the toolkit's JSON was strict)."""
+    if isinstance(value, float) and math.isinf(value):
+        return value
+    return _DEG(name, value)
+
+
+#: The fields of one example frame of ``certify.json`` (the votes figure reads them).
+_EXAMPLE = {"image": text(), "votes": text(), "output_deg": number(-1e6, 1e6), "label_deg": _DEG, "lo_deg": _bound,
+            "hi_deg": _bound, "aggregate": _TEXT}
+_EXAMPLES = {f"examples.{where}{k}": v for where in ("clean.", "sticker.", "sticker.clean.") for k, v in _EXAMPLE.items()}
+
 #: The fields of each JSON file the report reads, by file name (``bench`` is a benchmark ``.json`` input).
 REPORT_FIELDS: dict[str, dict[str, FieldCheck]] = {
     "attack.json": ATTACK_JSON_FIELDS,
@@ -97,13 +110,14 @@ REPORT_FIELDS: dict[str, dict[str, FieldCheck]] = {
         "config.intervention_m": number(0.0, 100.0, null=True), "monitor": obj(null=True),
     },
     "certify.json": {
-        "certified_acc": rate(), "clean_acc": rate(), "certified_share": rate(), "delta_deg": number(0.0, 360.0, null=True),
+        "certified_acc": rate(), "clean_acc": rate(), "certified_share": rate(), "delta_deg": number(0.0, 360.0),
         "n": _COUNT, "violations": _COUNT, "attack_runs": _COUNT, "sticker_frames": _COUNT,
         "sticker_violations": _COUNT, "sticker_certified": _COUNT, "k_max": _COUNT, "n_regions": _COUNT,
         "n_sets": _COUNT, "cells": _COUNT, "sweep_rows": _COUNT, "mae_deg": _AMOUNT, "median_halfwidth_deg": _width,
         "attack_mean_shift_deg": _AMOUNT, "attack_max_shift_deg": _AMOUNT, "sticker_mean_shift_deg": _AMOUNT,
         "patch": _whole_pair, "patch_spec": _TEXT, "aggregate": _TEXT, "model": _TEXT, "source": _TEXT,
-        "examples": obj(null=True), "certified_acc_by_distance": _shares, "label_range_deg": pair(-1e6, 1e6, null=True),
+        "examples": obj(null=True), **{f"examples.{w}": obj(null=True) for w in ("clean", "sticker", "sticker.clean")},
+        **_EXAMPLES, "certified_acc_by_distance": _shares, "label_range_deg": pair(-1e6, 1e6, null=True),
         "threat": obj(null=True), "threat.place": text(("road", "billboard"), null=True),
         "threat.width_m": number(0.0, MAX_STICKER_SIDE_M, low_open=True, null=True),
         "threat.length_m": number(0.0, MAX_STICKER_SIDE_M, low_open=True, null=True),

@@ -57,7 +57,7 @@ def vote_figure(page: Page, path: Path, tag: str, examples: list[tuple[str, dict
         facts = [f"output {ex['output_deg']:+.2f} deg ({ex.get('aggregate', '')})"]
         if "label_deg" in ex:
             facts.append(f"label {ex['label_deg']:+.2f}")
-        if "lo_deg" in ex and np.isfinite(ex["lo_deg"]):
+        if ex.get("lo_deg") is not None and ex.get("hi_deg") is not None and np.isfinite(ex["lo_deg"]):
             facts.append(f"certified [{ex['lo_deg']:+.2f}, {ex['hi_deg']:+.2f}]")
         a1.set_title(f"{title}: " + ", ".join(facts), fontsize=8)
         grid, ok = votes_grid(table)
