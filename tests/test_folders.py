@@ -386,6 +386,22 @@ def test_a_selection_study_result_that_leads_out_is_refused(tmp_path: Path) -> N
     assert snapshot(tmp_path) == before
 
 
+def test_selection_study_writes_its_table_only_into_a_study_folder(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "pilotnet_eval.json").write_text(json.dumps({"rmse_deg": 1.0}))
+    assert run_cli("selection-study", "--results", results, "--json")[0] == 0
+    assert run_cli("selection-study", "--results", results, "--json")[0] == 0  # its own table, written again
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "pilotnet_eval.json").write_text(json.dumps({"rmse_deg": 1.0}))
+    (mine / "table.md").write_text("my own table")
+    (mine / "notes.txt").write_text("mine")
+    before = snapshot(tmp_path / "mine")
+    refused(run_cli("selection-study", "--results", mine), "notes.txt", "choose")
+    assert snapshot(tmp_path / "mine") == before
+
+
 @pytest.mark.parametrize("which", ["run", "attack"])
 def test_a_report_input_with_a_link_out_is_refused(inputs: dict[str, Path], tmp_path: Path, which: str) -> None:
     folder = _copy_folder(inputs[which], tmp_path / which)

@@ -20,6 +20,7 @@ from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.safety.inputs import folder_file
 from drivenet_patch.safety.values import MAX_FRAMES, FieldCheck, check_fields, number, obj, whole
 from drivenet_patch.storage.atomic import write_csv, write_text
+from drivenet_patch.storage.folders import prepare_output_folder
 
 #: Columns of :func:`study_table`, in order, with their Markdown headers.
 COLUMNS = {
@@ -141,6 +142,7 @@ def write_study_table(results: str | Path) -> dict[str, Any]:
     """Write ``table.csv`` and ``table.md`` into ``results`` (atomically); return the rows and paths."""
     results = Path(results)
     df = study_table(results)
+    prepare_output_folder(results, "selection study", "results")  # never a user's table.csv or table.md
     write_csv(results / "table.csv", df, index=False, float_format="%.6g")
     write_text(results / "table.md", to_markdown(df))
     rows = json.loads(df.to_json(orient="records"))

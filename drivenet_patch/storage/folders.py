@@ -97,6 +97,9 @@ KINDS: dict[str, FolderKind] = {k.name: k for k in (
                ("images.npy", "labels.csv", "meta.json"), marked=False),
     FolderKind("report", "pdn report", ("index.html", "summary.json", "*.png", "*.pdf"),
                ("index.html", "summary.json")),
+    # the study's results folder: the JSON results of its steps (make patchdrive-selection-study), and the table
+    FolderKind("selection study", "pdn selection-study", ("*.json", "*.json.tmp", "table.csv", "table.md"),
+               ("*_eval.json",)),
 )}
 
 #: Files (or folders, ending in ``/``) that make a folder a dataset of a supported format; a command
