@@ -133,12 +133,20 @@ def touch_rows(sets: Sequence[Sequence[int]] | np.ndarray, n_regions: int) -> np
         if ok:
             ok = bool(a.min() >= 0 and a.max() < n_regions)
         if not ok:
-            bad = next((r for r in members if type(r) is bool or not isinstance(r, (int, float, np.integer, np.floating))
-                        or not math.isfinite(r) or int(r) != r or not 0 <= int(r) < n_regions), members[0])
+            bad = next((r for r in members if not _is_index(r, n_regions)), members[0])
             shown = f"a {type(bad).__name__}" if isinstance(bad, (list, tuple, dict)) else repr(str(bad)[:40])
             raise PDNError(f"touch set {q}: region index {shown} is not a whole number in [0, {n_regions}); {_FIX}")
         rows[q, a.astype(np.int64)] = True
     return rows
+
+
+def _is_index(r: Any, n_regions: int) -> bool:
+    """Whether ``r`` is a whole number in ``[0, n_regions)`` (not true/false; any size of int is safe here)."""
+    if type(r) is bool or isinstance(r, np.bool_) or not isinstance(r, (int, float, np.integer, np.floating)):
+        return False
+    if isinstance(r, (float, np.floating)) and not (math.isfinite(r) and r == int(r)):
+        return False
+    return 0 <= int(r) < n_regions
 
 
 def maximal_sets(touch: np.ndarray) -> np.ndarray:
