@@ -39,7 +39,7 @@ TIME_CAP_S = 30.0
 _SCALARS = st.one_of(
     st.none(), st.booleans(), st.integers(-(10**30), 10**30),
     st.floats(allow_nan=True, allow_infinity=True),
-    st.sampled_from([1e300, -1e300, 1e-320, 0, -1, 2**63, 0.5, 1.0, 3.5, 100000]),
+    st.sampled_from([1e300, -1e300, 1e-320, 0, -1, 2**63, 10**400, -(10**400), 0.5, 1.0, 3.5, 100000]),
     st.text(max_size=8), st.sampled_from(["false", "true", "NaN", "Infinity", "1e999", "5-15", "left", "", "2"]),
 )
 #: Anything JSON can hold (and NaN/Infinity, which Python's json also writes), a few levels deep.
