@@ -48,7 +48,7 @@ def refused(result: tuple[int, str, str], *needles: str) -> str:
     code, _, err = result
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
-    assert lines[0].startswith("pdn: error: "), lines[0]
+    assert lines[0].startswith("pdn") and ": error: " in lines[0], lines[0]  # "pdn: error:" or argparse's
     for needle in needles:
         assert needle in lines[0], lines[0]
     return lines[0]
@@ -171,6 +171,24 @@ def test_another_commands_folder_is_refused(command: str, other: str, inputs: di
     before = snapshot(tmp_path)
     refused(run_cli(*argv(inputs, theirs)), str(theirs), f"{other} folder of {KINDS[other].command}")
     assert snapshot(tmp_path) == before
+
+
+def test_a_folder_one_level_inside_a_dataset_is_refused(inputs: dict[str, Path], tmp_path: Path) -> None:
+    """A dataset's image folder (Udacity's IMG/) is part of the dataset: no output folder inside it, new or empty."""
+    data = tmp_path / "udacity"
+    (data / "IMG" / "empty").mkdir(parents=True)
+    (data / "driving_log.csv").write_text("center,left,right,steering,throttle,brake,speed\n")
+    before = snapshot(tmp_path)
+    refused(run_cli(*attack_argv(inputs["run"], data / "IMG" / "new")), "inside the dataset folder")
+    refused(run_cli(*attack_argv(inputs["run"], data / "IMG" / "empty")), "inside the dataset folder")
+    assert snapshot(tmp_path) == before
+
+
+def test_tensorboard_and_out_cannot_be_one_folder(inputs: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    refused(run_cli("train", "--data", inputs["data"], "--model", "pilotnet_tiny", "--out", out, "--tensorboard", out),
+            "--tensorboard", "also --out")
+    assert not out.exists()
 
 
 def test_an_input_run_or_attack_folder_is_refused_as_output(inputs: dict[str, Path]) -> None:

@@ -148,6 +148,15 @@ def _manifest_matches(kind: FolderKind, names: list[str]) -> bool:
     return all(any(fnmatch.fnmatchcase(n, p) for n in names) for p in kind.manifest)
 
 
+def _not_in_dataset(where: str, above: Path | None, verb: str) -> None:
+    """Refuse a new or empty output folder inside a dataset folder (``above`` or the folder above it: a
+    dataset's image folder such as Udacity's ``IMG/`` lies one level down)."""
+    for folder in ([above, above.parent] if above is not None else []):
+        if folder.is_dir() and (sign := dataset_sign(folder)) is not None:
+            raise PDNError(f"{where} {verb} inside the dataset folder {folder} (it holds {sign}); "
+                           "choose a folder outside it")
+
+
 def check_output_folder(out: str | os.PathLike[str], kind: str, option: str = "out") -> str:
     """Refuse ``out`` unless the command of ``kind`` may write into it; changes nothing on disk.
 
@@ -172,9 +181,7 @@ def check_output_folder(out: str | os.PathLike[str], kind: str, option: str = "o
         above = next((a for a in p.absolute().parents if os.path.exists(a)), None)
         if above is not None and not above.is_dir():
             raise PDNError(f"{where} cannot be created (Not a directory: {above} is a file); choose another folder")
-        if above is not None and (sign := dataset_sign(above)) is not None:
-            raise PDNError(f"{where} would be created inside the dataset folder {above} (it holds {sign}); "
-                           "choose a folder outside it")
+        _not_in_dataset(where, above, "would be created")
         return "new"
     if not p.is_dir():
         raise PDNError(f"{where} is a file, not a folder; choose a folder")
@@ -191,6 +198,7 @@ def check_output_folder(out: str | os.PathLike[str], kind: str, option: str = "o
         raise PDNError(f"{where} holds a {MARKER} that is not a readable pdn folder marker; choose another folder "
                        "(nothing was changed)")
     if not mine:
+        _not_in_dataset(where, p.absolute().parent, "lies")
         return "empty"
     sign = dataset_sign(p)
     if sign is not None and k.name != "dataset":

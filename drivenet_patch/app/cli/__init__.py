@@ -92,12 +92,17 @@ def _check_folders(args: argparse.Namespace) -> None:
     from drivenet_patch.storage.folders import check_output_folder, dataset_sign
 
     kinds = {"out": getattr(args.fn, "out_kind", None), "tensorboard": "tensorboard"}
+    folders: dict[str, str] = {}
     for name in (*_OUTPUT_OPTIONS, "tensorboard"):
         value = getattr(args, name, None)
         if not isinstance(value, (str, Path)) or not str(value):
             continue
         if kinds.get(name) is not None:
             check_output_folder(value, kinds[name], name)
+            real = os.path.realpath(value)
+            if real in folders:  # one folder cannot be two commands' folders
+                raise PDNError(f"--{name}: {value} is also --{folders[real]}; give each its own folder")
+            folders[real] = name
         elif name == "video" or getattr(args.fn, "out_is_file", False):
             parent = Path(value).absolute().parent
             if parent.is_dir() and (sign := dataset_sign(parent)) is not None:
