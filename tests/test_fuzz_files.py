@@ -472,3 +472,16 @@ def test_the_certifier_api_takes_any_per_frame_input_without_a_traceback(votes, 
         assert not ok[~np.isfinite(v).all(1)].any()
         assert np.isfinite(out.lo[ok]).all() and np.isfinite(out.hi[ok]).all()
     assert time.perf_counter() - t0 < TIME_CAP_S
+
+
+@pytest.mark.parametrize(("column", "value"), [("departure_rate", "5.0"), ("departure_rate", "high"),
+                                               ("area_m2", "-2"), ("n_approaches", "2.5")])
+def test_pdn_report_refuses_a_sweep_table_with_a_bad_cell(tmp_path: Path, column: str, value: str) -> None:
+    sweep = tmp_path / "in" / "sweep"
+    row = {**_row(), "grey_departure_rate": ""}
+    row[column] = value
+    sweep.mkdir(parents=True)
+    (sweep / "sweep.csv").write_text(",".join(row) + "\n" + ",".join(str(v) for v in row.values()) + "\n")
+    _write(sweep / "sweep.json", {"break_area_m2": None, "model": "run"})
+    assert_refused(["report", str(sweep), "--out", str(tmp_path / "in" / "report")], tmp_path, "sweep.csv", column)
+    assert not (tmp_path / "in" / "report").exists()

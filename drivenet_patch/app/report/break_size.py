@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from drivenet_patch.app.report.inputs import check_rows
 from drivenet_patch.app.report.metres import read_physical
 from drivenet_patch.app.report.page import Page, fmt, html_table, load_csv, load_json, model_name
 
@@ -50,12 +51,13 @@ def _area(v: Any) -> float | None:
 
 def read_sweeps(paths: Sequence[Path]) -> list[Swept]:
     """The sweep folders ``paths``, read (one-line errors naming the file)."""
-    from attacks.sweep import break_area
+    from attacks.sweep import SWEEP_ROW_FIELDS, break_area
 
     read = []
     for p in paths:
         meta = load_json(p / "sweep.json")
-        table = load_csv(p / "sweep.csv", ("area_m2", "width_m", "length_m", *_RATES)).sort_values("area_m2")
+        table = load_csv(p / "sweep.csv", ("area_m2", "width_m", "length_m", *_RATES))
+        table = check_rows(p / "sweep.csv", table, SWEEP_ROW_FIELDS).sort_values("area_m2")
         brk = _area(meta["break_area_m2"]) if "break_area_m2" in meta else break_area(table)
         model = str(meta.get("model", "?"))
         read.append((p, model_name(model), model, meta, table.reset_index(drop=True), brk))

@@ -32,7 +32,7 @@ from drivenet_patch.safety.values import (
 )
 from drivenet_patch.world.sticker_file import ATTACK_JSON_FIELDS, MAX_STICKER_D_M, MAX_STICKER_SIDE_M
 
-__all__ = ["REPORT_FIELDS", "TEXT_COLUMNS", "check_inputs", "check_report_json", "check_table"]
+__all__ = ["REPORT_FIELDS", "TEXT_COLUMNS", "check_inputs", "check_report_json", "check_rows", "check_table"]
 
 _HINT = "fix the field, or write the folder again with the pdn command that made it"
 #: Largest count the report reads (frames, approaches, runs, regions).
@@ -196,3 +196,17 @@ def check_inputs(inputs: Sequence[tuple[Path, str]]) -> None:
         for name in REPORT_FIELDS:
             if (path / name).is_file():
                 check_report_json(path / name, read_json(path / name, "report input"))
+
+
+def check_rows(path: str | Path, df: pd.DataFrame, spec: dict[str, FieldCheck]) -> pd.DataFrame:
+    """Check each row of a CSV table with field checks (an empty cell is null), naming the file and row.
+
+    Raises:
+        PDNError: ``<file> row <n>: <column> = <value> ...`` for the first bad cell.
+    """
+    columns = [c for c in spec if c in df.columns]
+    for i, values in enumerate(df[columns].itertuples(index=False, name=None)):
+        row = {c: (None if isinstance(v, float) and math.isnan(v) else v.item() if hasattr(v, "item") else v)
+               for c, v in zip(columns, values, strict=True)}
+        check_fields(f"{path} row {i + 2}", row, {c: spec[c] for c in columns}, hint=_HINT)
+    return df
