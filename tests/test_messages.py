@@ -87,7 +87,10 @@ def ns(**dests: object) -> argparse.Namespace:
     ("distance[0] = -1 is outside [0, 200]", ns(distance="-1:5"), "--distance[0] = -1 is outside [0, 200]"),
     ("roads x poses must be at most 2000 scenes", ns(roads=1, poses=1), "--roads x --poses must be at most 2000 scenes"),
     ("slow_factor must lie in (0, 1]", ns(slow_factor=2.0), "--slow-factor must lie in (0, 1]"),
-    ("delta_deg must be > 0", ns(delta=0.0), "--delta must be > 0"),  # a parameter the CLI names differently
+    ("delta_deg must be > 0", ns(delta=0.0), "--delta must be > 0"),  # a unit in the name, not in the flag
+    ("sticker_every_m must be >= 10 m", ns(sticker_every=1.0), "--sticker-every must be >= 10 m"),
+    ("hold_s must be >= 0", ns(hold_s=-1.0), "--hold-s must be >= 0"),  # ... unless the flag has it too
+    ("n_runs must be >= 1", ns(attack=0), "--attack must be >= 1"),  # a parameter the CLI names differently
     ("patch: expected 'HxW'", ns(patch="x"), "--patch: expected 'HxW'"),
     ("patch: expected 'HxW'", ns(monitor_patch="x"), "--monitor-patch: expected 'HxW'"),
     ("TensorBoardLog needs the tensorboard extra", ns(tensorboard="d"), "TensorBoardLog needs the tensorboard extra"),
@@ -102,6 +105,7 @@ def test_flag_message_names_the_flag_that_sets_a_parameter(message: str, args: a
     "steps must be >= 1, got 0",                 # this command has no --steps
     "path: /d holds no frames",                   # a positional argument, not a flag
     "sticker spacing must be >= 10 m",            # a phrase, not a parameter
+    "lateral_m must be within +-10",              # no --lateral here
     "attack.json: seed = -1 is outside 0..9",     # a field of a file, named after the file
     "frames.csv row 3: steering is not a number",
     "(pass allow_pickle=True if you trust it)",  # no --allow-pickle here

@@ -153,7 +153,7 @@ class ClosedLoopConfig:
         if self.sticker_start_m < 0:
             raise PDNError(f"sticker_start_m must be >= 0, got {self.sticker_start_m}")
         if self.sticker_every_m < 10.0:
-            raise PDNError(f"sticker spacing must be >= 10 m, got {self.sticker_every_m}")
+            raise PDNError(f"sticker_every_m must be >= 10 m (the sticker spacing), got {self.sticker_every_m}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

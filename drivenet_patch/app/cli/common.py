@@ -41,9 +41,10 @@ class Parser(argparse.ArgumentParser):
 
 #: Library parameters whose flag has another name: parameter -> the ``dest`` of the flag that sets it (tried
 #: after the parameter's own name, so ``patch`` is ``--patch`` in ``pdn certify`` and ``--monitor-patch`` in
-#: ``pdn drive``).
-PARAM_FLAGS = {"allow_outside": "allow_outside_paths", "delta_deg": "delta", "kind": "place", "lateral_m": "lateral",
-               "logdir": "tensorboard", "n_runs": "attack", "patch": "monitor_patch", "threshold_deg": "threshold"}
+#: ``pdn drive``). A parameter with a unit (``lateral_m``, ``delta_deg``) is also the flag without it.
+PARAM_FLAGS = {"allow_outside": "allow_outside_paths", "kind": "place", "logdir": "tensorboard", "n_runs": "attack",
+               "patch": "monitor_patch"}
+_UNIT = re.compile(r"_(?:m|deg|s)$")
 #: ``dest`` names that are not flags (positional arguments and the parser's own).
 _NOT_FLAGS = frozenset({"command", "subcommand", "fn", "path", "paths"})
 #: Where a library message names parameters: first (``steps must ...``, ``sticker: ...``, ``distance = ...``,
@@ -60,7 +61,8 @@ def flag_message(message: str, args: argparse.Namespace) -> str:
     ``--allow-outside-paths``); any other word stays as it is.
     """
     def flag(name: str) -> str | None:
-        dest = next((d for d in (name, PARAM_FLAGS.get(name)) if d and d not in _NOT_FLAGS and hasattr(args, d)), None)
+        dests = (name, PARAM_FLAGS.get(name), _UNIT.sub("", name))
+        dest = next((d for d in dests if d and d not in _NOT_FLAGS and hasattr(args, d)), None)
         return None if dest is None else "--" + dest.replace("_", "-")
 
     def lead(m: re.Match[str]) -> str:
