@@ -342,7 +342,10 @@ def test_report_inputs_are_checked_before_anything_is_written(which: str, data: 
                                                      ("drive", "autonomy_pct", math.nan),
                                                      ("certify", "certified_acc", "0.5"),
                                                      ("certify", "certified_acc", 50.0), ("certify", "n", "ten"),
-                                                     ("certify", "patch", "11x24"), ("certify", "delta_deg", 1e300)])
+                                                     ("certify", "patch", "11x24"), ("certify", "delta_deg", 1e300),
+                                                     ("certify", "threat", {"width_m": None, "length_m": 2.0}),
+                                                     ("certify", "certified_acc_by_distance", {"near": 0.5}),
+                                                     ("certify", "k_max", None), ("drive", "config", None)])
 def test_pdn_report_refuses_a_bad_field_in_one_line(tmp_path: Path, which: str, key: str, value: Any) -> None:
     drive, cert = _report_inputs(tmp_path / "in")
     base = _DRIVE if which == "drive" else _CERTIFY
@@ -485,3 +488,18 @@ def test_pdn_report_refuses_a_sweep_table_with_a_bad_cell(tmp_path: Path, column
     _write(sweep / "sweep.json", {"break_area_m2": None, "model": "run"})
     assert_refused(["report", str(sweep), "--out", str(tmp_path / "in" / "report")], tmp_path, "sweep.csv", column)
     assert not (tmp_path / "in" / "report").exists()
+
+
+def test_a_run_trained_without_validation_is_reported_and_a_bad_metrics_row_refused(tmp_path: Path) -> None:
+    from drivenet_patch.models import create_model
+    from drivenet_patch.models.checkpoint import save_model
+
+    run = tmp_path / "in" / "run"
+    save_model(run, create_model("pilotnet_tiny", generator=torch.Generator().manual_seed(0)))
+    (run / "metrics.csv").write_text("epoch,train_loss,val_rmse_deg\n0,2.5,\n1,1.5,\n")
+    code, _, err, _ = run_cli(["report", str(run), "--out", str(tmp_path / "report")])
+    assert code == 0, err
+    assert "no validation set" in (tmp_path / "report" / "index.html").read_text()
+    (run / "metrics.csv").write_text("epoch,train_loss,val_rmse_deg\n0,2.5,1.0\n,1.5,0.9\n")
+    assert_refused(["report", str(run), "--out", str(tmp_path / "in" / "report2")], tmp_path / "in",
+                   "metrics.csv row 3", "epoch")

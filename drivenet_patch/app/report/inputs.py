@@ -32,7 +32,7 @@ from drivenet_patch.safety.values import (
 )
 from drivenet_patch.world.sticker_file import ATTACK_JSON_FIELDS, MAX_STICKER_D_M, MAX_STICKER_SIDE_M
 
-__all__ = ["REPORT_FIELDS", "TEXT_COLUMNS", "check_inputs", "check_report_json", "check_rows", "check_table"]
+__all__ = ["METRICS_ROW", "REPORT_FIELDS", "TEXT_COLUMNS", "check_inputs", "check_report_json", "check_rows", "check_table"]
 
 _HINT = "fix the field, or write the folder again with the pdn command that made it"
 #: Largest count the report reads (frames, approaches, runs, regions).
@@ -53,13 +53,30 @@ def _width(name: str, value: Any) -> float | None:
     return _AMOUNT(name, value)
 
 
-def _shares(name: str, value: Any) -> dict | None:
-    """An object whose values are shares in [0, 1] (e.g. ``certified_acc_by_distance``)."""
+def _shares_by_distance(name: str, value: Any) -> dict | None:
+    """``{"5-10": share, ...}``: keys are distance bins ``NEAR-FAR`` in metres, values shares in [0, 1] or null."""
     if value is None:
         return None
     obj()(name, value)
     for k, v in value.items():
-        rate()(f"{name}.{str(k)[:40]}", v)
+        near, _, far = str(k).partition("-")
+        try:
+            ok = math.isfinite(float(near)) and math.isfinite(float(far))
+        except ValueError:
+            ok = False
+        if not ok:
+            raise PDNError(f"{name} has the key {str(k)[:40]!r}; keys are distance bins NEAR-FAR in metres")
+        rate()(f"{name}.{k}", v)
+    return value
+
+
+def _placement(name: str, value: Any) -> dict | None:
+    """An evaluation's sticker placement: an object whose ``width_m`` comes with a ``length_m``."""
+    if value is None:
+        return None
+    obj()(name, value)
+    if "width_m" in value and "length_m" not in value:
+        raise PDNError(f"{name}.length_m is missing (it gives width_m)")
     return value
 
 
@@ -94,11 +111,11 @@ REPORT_FIELDS: dict[str, dict[str, FieldCheck]] = {
     "attack.json": ATTACK_JSON_FIELDS,
     "eval.json": {
         **_RESULT, "model": _TEXT, "target": _TEXT, "threshold_deg": _AMOUNT,
-        "lane_width_m": number(0.0, 100.0, low_open=True, null=True), "lane_departure_m": number(0.0, 100.0, null=True),
-        "placement": obj(null=True), "placement.kind": text(("road", "billboard"), null=True),
-        "placement.width_m": number(0.0, MAX_STICKER_SIDE_M, low_open=True, null=True),
-        "placement.length_m": number(0.0, MAX_STICKER_SIDE_M, low_open=True, null=True),
-        "placement.lateral_m": number(-MAX_STICKER_D_M, MAX_STICKER_D_M, null=True),
+        "lane_width_m": number(0.0, 100.0, low_open=True), "lane_departure_m": number(0.0, 100.0, null=True),
+        "placement": _placement, "placement.kind": text(("road", "billboard"), null=True),
+        "placement.width_m": number(0.0, MAX_STICKER_SIDE_M, low_open=True),
+        "placement.length_m": number(0.0, MAX_STICKER_SIDE_M, low_open=True),
+        "placement.lateral_m": number(-MAX_STICKER_D_M, MAX_STICKER_D_M),
         **{f"control_{c}": obj(null=True) for c in ("noise", "grey")},
         **{f"control_{c}.{k}": v for c in ("noise", "grey") for k, v in _RESULT.items()},
         "no_sticker": obj(null=True), **{f"no_sticker.{k}": v for k, v in _RESULT.items()},
@@ -106,21 +123,22 @@ REPORT_FIELDS: dict[str, dict[str, FieldCheck]] = {
     "drive.json": {
         "autonomy_pct": _PCT, "distance_km": _AMOUNT, "roads": _COUNT, "interventions": _COUNT,
         "departures": _COUNT, "departure_events": _COUNT, "mean_abs_offset_m": _AMOUNT, "max_abs_offset_m": _AMOUNT,
-        "mean_abs_steer_error_deg": _AMOUNT, "km_per_road": _AMOUNT, "model": _TEXT, "config": obj(null=True),
+        "mean_abs_steer_error_deg": _AMOUNT, "km_per_road": _AMOUNT, "model": _TEXT, "config": obj(),
         "config.intervention_m": number(0.0, 100.0, null=True), "monitor": obj(null=True),
     },
     "certify.json": {
         "certified_acc": rate(), "clean_acc": rate(), "certified_share": rate(), "delta_deg": number(0.0, 360.0),
         "n": _COUNT, "violations": _COUNT, "attack_runs": _COUNT, "sticker_frames": _COUNT,
-        "sticker_violations": _COUNT, "sticker_certified": _COUNT, "k_max": _COUNT, "n_regions": _COUNT,
+        "sticker_violations": _COUNT, "sticker_certified": _COUNT, "k_max": whole(0, _MAX_COUNT),
+        "margin_px": number(0.0, 1e4), "spacing_m": number(0.0, 1e3, low_open=True), "n_regions": _COUNT,
         "n_sets": _COUNT, "cells": _COUNT, "sweep_rows": _COUNT, "mae_deg": _AMOUNT, "median_halfwidth_deg": _width,
         "attack_mean_shift_deg": _AMOUNT, "attack_max_shift_deg": _AMOUNT, "sticker_mean_shift_deg": _AMOUNT,
         "patch": _whole_pair, "patch_spec": _TEXT, "aggregate": _TEXT, "model": _TEXT, "source": _TEXT,
         "examples": obj(null=True), **{f"examples.{w}": obj(null=True) for w in ("clean", "sticker", "sticker.clean")},
-        **_EXAMPLES, "certified_acc_by_distance": _shares, "label_range_deg": pair(-1e6, 1e6, null=True),
+        **_EXAMPLES, "certified_acc_by_distance": _shares_by_distance, "label_range_deg": pair(-1e6, 1e6, null=True),
         "threat": obj(null=True), "threat.place": text(("road", "billboard"), null=True),
-        "threat.width_m": number(0.0, MAX_STICKER_SIDE_M, low_open=True, null=True),
-        "threat.length_m": number(0.0, MAX_STICKER_SIDE_M, low_open=True, null=True),
+        "threat.width_m": number(0.0, MAX_STICKER_SIDE_M, low_open=True),
+        "threat.length_m": number(0.0, MAX_STICKER_SIDE_M, low_open=True),
         "threat.area_m2": _AMOUNT, "threat.distance_m": pair(0.0, 1e4, null=True),
         "threat.lateral_m": pair(-1e4, 1e4, null=True), "threat.yaw_deg": number(0.0, 180.0, null=True),
     },
@@ -128,10 +146,15 @@ REPORT_FIELDS: dict[str, dict[str, FieldCheck]] = {
                    "model": _TEXT},
     "selection.json": {"effective_patches": _AMOUNT, "effective_patches_fusion": _AMOUNT, "macs": _AMOUNT,
                        "ms_per_image": _AMOUNT},
-    "config.json": {"model": obj(null=True), "model.name": _TEXT},
+    "config.json": {"model": obj(), "model.name": _TEXT},
     "saliency.json": {"method": _TEXT},
     "bench": {"ratios": lambda name, v: v if v is None or isinstance(v, list) else obj()(name, v)},
 }
+
+#: The rows of a training run's ``metrics.csv`` (a blank validation RMSE: trained without a validation set).
+METRICS_ROW: dict[str, FieldCheck] = {"epoch": whole(0, 10**6), "train_loss": number(-1e30, 1e30, null=True),
+                                      "val_rmse_deg": number(0.0, 1e6, null=True),
+                                      "val_zero_rmse_deg": number(0.0, 1e6, null=True)}
 
 #: Columns of the report's CSV tables that hold text (every other column it reads must be numbers).
 TEXT_COLUMNS = frozenset({"texture", "patch", "aggregate", "aspect", "camera", "file", "frame"})

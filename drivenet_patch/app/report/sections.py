@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from drivenet_patch.app.report.inputs import METRICS_ROW, check_rows
 from drivenet_patch.app.report.page import (
     TEXTURE_COLOURS,
     TEXTURES,
@@ -30,12 +31,15 @@ __all__ = ["attack_section", "bench_section", "certify_section", "data_section",
 
 def train_section(page: Page, path: Path, tag: str) -> str:
     cfg = load_json(path / "config.json")
-    m = load_csv(path / "metrics.csv", ["epoch", "train_loss", "val_rmse_deg"])
+    m = check_rows(path / "metrics.csv", load_csv(path / "metrics.csv", ["epoch", "train_loss", "val_rmse_deg"]),
+                   METRICS_ROW)
     parts = [heading(path)]
-    best = m.loc[m["val_rmse_deg"].idxmin()]
+    val = m["val_rmse_deg"]
+    best = m.loc[val.idxmin()] if val.notna().any() else None  # none: trained without a validation set
     rows: list[tuple[str, Any]] = [("model", cfg.get("model", {}).get("name", "?")), ("epochs", len(m)),
-                                   ("final val RMSE (deg)", float(m["val_rmse_deg"].iloc[-1])),
-                                   ("best val RMSE (deg)", f"{best['val_rmse_deg']:.4g} (epoch {int(best['epoch'])})")]
+                                   ("final val RMSE (deg)", float(val.iloc[-1])),
+                                   ("best val RMSE (deg)", "n/a (no validation set)" if best is None else
+                                    f"{best['val_rmse_deg']:.4g} (epoch {int(best['epoch'])})")]
     if "val_zero_rmse_deg" in m.columns:
         rows.append(("predict-zero RMSE (deg)", float(m["val_zero_rmse_deg"].iloc[-1])))
 
@@ -107,8 +111,8 @@ def drive_section(page: Page, path: Path, tag: str) -> str:
     figs.append(page.figure(fig, f"{tag}_offset", "Lane offset over time per road (dashed: intervention limit)"))
     monitor = d.get("monitor")
     if isinstance(monitor, dict):  # pdn drive --monitor: the certificate as a runtime safety monitor
-        rows += [(f"monitor {k}", monitor[k]) for k in ("threat", "delta_deg", "fallback", "unverified_share")
-                 if k in monitor]
+        rows += [(f"monitor {k}", monitor[k]) for k in ("threat", "delta_deg", "fallback", "unverified_share",
+                                                         "unverified_reasons") if k in monitor]
         if (path / "monitor_trace.png").is_file():
             figs.append(page.copy_image(path / "monitor_trace.png", f"{tag}_monitor_trace.png",
                                         "Runtime monitor, road 0: steering with its certified band over the drive, "
