@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 DEMO    ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow test-browser lint bench patchdrive-study patchdrive-selection-study clean
+.PHONY: demo test test-slow test-browser lint bench zoo patchdrive-study patchdrive-selection-study clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -47,6 +47,16 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/pdn bench
+
+# The model zoo (drivenet_patch/models/zoo, `pdn zoo list`): re-make every model from the recipe in its
+# manifest into $(ZOO), then print each one's re-measured figures beside the manifest's (about 1.5 h on
+# 2 cores). Each step writes its record atomically when it finishes and is skipped on a re-run, so an
+# interrupted `make zoo` resumes. One model: `make zoo ZOO_ARGS="--name pilotnet"`; the shipped models on
+# the small check set only (seconds): `make zoo ZOO_ARGS=--check-only`.
+ZOO      ?= runs/zoo
+ZOO_ARGS ?=
+zoo: $(STAMP)
+	$(BIN)/pdn zoo make --work $(ZOO) $(ZOO_ARGS)
 
 # The PilotNet vs PatchDrive study behind the README table (~40 min on 2 cores): the same 160x320 data
 # and recipe for both models, then held-out RMSE, closed-loop autonomy and the sticker attack (plus a
