@@ -602,9 +602,18 @@ def verified(cert: OnboardCertificate, delta_deg: float) -> np.ndarray:
 
 def certificate_metadata(n_regions: int, valid: Sequence[bool], aggregate: str, trim: int, bin_deg: float,
                          tau_deg: float, threats: Mapping[str, Mapping[str, Any]], default_threat: str) -> dict[str, Any]:
-    """The metadata dict (format in the module docstring); ``threats`` values hold ``kind``, ``touch_sets`` and extras."""
-    meta = {"format": CERT_FORMAT, "n_regions": int(n_regions), "valid": [bool(v) for v in valid],
-            "aggregate": aggregate, "trim": int(trim), "bin_deg": float(bin_deg), "tau_deg": float(tau_deg),
+    """The metadata dict (format in the module docstring); ``threats`` values hold ``kind``, ``touch_sets`` and extras.
+
+    Raises:
+        PDNError: a value :meth:`Certifier.from_metadata` would refuse (checked here, before it is exported).
+    """
+    def plain(v: Any) -> Any:  # numpy scalars as Python numbers and booleans; anything else as given
+        return v.item() if isinstance(v, np.generic) else v
+
+    if not isinstance(threats, Mapping) or not all(isinstance(t, Mapping) for t in threats.values()):
+        raise PDNError("threats must map each threat's name to an object with its touch_sets")
+    meta = {"format": CERT_FORMAT, "n_regions": plain(n_regions), "valid": [plain(v) for v in valid],
+            "aggregate": aggregate, "trim": plain(trim), "bin_deg": plain(bin_deg), "tau_deg": plain(tau_deg),
             "default_threat": default_threat, "threats": {k: dict(v) for k, v in threats.items()}}
     Certifier.from_metadata(meta)  # validate once
     return meta
