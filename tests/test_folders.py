@@ -433,6 +433,43 @@ def test_a_report_input_with_a_link_out_is_refused(inputs: dict[str, Path], tmp_
     assert not (tmp_path / "rep").exists()
 
 
+def test_report_reads_a_named_model_folder_like_a_named_folder(inputs: dict[str, Path], tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """attack.json names the attacked run's folder; the report reads its config.json (for the model's name) as
+    it reads a folder the user names: a config.json that leads out of that folder is not read."""
+    run = _copy_folder(inputs["run"], tmp_path / "run")
+    _link_out(run, "config.json", tmp_path)
+    atk = _copy_folder(inputs["attack"], tmp_path / "atk")
+    assert run_cli("attack", "eval", "--model", inputs["run"], "--sticker", atk, "--roads", "1", "--poses", "2",
+                   "--loop-roads", "0")[0] == 0
+    meta = json.loads((atk / "attack.json").read_text())
+    (atk / "attack.json").write_text(json.dumps({**meta, "model": str(run)}))
+    opened: list[str] = []
+    real_open = os.open
+
+    def spy(path, *args, **kwargs):  # every file opened through the toolkit's readers
+        opened.append(os.path.realpath(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", spy)
+    code, _, err = run_cli("report", atk, "--out", tmp_path / "rep")
+    assert code == 0, err
+    assert os.path.realpath(atk / "attack.json") in opened  # the spy sees the report's reads
+    assert os.path.realpath(run / "config.json") not in opened  # the outside target of the link
+
+
+def test_a_file_named_in_certify_json_must_lie_in_its_folder(inputs: dict[str, Path], tmp_path: Path) -> None:
+    cert = tmp_path / "cert"
+    assert run_cli(*COMMANDS["certify"][0](inputs, cert))[0] == 0
+    secret = tmp_path / "secret.png"
+    secret.write_bytes((cert / "example_clean.png").read_bytes())
+    meta = json.loads((cert / "certify.json").read_text())
+    meta["examples"]["clean"]["image"] = "../secret.png"
+    (cert / "certify.json").write_text(json.dumps(meta))
+    refused(run_cli("report", cert, "--out", tmp_path / "rep"), "secret.png", "outside the folder")
+    assert not (tmp_path / "rep").exists()
+
+
 def test_a_sweep_folder_file_that_leads_out_is_refused(inputs: dict[str, Path], tmp_path: Path) -> None:
     sweep = prepare_output_folder(tmp_path / "sweep", "attack sweep")
     (sweep / "area_2").mkdir()

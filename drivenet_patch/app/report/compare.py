@@ -10,8 +10,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from drivenet_patch.app.report.page import TEXTURE_COLOURS, Page, html_table, load_csv, load_json
-from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.app.report.page import (
+    TEXTURE_COLOURS,
+    Page,
+    html_table,
+    load_csv,
+    load_json,
+    model_name,
+)
 
 __all__ = ["attack_rows", "attack_summary", "defended_vs_undefended", "model_comparison", "same_path"]
 
@@ -24,10 +30,7 @@ def attack_rows(attacks: Sequence[Path]) -> pd.DataFrame:
             continue
         a, ev = load_json(path / "attack.json"), load_json(path / "eval.json")
         model = str(a.get("model", ev.get("model", "?")))
-        try:
-            name = str(load_json(Path(model) / "config.json").get("model", {}).get("name", "?"))
-        except PDNError:
-            name = "?"
+        name = model_name(model)
         size = a.get("size_m") or [float("nan"), float("nan")]
         row = {"attack": str(path), "model": model, "model_name": name, "width_m": float(size[0]),
                "length_m": float(size[1]), "area_m2": float(size[0]) * float(size[1])}

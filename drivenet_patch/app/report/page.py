@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from drivenet_patch.app.report.inputs import check_report_json, check_table
 from drivenet_patch.safety.errors import PDNError
-from drivenet_patch.safety.inputs import read_json
+from drivenet_patch.safety.inputs import folder_file, read_json
 from drivenet_patch.storage.atomic import atomic_path, write_bytes
 
 __all__ = ["TEXTURES", "TEXTURE_COLOURS", "Page", "flatten", "fmt", "heading", "html_table", "load_csv", "load_json",
@@ -116,7 +116,8 @@ def model_name(run: Any) -> str:
 
     try:
         folder = zoo_dir(run) if is_zoo_ref(run) else Path(str(run))
-        name = load_json(folder / "config.json").get("model", {})
+        config = folder_file(folder, "config.json", "model config")  # read like a named folder: never a link out
+        name = load_json(config).get("model", {}) if config is not None else {}
     except PDNError:
         return "?"
     return str(name.get("name", "?")) if isinstance(name, dict) else "?"

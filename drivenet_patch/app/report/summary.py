@@ -88,10 +88,7 @@ def _model_name(model_path: Any) -> str:
     when unreadable."""
     if model_path is None:
         return "?"
-    if _is_zoo(model_path):
-        return model_name(model_path)
-    name = _json(Path(str(model_path)) / "config.json").get("model", {})
-    return str(name.get("name", "?")) if isinstance(name, dict) else "?"
+    return model_name(model_path)  # its config.json, read like a named folder's (never through a link out)
 
 
 def _is_zoo(model: Any) -> bool:

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 
 from drivenet_patch.app.report.page import Page, load_csv
 from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.safety.inputs import folder_file
 
 __all__ = ["heat", "vote_figure", "votes_grid"]
 
@@ -42,10 +43,13 @@ def vote_figure(page: Page, path: Path, tag: str, examples: list[tuple[str, dict
 
     loaded = []
     for title, ex in examples:
-        img = cv2.imread(str(path / str(ex["image"])), cv2.IMREAD_COLOR)
+        # the names come from certify.json: each must name a file of this folder ("../x" or "/x" does not)
+        image = folder_file(path, str(ex["image"]), "vote example image") or path / str(ex["image"])
+        img = cv2.imread(str(image), cv2.IMREAD_COLOR)
         if img is None:
-            raise PDNError(f"{path / str(ex['image'])}: not a readable image")
-        table = load_csv(path / str(ex["votes"]), ["y0", "x0", "y1", "x1", "vote_deg", "valid"])
+            raise PDNError(f"{image}: not a readable image")
+        votes = folder_file(path, str(ex["votes"]), "vote table") or path / str(ex["votes"])
+        table = load_csv(votes, ["y0", "x0", "y1", "x1", "vote_deg", "valid"])
         loaded.append((title, ex, cv2.cvtColor(img, cv2.COLOR_BGR2RGB), table))
     lim = max(float(np.nanmax(np.abs(t["vote_deg"]))) for *_, t in loaded) or 1.0
     fig = Figure(figsize=(11, 2.6 * len(loaded) + 0.3))
