@@ -300,6 +300,23 @@ def test_a_marker_that_leads_out_of_the_folder_is_not_a_marker(tmp_path: Path) -
         check_output_folder(user, "attack")
 
 
+@pytest.mark.parametrize(("kind", "sub"), [("demo", "pilotnet"), ("attack sweep", "area_2"), ("run", "certify")])
+def test_an_own_folder_with_a_link_that_leads_out_is_not_written_through(kind: str, sub: str,
+                                                                        tmp_path: Path) -> None:
+    """A sub-folder of a command's own folder that is a link to someone else's folder is refused, not resumed."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "config.json").write_text("{}")
+    own = prepare_output_folder(tmp_path / "own", kind)
+    (own / sub).symlink_to(theirs, target_is_directory=True)
+    before = snapshot(tmp_path)
+    with pytest.raises(PDNError, match="outside the folder"):
+        check_output_folder(own, kind)
+    with pytest.raises(PDNError, match="outside the folder"):
+        prepare_output_folder(own, kind)
+    assert snapshot(tmp_path) == before
+
+
 # ------------------------------------------------------------------------------------- pdn demo
 def _fake_runner(calls: list[list[str]]) -> Callable[[list[str]], int]:
     def run(argv: list[str]) -> int:

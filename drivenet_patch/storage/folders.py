@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drivenet_patch.safety.errors import PDNError
-from drivenet_patch.safety.inputs import inside, read_json
+from drivenet_patch.safety.inputs import check_folder_contained, inside, read_json
 from drivenet_patch.storage.atomic import is_temp_name, remove_stale_temps, replace_folder, write_json
 
 __all__ = ["DATASET_SIGNS", "KINDS", "MARKER", "FolderKind", "check_output_folder", "dataset_sign",
@@ -148,6 +148,12 @@ def _manifest_matches(kind: FolderKind, names: list[str]) -> bool:
     return all(any(fnmatch.fnmatchcase(n, p) for n in names) for p in kind.manifest)
 
 
+def _contained(folder: Path) -> None:
+    """An own folder is resumed only when nothing in it leads out of it: a sub-folder that is a link elsewhere
+    (a demo's ``pilotnet/`` or a sweep's ``area_2/`` pointing at someone's folder) would be written through."""
+    check_folder_contained(folder, hint="a folder a command resumes may not lead out of itself; remove the link")
+
+
 def _not_in_dataset(where: str, above: Path | None, verb: str) -> None:
     """Refuse a new or empty output folder inside a dataset folder (``above`` or the folder above it: a
     dataset's image folder such as Udacity's ``IMG/`` lies one level down)."""
@@ -190,6 +196,7 @@ def check_output_folder(out: str | os.PathLike[str], kind: str, option: str = "o
     marked = folder_kind(p)
     if marked is not None:
         if marked == k.name or marked in k.adds_to:
+            _contained(p)
             return "own"
         other = KINDS.get(marked)
         theirs = f"{other.what}" if other else f"a {marked!r} folder"
@@ -205,6 +212,7 @@ def check_output_folder(out: str | os.PathLike[str], kind: str, option: str = "o
         raise PDNError(f"{where} is a dataset folder (it holds {sign}); choose another folder (nothing was changed)")
     for kk in (k, *(KINDS[a] for a in k.adds_to)):
         if _manifest_matches(kk, names) and all(kk.owns(n) for n in mine):
+            _contained(p)
             return "own"
     foreign = next((n for n in mine if not k.owns(n)), None)
     if foreign is not None:
