@@ -191,6 +191,14 @@ def test_tensorboard_and_out_cannot_be_one_folder(inputs: dict[str, Path], tmp_p
     assert not out.exists()
 
 
+def test_attack_eval_writes_into_no_other_stickers_attack_folder(inputs: dict[str, Path], tmp_path: Path) -> None:
+    other = _copy_folder(inputs["attack"], tmp_path / "other")
+    (other / MARKER).write_text(json.dumps({"kind": "attack"}))
+    before = snapshot(tmp_path)
+    refused(run_cli(*COMMANDS["attack eval"][0](inputs, other)), "another sticker")
+    assert snapshot(tmp_path) == before
+
+
 def test_an_input_run_or_attack_folder_is_refused_as_output(inputs: dict[str, Path]) -> None:
     before = snapshot(inputs["run"].parent), snapshot(inputs["attack"].parent)
     refused(run_cli(*attack_argv(inputs["run"], inputs["run"])), "--out")

@@ -33,7 +33,7 @@ from drivenet_patch.safety.inputs import check_folder_contained, inside, read_js
 from drivenet_patch.storage.atomic import is_temp_name, remove_stale_temps, replace_folder, write_json
 
 __all__ = ["DATASET_SIGNS", "KINDS", "MARKER", "FolderKind", "check_output_folder", "dataset_sign",
-           "folder_kind", "prepare_output_folder", "replace_output_folder"]
+           "folder_kind", "prepare_output_folder", "replace_output_folder", "same_folder"]
 
 #: The file by which a command recognises a folder it made (hidden; JSON ``{"kind", "command"}``).
 MARKER = ".pdn-folder.json"
@@ -142,6 +142,11 @@ def folder_kind(folder: str | os.PathLike[str]) -> str | None:
         return None
     kind = obj.get("kind") if isinstance(obj, dict) else None
     return kind if isinstance(kind, str) else None
+
+
+def same_folder(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two paths name the same folder (links followed)."""
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _manifest_matches(kind: FolderKind, names: list[str]) -> bool:

@@ -277,7 +277,12 @@ def cmd_attack_eval(args: argparse.Namespace) -> int:
     from drivenet_patch.driving.drive import LANE_DEPARTURE_M, MAX_ROADS, ClosedLoopConfig, make_roads
     from drivenet_patch.models.patchdrive import has_patches
     from drivenet_patch.storage.atomic import write_csv, write_json
-    from drivenet_patch.storage.folders import check_output_folder, prepare_output_folder
+    from drivenet_patch.storage.folders import (
+        check_output_folder,
+        folder_kind,
+        prepare_output_folder,
+        same_folder,
+    )
     from drivenet_patch.world.road import EGO_LANE_D, LANE_WIDTH_M
 
     if not (math.isfinite(args.threshold) and args.threshold > 0):
@@ -291,6 +296,9 @@ def cmd_attack_eval(args: argparse.Namespace) -> int:
     from attacks.artifact import read_attack
 
     check_output_folder(args.out or args.sticker, "attack eval")  # default: the attack folder itself
+    if args.out is not None and not same_folder(args.out, args.sticker) and folder_kind(args.out) == "attack":
+        raise PDNError(f"--out: {args.out} is the attack folder of another sticker (its eval files are that "
+                       "sticker's); choose a new or empty folder, or the --sticker folder itself")
     texture, placement, meta = read_attack(args.sticker)
     settings = meta["attack"]
     target = settings.get("target", "left")
