@@ -192,10 +192,12 @@ def test_tensorboard_and_out_cannot_be_one_folder(inputs: dict[str, Path], tmp_p
 
 
 def test_attack_eval_writes_into_no_other_stickers_attack_folder(inputs: dict[str, Path], tmp_path: Path) -> None:
-    other = _copy_folder(inputs["attack"], tmp_path / "other")
-    (other / MARKER).write_text(json.dumps({"kind": "attack"}))
+    other = _copy_folder(inputs["attack"], tmp_path / "other")  # marked as an attack folder
+    legacy = _copy_folder(inputs["attack"], tmp_path / "legacy")
+    (legacy / MARKER).unlink()  # written before markers: known by its attack.json and files
     before = snapshot(tmp_path)
     refused(run_cli(*COMMANDS["attack eval"][0](inputs, other)), "another sticker")
+    refused(run_cli(*COMMANDS["attack eval"][0](inputs, legacy)), "another sticker")
     assert snapshot(tmp_path) == before
 
 

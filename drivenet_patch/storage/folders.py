@@ -33,7 +33,7 @@ from drivenet_patch.safety.inputs import check_folder_contained, inside, read_js
 from drivenet_patch.storage.atomic import is_temp_name, remove_stale_temps, replace_folder, write_json
 
 __all__ = ["DATASET_SIGNS", "KINDS", "MARKER", "FolderKind", "check_output_folder", "dataset_sign",
-           "folder_kind", "prepare_output_folder", "replace_output_folder", "same_folder"]
+           "folder_kind", "is_kind", "prepare_output_folder", "replace_output_folder", "same_folder"]
 
 #: The file by which a command recognises a folder it made (hidden; JSON ``{"kind", "command"}``).
 MARKER = ".pdn-folder.json"
@@ -142,6 +142,20 @@ def folder_kind(folder: str | os.PathLike[str]) -> str | None:
         return None
     kind = obj.get("kind") if isinstance(obj, dict) else None
     return kind if isinstance(kind, str) else None
+
+
+def is_kind(folder: str | os.PathLike[str], kind: str) -> bool:
+    """Whether ``folder`` is a folder of ``kind``: its marker says so, or (made before markers) it holds the
+    kind's manifest and only files of that kind."""
+    p = Path(folder)
+    if not p.is_dir():
+        return False
+    marked = folder_kind(p)
+    if marked is not None:
+        return marked == kind
+    k, names = _kind(kind), _entries(p)
+    mine = [n for n in names if n != MARKER and not is_temp_name(n)]
+    return bool(mine) and _manifest_matches(k, names) and all(k.owns(n) for n in mine)
 
 
 def same_folder(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:

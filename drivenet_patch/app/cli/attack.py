@@ -279,7 +279,7 @@ def cmd_attack_eval(args: argparse.Namespace) -> int:
     from drivenet_patch.storage.atomic import write_csv, write_json
     from drivenet_patch.storage.folders import (
         check_output_folder,
-        folder_kind,
+        is_kind,
         prepare_output_folder,
         same_folder,
     )
@@ -296,7 +296,7 @@ def cmd_attack_eval(args: argparse.Namespace) -> int:
     from attacks.artifact import read_attack
 
     check_output_folder(args.out or args.sticker, "attack eval")  # default: the attack folder itself
-    if args.out is not None and not same_folder(args.out, args.sticker) and folder_kind(args.out) == "attack":
+    if args.out is not None and not same_folder(args.out, args.sticker) and is_kind(args.out, "attack"):
         raise PDNError(f"--out: {args.out} is the attack folder of another sticker (its eval files are that "
                        "sticker's); choose a new or empty folder, or the --sticker folder itself")
     texture, placement, meta = read_attack(args.sticker)
