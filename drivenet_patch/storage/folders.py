@@ -51,8 +51,8 @@ class FolderKind:
         owned: glob patterns of the top-level entries the command writes (files and its subfolders).
         manifest: patterns that must all be present for a folder without a marker (written before
             markers existed) to count as this kind, together with every entry being ``owned``.
-        marked: the command writes :data:`MARKER` (outputs swapped in whole are recognised by
-            their manifest alone, as they are never half-written).
+        marked: the command writes :data:`MARKER` (a synth dataset, swapped in whole and so never
+            half-written, is recognised by its files alone and carries no marker).
         adds_to: other kinds whose folders this command may add its (``owned``) files to.
     """
 
