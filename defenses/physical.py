@@ -55,9 +55,10 @@ import numpy as np
 import torch
 
 from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.safety.values import MAX_CELLS
 from drivenet_patch.world.camera import Camera
 
-__all__ = ["PLACES", "ImageGeometry", "PhysicalThreat", "PhysicalTouch", "cell_boxes", "footprint_mask",
+__all__ = ["PLACES", "ImageGeometry", "PhysicalThreat", "PhysicalTouch", "cell_boxes", "cell_count", "footprint_mask",
            "physical_touch", "region_masks", "rotated_extent"]
 
 PLACES = ("road", "billboard")
@@ -158,6 +159,18 @@ def _grid(lo: float, hi: float, spacing: float) -> tuple[np.ndarray, float]:
     return np.linspace(lo, hi, n), (hi - lo) / (n - 1)
 
 
+def cell_count(threat: PhysicalThreat, spacing_m: float = 0.25) -> int:
+    """How many grid cells :func:`cell_boxes` makes for ``threat`` (its cost: each cell is one footprint raster),
+    computed without building them."""
+    if not (math.isfinite(spacing_m) and spacing_m > 0):
+        raise PDNError(f"physical threat: grid spacing must be > 0 metres, got {spacing_m}")
+
+    def points(lo: float, hi: float) -> int:
+        return 1 if hi - lo <= 1e-12 else math.ceil((hi - lo) / spacing_m) + 1
+
+    return points(*threat.distance_m) * points(*threat.lateral_m)
+
+
 def cell_boxes(threat: PhysicalThreat, spacing_m: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
     """Boxes that together contain every sticker of the threat (covering argument, steps 1-2).
 
@@ -165,13 +178,12 @@ def cell_boxes(threat: PhysicalThreat, spacing_m: float = 0.25) -> tuple[np.ndar
         ``boxes`` (P, 6) as ``(d_lo, d_hi, y_lo, y_hi, z_lo, z_hi)`` in camera-relative metres, and
         ``centres`` (P,) the grid distance of each box (for certified accuracy by distance).
     """
-    if not (math.isfinite(spacing_m) and spacing_m > 0):
-        raise PDNError(f"physical threat: grid spacing must be > 0 metres, got {spacing_m}")
+    n = cell_count(threat, spacing_m)  # before any grid is built
+    if n > MAX_CELLS:
+        raise PDNError(f"physical threat: {n:,} grid cells at {spacing_m:g} m spacing, over the limit of {MAX_CELLS:,}; "
+                       "use a coarser spacing or a smaller threat region")
     ds, sd = _grid(*threat.distance_m, spacing_m)
     ys, sy = _grid(*threat.lateral_m, spacing_m)
-    if len(ds) * len(ys) > 200_000:
-        raise PDNError(f"physical threat: {len(ds)} x {len(ys)} grid cells at {spacing_m} m spacing; use a coarser "
-                       "spacing or a smaller threat region")
     w, length, yaw = threat.width_m, threat.length_m, threat.yaw_deg
     if threat.place == "road":
         half_d = rotated_extent(length, w, yaw) / 2.0

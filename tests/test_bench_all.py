@@ -74,4 +74,4 @@ def test_bench_models_measures_patchdrive_beside_pilotnet(capsys: pytest.Capture
         assert out[f"{name}_time_over_pilotnet_66x200"] == pytest.approx(
             out["pilotnet_66x200_img_s"] / out[f"{name}_img_s"], rel=1e-2)
     assert main(["bench", "models", "--batch", "4096"]) == 2
-    assert "--batch must be at most 1024, got 4096" in capsys.readouterr().err
+    assert "argument --batch: '4096' is outside 1..1024" in capsys.readouterr().err

@@ -87,7 +87,7 @@ def test_synth_check_and_preview_end_to_end(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "needles"),
     [
-        (("data", "synth", "--out", "x", "--frames", "0"), ("--frames", "positive")),
+        (("data", "synth", "--out", "x", "--frames", "0"), ("--frames", "'0' is outside 1..10000000")),
         (("data", "synth", "--out", "x", "--frames", "5", "--size", "66by200"), ("--size", "66by200")),
         (("data", "synth", "--out", "x", "--frames", "5", "--cameras", "center,roof"), ("--cameras", "roof")),
         (("data", "check", "/nonexistent/dataset"), ("/nonexistent/dataset",)),
@@ -152,7 +152,7 @@ def test_file_system_errors_and_absurd_counts_are_one_line(tmp_path: Path, capsy
     blocker.write_text("x")
     cases = [
         (["report", str(run), "--out", str(blocker / "rep")], (str(blocker / "rep"), "Not a directory")),
-        (["drive", "--model", str(run), "--roads", "1", "--km", "0.15", "--threads", "100000"], ("threads", "at most")),
+        (["drive", "--model", str(run), "--roads", "1", "--km", "0.15", "--threads", "100000"], ("--threads", "1..1024")),
         (["drive", "--model", str(run), "--roads", "1", "--km", "1e9"], ("--km",)),
         (["attack", "--model", str(run), "--out", str(tmp_path / "a"), "--poses", "99999999999"], ("--poses",)),
         (["attack", "eval", "--model", str(run), "--sticker", str(tmp_path), "--loop-roads", "99999999999"],
@@ -161,7 +161,7 @@ def test_file_system_errors_and_absurd_counts_are_one_line(tmp_path: Path, capsy
     for argv, needles in cases:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and err.startswith("pdn: error:"), err
+        assert len(err.splitlines()) == 1 and err.startswith("pdn") and "error:" in err, err
         assert all(n in err for n in needles), err
     assert not (tmp_path / "a").exists()
     rename = OSError(18, "Invalid cross-device link", "/a/x.tmp", None, "/b/x")

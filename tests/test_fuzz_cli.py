@@ -342,7 +342,7 @@ def test_drive_arguments(tiny_run: Path, tiny_sticker: Path, roads: str, km: str
             (tmp / "g.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
         if sticker[sticker_kind] is not None:
             argv += ["--sticker", str(sticker[sticker_kind])]
-        if every is not None:
+        if every is not None and sticker[sticker_kind] is not None:  # without --sticker it is refused (no stickers)
             argv += ["--sticker-every", every]
         if video is not None:
             argv += ["--video", str(blocker / "v.mp4") if video == "below_file.mp4" else str(tmp / video)]

@@ -20,7 +20,7 @@ import pandas as pd
 
 from drivenet_patch.data.base import CropResize, LogDataset
 from drivenet_patch.safety.errors import PDNError
-from drivenet_patch.safety.inputs import MAX_IMAGE_BYTES, read_bytes, regular_file
+from drivenet_patch.safety.inputs import MAX_IMAGE_BYTES, check_image_header, read_bytes, regular_file
 from drivenet_patch.world.camera import Camera
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -130,6 +130,8 @@ def read_rgb(path: str, where: str) -> np.ndarray:
     """
     try:
         data = read_bytes(path, "image", MAX_IMAGE_BYTES)  # a FIFO or device would block np.fromfile
+        if data:
+            check_image_header(data, path)  # a small file may declare a gigapixel image: refused before decoding
     except PDNError as exc:
         raise PDNError(f"{exc} ({where})") from None
     buf = np.frombuffer(data, dtype=np.uint8)

@@ -12,6 +12,7 @@ import inspect
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -20,7 +21,7 @@ import torch
 
 from drivenet_patch.models.base import SteeringModel
 from drivenet_patch.safety.errors import PDNError
-from drivenet_patch.safety.inputs import MAX_CONFIG_INT, MAX_MODEL_INPUT_SIDE
+from drivenet_patch.safety.inputs import MAX_CONFIG_INT, MAX_MODEL_INPUT_SIDE, finite_json, loads_json
 from drivenet_patch.safety.values import parse_hw
 
 Builder = Callable[..., SteeringModel]
@@ -109,10 +110,13 @@ def model_defaults(name: str) -> dict[str, Any]:
 def parse_model_args(name: str, items: Sequence[str], where: str = "model_args") -> dict[str, Any]:
     """``["key=value", ...]`` -> config keys of model ``name`` (``pdn train --model-arg``).
 
-    A value is read as JSON when it parses (``0.01``, ``true``, ``[96, 192]``), else taken as a
-    string (``96x192``). Each key must be one of the model's config keys and each value must
-    have its default's type (a bool for a bool, an integer for an int, a number for a float, a
-    list of the same length for a tuple); the model's own range checks run when it is built.
+    A value that looks like JSON (a number, ``true``/``false``/``null``, a quoted string, a list or an
+    object) is read with the bounded JSON reader of files (:func:`drivenet_patch.safety.inputs.loads_json`:
+    size and nesting bounded, NaN and Infinity refused anywhere inside it); any other text is taken as a
+    string (``96x192``). Each key must be one of the model's config keys and each value must have its
+    default's type (a bool for a bool, an integer for an int, a number for a float, a list of the same
+    length for a tuple, any list for an empty tuple such as ``abstain``); the model's own range checks
+    run when it is built.
 
     Raises:
         PDNError: one line naming the argument, for a malformed item, an unknown or repeated
@@ -130,10 +134,7 @@ def parse_model_args(name: str, items: Sequence[str], where: str = "model_args")
                            f"valid keys: {', '.join(sorted(defaults))}")
         if key in out:
             raise PDNError(f"{where} {item!r}: {key} is given twice")
-        try:
-            value: Any = json.loads(text)
-        except ValueError:
-            value = text
+        value = _model_arg_value(text, f"{where} {key}")
         default = defaults[key]
         if isinstance(default, bool):
             ok = isinstance(value, bool)
@@ -141,18 +142,36 @@ def parse_model_args(name: str, items: Sequence[str], where: str = "model_args")
             ok = isinstance(value, int) and not isinstance(value, bool)
         elif isinstance(default, float):
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        elif isinstance(default, (tuple, list)):
-            ok = (isinstance(value, list) and len(value) == len(default)) or key == "input_size"
+        elif isinstance(default, (tuple, list)):  # an empty default (abstain) takes a list of any length
+            ok = (isinstance(value, list) and (len(value) == len(default) or not default)) or key == "input_size"
         elif isinstance(default, str):
             ok = isinstance(value, str)
         else:
             ok = True
         if not ok:
-            kind = type(default).__name__ if not isinstance(default, (tuple, list)) else f"list of {len(default)}"
+            kind = (type(default).__name__ if not isinstance(default, (tuple, list))
+                    else f"list of {len(default)}" if default else "list")
             raise PDNError(f"{where} {item!r}: {key} of model {name!r} must be a {kind} "
                            f"(default {_jsonable(default)!r}), got {text!r}")
         out[key] = value
     return out
+
+
+#: Text that is read as JSON: a number, a JSON constant (NaN and Infinity too, to be refused), or a
+#: string, list or object by its first character.
+_JSON_LIKE = re.compile(r"-?(?:\d[\d.]*|\.\d)[\d.eE+-]*|true|false|null|-?NaN|-?Infinity|[\[{\"].*", re.DOTALL)
+
+
+def _model_arg_value(text: str, where: str) -> Any:
+    """The value of one ``KEY=VALUE``: JSON through the bounded reader when it looks like JSON, else the text."""
+    stripped = text.strip()
+    if not _JSON_LIKE.fullmatch(stripped):
+        return text
+    value = loads_json(stripped, where, finite=True)  # deep, huge, malformed or NaN: one line
+    _, bad = finite_json(value)  # and numbers past float's range (1e999 reads as inf)
+    if bad:
+        raise PDNError(f"{where}: {bad[0]} must be a finite number, got {stripped[:40]!r}")
+    return value
 
 
 def _entry(name: str) -> _Entry:

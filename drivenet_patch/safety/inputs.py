@@ -495,3 +495,137 @@ def h5_elements(shape: tuple[int, ...]) -> int:
     for s in shape:
         n *= int(s)
     return n
+
+
+# ---------------------------------------------------------------------------- images
+#: Most pixels one image file may declare (a side of at most MAX_IMAGE_SIDE each way).
+MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE * MAX_IMAGE_SIDE
+#: The formats whose header :func:`image_size` reads (every other one is refused before decoding).
+IMAGE_FORMATS = "PNG, JPEG, BMP, GIF, WebP, TIFF, PNM and Sun raster"
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of the first start-of-frame segment of a JPEG stream."""
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        while i < n and data[i] == 0xFF:  # fill bytes
+            i += 1
+        if i >= n:
+            return None
+        marker = data[i]
+        i += 1
+        if marker in (0x01, *range(0xD0, 0xDA)):  # no length field
+            continue
+        if i + 2 > n:
+            return None
+        length = int.from_bytes(data[i:i + 2], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and i + 7 <= n:
+            return int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 3:i + 5], "big")
+        if length < 2:
+            return None
+        i += length
+    return None
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of the first image file directory of a TIFF."""
+    order = "little" if data[:2] == b"II" else "big"
+    if len(data) < 8:
+        return None
+    ifd = int.from_bytes(data[4:8], order)
+    if ifd + 2 > len(data):
+        return None
+    count = int.from_bytes(data[ifd:ifd + 2], order)
+    size: dict[int, int] = {}
+    for k in range(min(count, 4096)):
+        e = ifd + 2 + 12 * k
+        if e + 12 > len(data):
+            break
+        tag, kind = int.from_bytes(data[e:e + 2], order), int.from_bytes(data[e + 2:e + 4], order)
+        if tag in (256, 257):
+            size[tag] = int.from_bytes(data[e + 8:e + 10] if kind == 3 else data[e + 8:e + 12], order)
+    return (size[256], size[257]) if len(size) == 2 else None
+
+
+def _pnm_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a PBM/PGM/PPM/PFM header (``P6 640 480 255``, comments skipped)."""
+    tokens: list[bytes] = []
+    for line in data[2:4096].split(b"\n"):
+        tokens += line.split(b"#", 1)[0].split()
+        if len(tokens) >= 2:
+            break
+    try:
+        return int(tokens[0]), int(tokens[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` as an image file's header declares it, read without decoding; None when the
+    format is not one of :data:`IMAGE_FORMATS` or its header is cut short."""
+    head = data[:32]
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if head.startswith(b"\xff\xd8"):
+        return _jpeg_size(data)
+    if head.startswith(b"BM") and len(data) >= 26:
+        if int.from_bytes(data[14:18], "little") == 12:  # OS/2 core header: 16-bit sizes
+            return int.from_bytes(data[18:20], "little"), int.from_bytes(data[20:22], "little")
+        return (abs(int.from_bytes(data[18:22], "little", signed=True)),
+                abs(int.from_bytes(data[22:26], "little", signed=True)))
+    if head[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
+        return int.from_bytes(data[6:8], "little"), int.from_bytes(data[8:10], "little")
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP" and len(data) >= 30:
+        chunk = head[12:16]
+        if chunk == b"VP8 ":
+            return int.from_bytes(data[26:28], "little") & 0x3FFF, int.from_bytes(data[28:30], "little") & 0x3FFF
+        if chunk == b"VP8L":
+            bits = int.from_bytes(data[21:25], "little")
+            return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+        if chunk == b"VP8X":
+            return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+        return None
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return _tiff_size(data)
+    if len(head) >= 3 and head[:1] == b"P" and head[1:2] in b"123456Ff" and head[2:3].isspace():
+        return _pnm_size(data)
+    if head[:4] == b"\x59\xa6\x6a\x95" and len(data) >= 12:  # Sun raster
+        return int.from_bytes(data[4:8], "big"), int.from_bytes(data[8:12], "big")
+    return None
+
+
+def check_image_header(data: bytes, where: str) -> tuple[int, int]:
+    """The ``(width, height)`` an image file declares, refused past :data:`MAX_IMAGE_SIDE` a side before
+    anything is decoded (a few kilobytes of PNG can declare 16000 x 16000 pixels, a gigabyte decoded)."""
+    size = image_size(data)
+    if size is None:
+        raise PDNError(f"{where}: cannot read it as an image: no {IMAGE_FORMATS} header declaring its size, or "
+                       "one cut short; convert it to PNG")
+    w, h = size
+    if not (1 <= w <= MAX_IMAGE_SIDE and 1 <= h <= MAX_IMAGE_SIDE):
+        raise PDNError(f"{where}: declares {w} x {h} pixels; the limit is {MAX_IMAGE_SIDE} a side (and at least 1): "
+                       "resize the image")
+    return w, h
+
+
+def read_image(path: str | os.PathLike[str], what: str = "image", flags: int | None = None) -> Any:
+    """Decode an image file a user names, as ``cv2.imdecode`` with ``flags`` (default: colour, BGR) does.
+
+    Regular files only, at most :data:`MAX_IMAGE_BYTES`, and its header's declared size at most
+    :data:`MAX_IMAGE_SIDE` a side, checked before decoding (:func:`check_image_header`).
+
+    Raises:
+        PDNError: one line naming the file: missing, not a regular file, too large, too many pixels
+            declared, or not decodable.
+    """
+    import cv2
+    import numpy as np
+
+    data = read_bytes(path, what, MAX_IMAGE_BYTES)
+    check_image_header(data, f"{path}")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR if flags is None else flags)
+    if img is None or img.ndim not in (2, 3) or img.shape[0] < 1 or img.shape[1] < 1:
+        raise PDNError(f"{path}: cannot decode the {what}: the file is corrupt or not an image")
+    return img

@@ -22,15 +22,20 @@ from drivenet_patch.safety.errors import PDNError
 
 __all__ = [
     "MAX_ATTACK_RUNS",
+    "MAX_ATTACK_WORK",
     "MAX_BATCH",
+    "MAX_CELLS",
     "MAX_ELEMENTS",
     "MAX_FRAMES",
     "MAX_KM",
     "MAX_LIST_ITEMS",
+    "MAX_PHYSICAL_ATTACK_WORK",
     "MAX_ROADS",
+    "MAX_ROAD_KM",
     "MAX_SEED",
     "MAX_STEPS",
     "MAX_TEXT_CHARS",
+    "MAX_TRAIN_SAMPLES",
     "as_bool",
     "as_text",
     "bounded_float",
@@ -59,9 +64,16 @@ MAX_ROADS = 10_000           # roads or approaches of one evaluation
 MAX_KM = 1_000.0             # km driven per road
 MAX_FRAMES = 10_000_000      # frames rendered or read
 MAX_BATCH = 65_536           # images per batch
-MAX_SEED = 2**63 - 1         # the largest seed a torch/numpy generator takes
+MAX_SEED = 2**32 - 1         # a seed of any command (as training's): seed arithmetic stays exact everywhere
 #: Elements (e.g. batch x channels x height x width) one tensor may hold: 2**31 float32 = 8 GiB.
 MAX_ELEMENTS = 2**31
+#: Work budgets: the products of counts that set what one command costs, checked before it starts. Each
+#: allows hundreds of times the full demo's setting; the refusal names the limit.
+MAX_ATTACK_WORK = 1_000_000          # pdn certify --attack x --attack-steps (pixel PGD run-steps; ~3 h, demo: 5,120)
+MAX_PHYSICAL_ATTACK_WORK = 100_000   # pdn certify --physical --attack x --attack-steps (rendered run-steps; ~2.5 h)
+MAX_ROAD_KM = 1_000.0                # roads x km of one closed-loop drive (~1 h of PilotNet on 2 cores; demo: 10)
+MAX_CELLS = 100_000                  # covering cells of one physical certificate, its --sweep included (~80 s; demo: 40,299)
+MAX_TRAIN_SAMPLES = 1_000_000_000    # pdn train --epochs x --samples-per-epoch
 
 
 def _show(value: Any) -> str:
@@ -117,7 +129,10 @@ def bounded_int(name: str, value: Any, *, low: int, high: int, hint: str = "") -
 def bounded_float(name: str, value: Any, *, low: float = -math.inf, high: float = math.inf,
                   low_open: bool = False, hint: str = "") -> float:
     """``value`` as a finite float in ``[low, high]`` (``(low, high]`` with ``low_open``); NaN and inf refused."""
-    v = float(_number(name, value, integral=False))
+    try:
+        v = float(_number(name, value, integral=False))
+    except OverflowError:  # an int past float's range (10**400)
+        v = math.inf
     if not math.isfinite(v):
         raise PDNError(f"{name} = {_show(value)} must be a finite number")
     if v < low or v > high or (low_open and v == low):
@@ -207,14 +222,22 @@ def as_bool(name: str, value: Any) -> bool:
 
 
 def flag_type(parse: Callable[..., Any], **bounds: Any) -> Callable[[str], Any]:
-    """An argparse ``type=`` that runs one of these parsers; argparse adds the flag's name to the error."""
+    """An argparse ``type=`` that runs one of these parsers; argparse adds the flag's name to the error.
+
+    A ``hint`` among ``bounds`` (what to give instead) ends every refusal, a malformed value's too.
+    """
     import argparse
+
+    hint = bounds.get("hint", "")
 
     def convert(text: str) -> Any:
         try:
             return parse("value", text, **bounds)
         except PDNError as exc:
-            raise argparse.ArgumentTypeError(str(exc).removeprefix("value = ")) from None
+            message = str(exc).removeprefix("value = ")
+            if hint and not message.endswith(hint):
+                message += f": {hint}"
+            raise argparse.ArgumentTypeError(message) from None
 
     convert.__name__ = getattr(parse, "__name__", "value")
     return convert

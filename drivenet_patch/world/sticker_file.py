@@ -3,6 +3,7 @@ written by the attack (:mod:`attacks.artifact`)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import numpy as np
 import torch
 
 from drivenet_patch.safety.errors import PDNError
-from drivenet_patch.safety.inputs import folder_file, read_json
+from drivenet_patch.safety.inputs import folder_file, read_image, read_json
 from drivenet_patch.safety.tensors import check_frames, to_uint8
 from drivenet_patch.safety.values import (
     MAX_BATCH,
@@ -97,11 +98,12 @@ def save_sticker(folder: str | Path, texture: torch.Tensor, placement: StickerPl
 
 
 def _read_texture(png: Path) -> torch.Tensor:
-    if not png.is_file():
+    if not os.path.lexists(png):
         raise PDNError(f"sticker: {png} does not exist")
-    img = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
-    if img is None or img.ndim not in (2, 3) or img.shape[0] < 1 or img.shape[1] < 1:
-        raise PDNError(f"sticker: cannot read {png} as an image")
+    try:  # a regular file, its declared size checked before decoding (safety.inputs.read_image)
+        img = read_image(png, "sticker image", cv2.IMREAD_UNCHANGED)
+    except PDNError as exc:
+        raise PDNError(f"sticker: {exc}") from None
     scale = 65535.0 if img.dtype == np.uint16 else 255.0
     if img.dtype not in (np.uint8, np.uint16):
         raise PDNError(f"sticker: {png} has unsupported pixel type {img.dtype}")

@@ -114,9 +114,10 @@ def test_cli_certify_sweep_and_attack(runs: tuple[Path, Path], tmp_path: Path, c
 
 @pytest.mark.parametrize("argv, needle", [
     (["--patch", "0x3"], "patch"),
-    (["--delta", "-1"], "--delta"),
+    (["--delta=-1"], "argument --delta: '-1' is outside (0, 90]"),
+    (["--delta", "1e300"], "argument --delta: '1e300' is outside (0, 90]"),
     (["--aggregate", "mean"], "--aggregate"),
-    (["--attack", "-2"], "--attack"),
+    (["--attack=-2"], "argument --attack: '-2' is outside 0..100000"),
 ])
 def test_cli_certify_bad_input_is_one_line(runs: tuple[Path, Path], capsys: pytest.CaptureFixture,
                                            argv: list[str], needle: str) -> None:

@@ -143,9 +143,10 @@ def test_cli_certify_physical_attack(tmp_path: Path, capsys: pytest.CaptureFixtu
     lines = (out / "attacks_physical.csv").read_text().splitlines()
     assert len(lines) == 5 and lines[0].startswith("run,road_seed,distance_m,lateral_m,yaw_deg,objective")
     assert json.loads((out / "certify.json").read_text())["attack_runs"] == 4
-    for bad, msg in ((["--attack", "-1"], "--attack must lie in"),
+    for bad, msg in ((["--attack", "-1"], "argument --attack: '-1' is outside 0..100000"),
                      (["--attack", "2", "--data", str(tmp_path)], "--physical --attack renders its own world"),
-                     (["--attack", "2", "--camera-patch"], "--camera-patch is not available")):
+                     (["--attack", "2", "--camera-patch"], "--camera-patch does not apply with --physical"),
+                     (["--attack", "100", "--attack-steps", "10000"], "over the limit of 100,000")):
         assert main(["certify", "--model", str(run), "--physical", "2.0x3.5", *bad]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and msg in err[0], err

@@ -47,7 +47,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from drivenet_patch.app.cli.attack import route_argv
 
     parser = build_parser()
-    args = parser.parse_args(route_argv(list(sys.argv[1:] if argv is None else argv)))
+    try:
+        args = parser.parse_args(route_argv(list(sys.argv[1:] if argv is None else argv)))
+    except SystemExit as exc:  # a flag refused as it was read (its one line is printed): the code, as for any refusal
+        if exc.code in (0, None):  # --help, --version
+            raise
+        return exc.code if isinstance(exc.code, int) else 2
     # Warnings (torch, numpy) are held back until the command ends: a refusal stays one line.
     with warnings.catch_warnings(record=True) as held:
         rc = _run_command(args)

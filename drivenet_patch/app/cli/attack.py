@@ -21,10 +21,31 @@ from drivenet_patch.app.cli.common import (
     add_format,
     emit,
     load_run,
-    positive_int,
     progress,
 )
+from drivenet_patch.app.cli.flags import (
+    ANGLE,
+    EOT_BATCH,
+    FRAMES,
+    KM,
+    LATERAL_M,
+    MAX_DRIVE_ROADS,
+    MAX_LR,
+    MAX_POSES,
+    MAX_SCENE_ROADS,
+    MAX_SCENES,
+    MAX_STICKER_STEPS,
+    SEED,
+    check_batch,
+    check_work,
+    count,
+    fill,
+    real,
+    refuse_given,
+    weight,
+)
 from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.safety.values import MAX_ROAD_KM
 from drivenet_patch.world.seeds import ATTACK_SEED_BASE, EVAL_SEED_BASE, HELDOUT_SEED_BASE, LOOP_SEED_BASE
 
 
@@ -77,38 +98,42 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--world", action="store_true", help="sticker in the built-in world (default)")
     src.add_argument("--data", help="real frames: a flat road sticker ahead of the car in every frame")
     add_format(c, "dataset format for --data")
-    c.add_argument("--frames", type=positive_int, default=256, help="--data: frames used (default 256)")
+    c.add_argument("--frames", type=FRAMES, help="--data: frames used (default 256)")
     c.add_argument("--target", default="left", help="left | right | away (default left)")
-    c.add_argument("--angle", type=float, default=15.0, help="push in degrees (default 15)")
+    c.add_argument("--angle", type=ANGLE, default=15.0, help="push in degrees (default 15)")
     c.add_argument("--loss", default="hinge", help="hinge | mse (default hinge)")
     c.add_argument("--size", default="3.5x2.0", help="sticker WIDTHxLENGTH in metres (default 3.5x2.0)")
     c.add_argument("--place", default="road", help="road | billboard (default road)")
-    c.add_argument("--lateral", type=float, default=0.0,
+    c.add_argument("--lateral", type=LATERAL_M, default=0.0,
                    help="sticker centre's offset from the ego-lane centre in metres, + = left (default 0; "
                         "a billboard's default side is 4.75 m right of it)")
     c.add_argument("--distance", default="5-20", help="camera distances to the sticker, NEAR-FAR metres (default 5-20)")
-    c.add_argument("--steps", type=positive_int, default=300, help="optimisation steps, at most 500 (default 300)")
-    c.add_argument("--batch", type=positive_int, default=32, help="EOT samples per step (default 32)")
-    c.add_argument("--lr", type=float, default=0.1, help="Adam learning rate on the texture logits (default 0.1)")
+    c.add_argument("--steps", type=count(MAX_STICKER_STEPS, "a number of optimisation steps"), default=300,
+                   help=f"optimisation steps, at most {MAX_STICKER_STEPS} (default 300)")
+    c.add_argument("--batch", type=EOT_BATCH, default=32, help="EOT samples per step (default 32)")
+    c.add_argument("--lr", type=real(0.0, MAX_LR, "a learning rate", low_open=True), default=0.1,
+                   help="Adam learning rate on the texture logits (default 0.1)")
     c.add_argument("--texels", default="32x56", help="texture resolution HxW (default 32x56)")
-    c.add_argument("--nps-weight", type=float, default=0.25, help="non-printability weight (default 0.25)")
-    c.add_argument("--tv-weight", type=float, default=0.25, help="total-variation weight (default 0.25)")
+    c.add_argument("--nps-weight", type=weight(), default=0.25, help="non-printability weight (default 0.25)")
+    c.add_argument("--tv-weight", type=weight(), default=0.25, help="total-variation weight (default 0.25)")
     c.add_argument("--palette", help="printer palette CSV (r,g,b in 0-255 or 0-1; default: packaged)")
     c.add_argument("--dirt", action="store_true", help="darken-only grey dirt instead of a printed sticker")
-    c.add_argument("--saliency-weight", type=float, default=0.0,
+    c.add_argument("--saliency-weight", type=weight(), default=0.0,
                    help="patchdrive only: weight of an extra objective that pulls the model's saliency (its "
                         "selected high-resolution patches) onto the sticker (default 0: off)")
-    c.add_argument("--roads", type=positive_int, default=8, help="world roads used for optimisation (default 8)")
-    c.add_argument("--poses", type=positive_int, default=32, help="approach poses per road (default 32)")
-    c.add_argument("--paper", default="A4", help="print paper: A4 | Letter | A3 (default A4)")
+    c.add_argument("--roads", type=count(MAX_SCENE_ROADS, "a number of roads"),
+                   help="world roads used for optimisation (default 8)")
+    c.add_argument("--poses", type=count(MAX_POSES, "a number of poses"),
+                   help=f"world: approach poses per road (default 32; --roads x --poses at most {MAX_SCENES:,})")
+    c.add_argument("--paper", help="print paper: A4 | Letter | A3 (default A4; not with --no-print)")
     c.add_argument("--no-print", action="store_true",
                    help="skip sticker_print.pdf, the tiled 1:1 print file (about 15 s for 2.0x3.5 m on A4)")
     c.add_argument("--closed-loop", action="store_true",
                    help="world only: closed-loop-aware optimisation (DRP): re-simulate the approaches under the "
                         "current sticker and optimise the lateral displacement the car accumulates")
-    c.add_argument("--resim-every", type=int, default=None,
+    c.add_argument("--resim-every", type=count(MAX_STICKER_STEPS, "a number of steps"), default=None,
                    help="--closed-loop: re-simulate every this many steps, 1 .. --steps (default 25)")
-    c.add_argument("--seed", type=int, default=0, help="seed (same seed -> same sticker)")
+    c.add_argument("--seed", type=SEED, default=0, help="seed (same seed -> same sticker)")
     add_device_and_json(c)
     c.set_defaults(fn=cmd_attack)
 
@@ -121,13 +146,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--world", action="store_true", help="held-out world roads (default)")
     src.add_argument("--data", help="real frames (offline numbers only)")
     add_format(e, "dataset format for --data")
-    e.add_argument("--frames", type=positive_int, default=256, help="--data: frames used (default 256)")
-    e.add_argument("--threshold", type=float, default=3.0, help="success: deviation in the target direction >= this (deg)")
-    e.add_argument("--roads", type=positive_int, default=8, help="held-out roads for offline scenes (default 8)")
-    e.add_argument("--poses", type=positive_int, default=32, help="approach poses per held-out road (default 32)")
-    e.add_argument("--loop-roads", type=int, default=10, help="closed-loop roads (0: skip closed loop; default 10)")
-    e.add_argument("--km", type=float, default=0.5, help="closed-loop km per road (default 0.5: 5 stickers each)")
-    e.add_argument("--seed", type=int, default=1, help="seed of the held-out roads, poses and controls (default 1)")
+    e.add_argument("--frames", type=FRAMES, help="--data: frames used (default 256)")
+    e.add_argument("--threshold", type=ANGLE, default=3.0,
+                   help="success: deviation in the target direction >= this (deg)")
+    e.add_argument("--roads", type=count(MAX_SCENE_ROADS, "a number of roads"),
+                   help="world: held-out roads for offline scenes (default 8)")
+    e.add_argument("--poses", type=count(MAX_POSES, "a number of poses"),
+                   help=f"world: approach poses per held-out road (default 32; --roads x --poses at most {MAX_SCENES:,})")
+    e.add_argument("--loop-roads", type=count(MAX_DRIVE_ROADS, "a number of roads", low=0),
+                   help="world: closed-loop roads (0: skip closed loop; default 10)")
+    e.add_argument("--km", type=KM, help="closed-loop km per road (default 0.5: 5 stickers each; 4 drives of "
+                   f"--loop-roads x --km at most {MAX_ROAD_KM:g} road-km in all)")
+    e.add_argument("--seed", type=SEED, default=1, help="seed of the held-out roads, poses and controls (default 1)")
     e.add_argument("--out", type=Path, help="write eval.json, frames.csv, approaches.csv here (default: the sticker folder)")
     add_device_and_json(e)
     e.set_defaults(fn=cmd_attack_eval)
@@ -151,6 +181,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     from drivenet_patch.storage.atomic import write_csv
     from drivenet_patch.storage.folders import prepare_output_folder
 
+    check_attack_flags(args)
     size = parse_metres(args.size)
     distance = parse_range(args.distance)
     texels = parse_input_size(args.texels, "--texels")
@@ -168,6 +199,12 @@ def cmd_attack(args: argparse.Namespace) -> int:
                         saliency_weight=args.saliency_weight)
     ccfg = closed_loop_settings(args)
     model = load_run(args.model, args.device)
+    check_batch("--batch", args.batch, model.input_size)  # EOT samples of one step, rendered at the model input
+    if args.data:
+        check_batch("--frames", args.frames, model.input_size)  # the frames are held in memory
+    if args.saliency_weight and not has_patches(model):
+        raise PDNError(f"--saliency-weight {args.saliency_weight:g} needs a patch-selecting model (e.g. patchdrive), "
+                       f"not {model.name}; drop it")
     if args.data:
         train = frame_scene_set(model, args.data, args.format, args.frames, distance, size, args.device, 0,
                                 args.lateral)
@@ -230,6 +267,41 @@ def cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_attack_flags(args: argparse.Namespace) -> None:
+    """The flags of ``pdn attack`` checked together before any work: those of the mode not chosen are refused
+    (``--frames`` is for ``--data``, ``--roads`` and ``--poses`` for the world, ``--paper`` for the print file),
+    their defaults filled in, and the world's roads x poses bounded."""
+    if args.data:
+        refuse_given(args, ["--roads", "--poses"], "with --data (its frames are the scenes)")
+    else:
+        refuse_given(args, ["--frames"], "without --data (the world renders its own scenes)", "give --data or drop it")
+    if args.no_print:
+        refuse_given(args, ["--paper"], "with --no-print (no print file is made)", "drop one of them")
+    fill(args, frames=256, roads=8, poses=32, paper="A4")
+    if not args.data:
+        check_work("approach scenes", [("--roads", args.roads), ("--poses", args.poses)], MAX_SCENES,
+                   "give fewer roads or poses")
+
+
+def check_eval_flags(args: argparse.Namespace) -> None:
+    """The flags of ``pdn attack eval`` checked together before any work (as :func:`check_attack_flags`); the
+    closed loop drives ``--loop-roads`` x ``--km`` four times (the sticker, two controls, no sticker)."""
+    if args.data:
+        refuse_given(args, ["--roads", "--poses", "--loop-roads", "--km"],
+                     "with --data (offline numbers on its frames, no world roads)")
+    else:
+        refuse_given(args, ["--frames"], "without --data (the world renders its own scenes)", "give --data or drop it")
+        if args.loop_roads == 0:
+            refuse_given(args, ["--km"], "with --loop-roads 0 (no closed loop)", "drop one of them")
+    fill(args, frames=256, roads=8, poses=32, loop_roads=0 if args.data else 10, km=0.5)
+    if not args.data:
+        check_work("approach scenes", [("--roads", args.roads), ("--poses", args.poses)], MAX_SCENES,
+                   "give fewer roads or poses")
+        if args.loop_roads:
+            check_work("road-km", [("--loop-roads", args.loop_roads), ("--km", args.km), ("drives", 4)], MAX_ROAD_KM,
+                       "give fewer --loop-roads or a smaller --km")
+
+
 def closed_loop_settings(args: argparse.Namespace) -> Any:
     """The :class:`~attacks.closed_loop.ClosedLoopAttackConfig` of ``--closed-loop`` (None without it)."""
     from attacks.closed_loop import ClosedLoopAttackConfig
@@ -285,6 +357,7 @@ def cmd_attack_eval(args: argparse.Namespace) -> int:
     )
     from drivenet_patch.world.road import EGO_LANE_D, LANE_WIDTH_M
 
+    check_eval_flags(args)
     if not (math.isfinite(args.threshold) and args.threshold > 0):
         raise PDNError(f"--threshold must be > 0 degrees, got {args.threshold}")
     if not 0 <= args.loop_roads <= MAX_ROADS:

@@ -18,8 +18,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from drivenet_patch.app.cli.common import add_device_and_json, emit, positive_int
+from drivenet_patch.app.cli.common import add_device_and_json, emit
+from drivenet_patch.app.cli.flags import (
+    KM,
+    MAX_AREAS,
+    MAX_DRIVE_ROADS,
+    MAX_POSES,
+    MAX_SCENE_ROADS,
+    MAX_SCENES,
+    MAX_STICKER_STEPS,
+    SEED,
+    check_work,
+    count,
+)
 from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.safety.values import MAX_ROAD_KM
 
 SIZE_JSON = "size.json"
 
@@ -39,16 +52,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--closed-loop", action=argparse.BooleanOptionalAction, default=True,
                    help="closed-loop-aware optimisation (pdn attack --closed-loop; default on: the sweep measures "
                         "departures, where it wins); --no-closed-loop optimises over expert approaches")
-    c.add_argument("--resim-every", type=int, default=None, help="--closed-loop: re-simulate every this many steps")
+    c.add_argument("--resim-every", type=count(MAX_STICKER_STEPS, "a number of steps"), default=None,
+                   help="--closed-loop: re-simulate every this many steps")
     c.add_argument("--target", default="left", help="left | right (default left)")
-    c.add_argument("--steps", type=positive_int, default=300, help="optimisation steps per size (default 300)")
-    c.add_argument("--roads", type=positive_int, default=8, help="optimisation roads (default 8)")
-    c.add_argument("--poses", type=positive_int, default=32, help="approach poses per road (default 32)")
+    c.add_argument("--steps", type=count(MAX_STICKER_STEPS, "a number of optimisation steps"), default=300,
+                   help=f"optimisation steps per size (default 300; at most {MAX_STICKER_STEPS})")
+    c.add_argument("--roads", type=count(MAX_SCENE_ROADS, "a number of roads"), default=8,
+                   help="optimisation roads (default 8)")
+    c.add_argument("--poses", type=count(MAX_POSES, "a number of poses"), default=32,
+                   help="approach poses per road (default 32)")
     c.add_argument("--distance", default="5-15", help="camera distances of the offline scenes (default 5-15)")
-    c.add_argument("--eval-roads", type=positive_int, default=8, help="held-out roads of the offline eval (default 8)")
-    c.add_argument("--loop-roads", type=positive_int, default=10, help="closed-loop roads (default 10)")
-    c.add_argument("--km", type=float, default=0.5, help="closed-loop km per road (default 0.5: 5 approaches each)")
-    c.add_argument("--seed", type=int, default=0, help="seed of the attacks and evaluations (default 0)")
+    c.add_argument("--eval-roads", type=count(MAX_SCENE_ROADS, "a number of roads"), default=8,
+                   help="held-out roads of the offline eval (default 8)")
+    c.add_argument("--loop-roads", type=count(MAX_DRIVE_ROADS, "a number of roads"), default=10,
+                   help="closed-loop roads (default 10)")
+    c.add_argument("--km", type=KM, default=0.5, help="closed-loop km per road (default 0.5: 5 approaches each)")
+    c.add_argument("--seed", type=SEED, default=0, help="seed of the attacks and evaluations (default 0)")
     add_device_and_json(c)
     c.set_defaults(fn=cmd_attack_sweep)
 
@@ -84,6 +103,13 @@ def cmd_attack_sweep(args: argparse.Namespace) -> int:
     from drivenet_patch.storage.folders import prepare_output_folder
 
     areas = parse_areas(args.areas)
+    if len(areas) > MAX_AREAS:
+        raise PDNError(f"--areas: {len(areas)} areas, over the limit of {MAX_AREAS} (each is one attack and one "
+                       "closed-loop evaluation): give fewer")
+    for roads, flag in ((args.roads, "--roads"), (args.eval_roads, "--eval-roads")):
+        check_work("approach scenes", [(flag, roads), ("--poses", args.poses)], MAX_SCENES, "give fewer roads or poses")
+    check_work("road-km per area", [("--loop-roads", args.loop_roads), ("--km", args.km), ("drives", 4)], MAX_ROAD_KM,
+               "give fewer --loop-roads or a smaller --km")
     sizes = {a: sticker_size(a, args.aspect) for a in areas}
     for a, (w, length) in sizes.items():
         parse_metres(size_text(w, length), f"--areas: {a:g} m² with --aspect {args.aspect}")

@@ -12,14 +12,41 @@ from drivenet_patch.app.cli.common import (
     add_json,
     emit,
     load_run,
-    positive_int,
 )
 from drivenet_patch.app.cli.common import add_command as command
+from drivenet_patch.app.cli.flags import (
+    EOT_BATCH,
+    MAX_BENCH_BATCHES,
+    MAX_BENCH_FRAMES,
+    MAX_BENCH_STEPS,
+    MAX_DRIVE_ROADS,
+    MAX_STICKER_STEPS,
+    check_batch,
+    check_work,
+    count,
+)
 from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.safety.values import MAX_ROAD_KM
+
+#: Steps of a closed-loop drive per km (10 m/s, 0.1 s steps: drivenet_patch.driving.drive.ClosedLoopConfig).
+STEPS_PER_KM = 1000
+#: ``pdn bench monitor`` drives its roads this many times (with and without the monitor, best of 3).
+MONITOR_DRIVES = 6
+
+
+def _refuse_group_flags(args: argparse.Namespace) -> None:
+    """``pdn bench --frames N world``: the group's flag would be overridden by the sub-command's: refused."""
+    for dest in ("all_frames", "all_attack_steps"):
+        if getattr(args, dest, None) is not None:
+            flag = "--" + dest.removeprefix("all_").replace("_", "-")
+            raise PDNError(f"{flag} {getattr(args, dest)} before the sub-command {args.subcommand!r} applies to "
+                           f"pdn bench without a sub-command only: put it after {args.subcommand!r}, or drop it")
 
 
 def cmd_bench_world(args: argparse.Namespace) -> int:
     from drivenet_patch.bench.timing import bench_world, format_table
+
+    _refuse_group_flags(args)
 
     result = bench_world(frames=args.frames, compile=args.compile, device=args.device)
     emit(result, args.json, format_table(result))
@@ -29,6 +56,8 @@ def cmd_bench_world(args: argparse.Namespace) -> int:
 def cmd_bench_train(args: argparse.Namespace) -> int:
     from drivenet_patch.bench.timing import bench_train, format_table
 
+    _refuse_group_flags(args)
+
     result = bench_train(batches=args.batches, device=args.device, compile=args.compile)
     emit(result, args.json, format_table(result))
     return 0
@@ -37,8 +66,7 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
 def cmd_bench_models(args: argparse.Namespace) -> int:
     from drivenet_patch.bench.timing import bench_models, format_table
 
-    if args.batch > 1024:
-        raise PDNError(f"--batch must be at most 1024, got {args.batch}")
+    _refuse_group_flags(args)
     result = bench_models(batch=args.batch, device=args.device, onnx=not args.no_onnx)
     emit(result, args.json, format_table(result))
     return 0
@@ -56,6 +84,8 @@ def cmd_bench_attack(args: argparse.Namespace) -> int:
     else:  # timings hold for any weights; the deviations mean little for an untrained model
         model = create_model("pilotnet", generator=torch.Generator().manual_seed(0)).to(args.device).eval()
         name = "untrained pilotnet (seed 0)"
+    _refuse_group_flags(args)
+    check_batch("--batch", args.batch, model.input_size)
     result = {"model": name, **bench_attack(model, steps=args.steps, batch=args.batch, device=args.device)}
     emit(result, args.json, format_table(result))
     return 0
@@ -65,6 +95,7 @@ def cmd_bench_defense(args: argparse.Namespace) -> int:
     from defenses.bench import bench_defense
     from drivenet_patch.bench.timing import format_table
 
+    _refuse_group_flags(args)
     model, name = None, "untrained patchvote (seed 0)"
     if args.model:
         model, name = load_run(args.model, args.device), str(args.model)
@@ -80,6 +111,9 @@ def cmd_bench_monitor(args: argparse.Namespace) -> int:
     from defenses.bench import bench_monitor
     from drivenet_patch.bench.timing import format_table
 
+    _refuse_group_flags(args)
+    check_work("road-steps", [("--roads", args.roads), ("--steps", args.steps), ("drives", MONITOR_DRIVES)],
+               MAX_ROAD_KM * STEPS_PER_KM, "give fewer roads or steps")
     model = load_run(args.model, "cpu") if args.model else None
     result = {"model": args.model or "untrained patchvote (seed 0)",
               **bench_monitor(model, roads=args.roads, steps=args.steps)}
@@ -96,15 +130,17 @@ def cmd_bench_all(args: argparse.Namespace) -> int:
     from drivenet_patch.bench.timing import bench_models, bench_train, bench_world, machine, ratio_table
     from drivenet_patch.models import create_model
 
+    frames = 2048 if args.all_frames is None else args.all_frames
+    steps = 40 if args.all_attack_steps is None else args.all_attack_steps
     echo = (lambda m: print(m, file=sys.stderr, flush=True)) if args.json else print
     parts: dict[str, Any] = {"machine": machine(), "device": args.device}
     echo("bench 1/5: world rendering ...")
-    parts["world"] = bench_world(frames=args.frames, compile=args.compile, device=args.device)
+    parts["world"] = bench_world(frames=frames, compile=args.compile, device=args.device)
     echo("bench 2/5: training and inference ...")
     parts["train"] = bench_train(device=args.device, compile=args.compile)
     echo("bench 3/5: sticker attack vs ART ...")
     model = create_model("pilotnet", generator=torch.Generator().manual_seed(0)).to(args.device).eval()
-    parts["attack"] = bench_attack(model, steps=args.attack_steps, batch=16, device=args.device)
+    parts["attack"] = bench_attack(model, steps=steps, batch=16, device=args.device)
     echo("bench 4/5: PatchVote vs PilotNet vs ART derandomized smoothing ...")
     parts["defense"] = bench_defense(None, device=args.device, art=not args.no_art)
     echo("bench 5/5: PatchDrive vs PilotNet inference cost ...")
@@ -120,25 +156,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     help_ = "benchmarks (ratios measured side by side in one process); no sub-command: all of them"
     g = sub.add_parser("bench", help=help_, description=help_ + ", then one table of ratios")
     g.set_defaults(fn=cmd_bench_all)
-    g.add_argument("--frames", type=positive_int, default=2048, help="world: frames per measurement")
-    g.add_argument("--attack-steps", type=positive_int, default=40, help="attack: optimiser steps of each attack")
+    g.add_argument("--frames", dest="all_frames", metavar="FRAMES", type=count(MAX_BENCH_FRAMES, "a number of frames"),
+                   help=f"world: frames per measurement (default 2048; at most {MAX_BENCH_FRAMES:,})")
+    g.add_argument("--attack-steps", dest="all_attack_steps", metavar="STEPS",
+                   type=count(MAX_STICKER_STEPS, "a number of steps"),
+                   help=f"attack: optimiser steps of each attack (default 40; at most {MAX_STICKER_STEPS})")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                    help="also measure torch.compile'd renderer and train step (default on)")
     g.add_argument("--no-art", action="store_true", help="skip the (slow) ART derandomized smoothing measurement")
     add_device_and_json(g)
     bench = g.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", parser_class=Parser)
     c = command(bench, "world", "frames per second of batched world rendering", cmd_bench_world)
-    c.add_argument("--frames", type=positive_int, default=2048, help="frames per measurement")
+    c.add_argument("--frames", type=count(MAX_BENCH_FRAMES, "a number of frames"), default=2048,
+                   help=f"frames per measurement (default 2048; at most {MAX_BENCH_FRAMES:,})")
     c.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                    help="also measure the torch.compile'd renderer (default on)")
     add_device_and_json(c)
     c = command(bench, "train", "PilotNet train step, end-to-end training and inference images/s", cmd_bench_train)
-    c.add_argument("--batches", type=positive_int, default=30, help="batches per end-to-end measurement")
+    c.add_argument("--batches", type=count(MAX_BENCH_BATCHES, "a number of batches"), default=30,
+                   help="batches per end-to-end measurement (default 30)")
     c.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                    help="also measure the torch.compile'd train step (default on)")
     add_device_and_json(c)
     c = command(bench, "models", "PatchDrive vs PilotNet inference: multiply-adds and images/s", cmd_bench_models)
-    c.add_argument("--batch", type=positive_int, default=64, help="images per forward pass (default 64)")
+    c.add_argument("--batch", type=count(1024, "a batch size"), default=64,
+                   help="images per forward pass (default 64; at most 1024)")
     c.add_argument("--no-onnx", action="store_true",
                    help="skip the ONNX Runtime runs (default: with the deploy extra, export each model and time it "
                         "in ONNX Runtime beside PyTorch, same batch and threads; adds ResNet-18 and PatchVote)")
@@ -146,8 +188,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = command(bench, "attack", "sticker attack step vs ART AdversarialPatchPyTorch: s/step and deviation",
                 cmd_bench_attack)
     c.add_argument("--model", help="trained run folder (default: an untrained PilotNet; timings only)")
-    c.add_argument("--steps", type=positive_int, default=40, help="optimiser steps of each attack (default 40)")
-    c.add_argument("--batch", type=positive_int, default=16, help="frames per step (default 16)")
+    c.add_argument("--steps", type=count(MAX_STICKER_STEPS, "a number of steps"), default=40,
+                   help=f"optimiser steps of each attack (default 40; at most {MAX_STICKER_STEPS})")
+    c.add_argument("--batch", type=EOT_BATCH, default=16, help="frames per step (default 16)")
     add_device_and_json(c)
     c = command(bench, "defense", "PatchVote vs PilotNet vs ART derandomized smoothing images/s; certify frames/s",
                 cmd_bench_defense)
@@ -157,6 +200,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = command(bench, "monitor", "closed-loop step time with and without the certified runtime monitor; "
                 "vehicle-side certifier frames/s", cmd_bench_monitor)
     c.add_argument("--model", help="PatchVote run folder (default: an untrained PatchVote; speed is the same)")
-    c.add_argument("--roads", type=positive_int, default=10, help="cars driven at once (default 10)")
-    c.add_argument("--steps", type=positive_int, default=30, help="steps per timed drive (default 30)")
+    c.add_argument("--roads", type=count(MAX_DRIVE_ROADS, "a number of roads"), default=10,
+                   help="cars driven at once (default 10)")
+    c.add_argument("--steps", type=count(MAX_BENCH_STEPS, "a number of steps"), default=30,
+                   help=f"steps per timed drive (default 30; --roads x --steps x {MONITOR_DRIVES} drives at most "
+                        f"{MAX_ROAD_KM * STEPS_PER_KM:,.0f})")
     add_json(c)

@@ -13,11 +13,54 @@ from drivenet_patch.app.cli.common import (
     add_format,
     emit,
     load_run,
-    positive_int,
     progress,
     run_home,
 )
+from drivenet_patch.app.cli.flags import (
+    BATCH,
+    FRAMES,
+    MAX_ATTACK_RUNS,
+    MAX_ATTACK_STEPS,
+    SEED,
+    check_batch,
+    check_work,
+    count,
+    fill,
+    given,
+    real,
+    refuse_given,
+)
 from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.safety.values import (
+    MAX_ATTACK_WORK,
+    MAX_CELLS,
+    MAX_PHYSICAL_ATTACK_WORK,
+    bounded_float,
+    flag_type,
+)
+
+#: ``--delta``: at most this many degrees (a road wheel turns less), or a share of at most 100 %.
+MAX_DELTA_DEG = 90.0
+#: Flags of ``--physical`` only, and their defaults; ``--bottom`` is for a billboard only.
+PHYSICAL_FLAGS = {"place": "road", "distance": "5-30", "lateral": "-2.5:2.5", "yaw": 15.0, "bottom": "1.5",
+                  "spacing": 0.25}
+#: Flags of the pixel patch only (without ``--physical``), and their defaults.
+PIXEL_FLAGS = {"patch": "2%", "camera_patch": False, "sticker": None}
+
+
+def delta_value(name: str, text: str, hint: str = "") -> str:
+    """``--delta`` checked as text: degrees in (0, 90] or a share ``P%`` with P in (0, 100]; the text itself
+    (a share becomes degrees once the labels are known, :func:`parse_delta`)."""
+    s = str(text).strip()
+    if s.endswith("%"):
+        bounded_float(name, s[:-1], low=0.0, high=100.0, low_open=True, hint=hint)
+    else:
+        bounded_float(name, s, low=0.0, high=MAX_DELTA_DEG, low_open=True, hint=hint)
+    return s
+
+
+DELTA = flag_type(delta_value, hint=f"give degrees in (0, {MAX_DELTA_DEG:g}] or a share of the labels' range in "
+                  "(0%, 100%], e.g. 2 or 10%")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,42 +73,45 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--data", help="dataset folder or log file")
     src.add_argument("--world", action="store_true", help="render held-out world frames (default when no --data)")
     add_format(c, "dataset format for --data")
-    c.add_argument("--frames", type=positive_int, help="frames: --world renders this many (default 1000); "
+    c.add_argument("--frames", type=FRAMES, help="frames: --world renders this many (default 1000); "
                    "--data uses the first this many (default all)")
-    c.add_argument("--patch", default="2%", help="patch HxW pixels at the model input, or a share of its area "
-                   "(default 2%%)")
+    c.add_argument("--patch", help="patch HxW pixels at the model input, or a share of its area "
+                   "(default 2%%; not with --physical)")
     c.add_argument("--camera-patch", action="store_true",
                    help="--patch is in camera pixels (a share: of the camera image); it is mapped through the "
                         "dataset's crop and resize to the largest patch it can become at the model input")
     c.add_argument("--aggregate", help="median | trimmed | vote | reject (default: the model's)")
-    c.add_argument("--delta", default="10%", help="tolerance in degrees, or a share of the labels' range "
-                   "(max - min) such as 10%% (default)")
+    c.add_argument("--delta", type=DELTA, default="10%", help="tolerance in degrees, or a share of the labels' range "
+                   "(max - min) such as 10%% (default); at most 90 degrees or 100%%")
     c.add_argument("--sweep", action="store_true", help="also tabulate patch sizes x tolerances (sweep.csv)")
-    c.add_argument("--attack", type=int, default=0, help="adaptive attack runs (PGD patches at random positions, "
+    c.add_argument("--attack", type=count(MAX_ATTACK_RUNS, "attack runs", low=0), default=0,
+                   help="adaptive attack runs (PGD patches at random positions, "
                    "aimed at the aggregate and at the votes); reports violations. With --physical: stickers of the "
                    "threat at random places inside it on held-out world roads, their textures optimised through the "
-                   "renderer's maps; writes attacks_physical.csv")
+                   "renderer's maps; writes attacks_physical.csv. --attack x --attack-steps at most "
+                   f"{MAX_ATTACK_WORK:,} (with --physical {MAX_PHYSICAL_ATTACK_WORK:,})")
     c.add_argument("--sticker", type=Path, help="attack folder (pdn attack): composite its sticker into held-out "
-                   "world approach scenes and check each output against the certificate of the sticker's footprint")
+                   "world approach scenes and check each output against the certificate of the sticker's footprint "
+                   "(not with --physical)")
     c.add_argument("--physical", metavar="WxL", help="certify against any physical sticker of WIDTHxLENGTH metres "
                    "(road: across x along; billboard: width x height) anywhere in the threat region below, instead "
                    "of a pixel patch; JSON gains threat, n_sets and certified_acc_by_distance")
-    c.add_argument("--place", default="road", help="--physical: road | billboard (default road)")
-    c.add_argument("--distance", default="5-30", help="--physical: camera distances to the sticker centre, NEAR-FAR "
+    c.add_argument("--place", help="--physical: road | billboard (default road)")
+    c.add_argument("--distance", help="--physical: camera distances to the sticker centre, NEAR-FAR "
                    "metres (default 5-30)")
-    c.add_argument("--lateral", default="-2.5:2.5", help="--physical: the centre's offset left of the camera axis, "
+    c.add_argument("--lateral", help="--physical: the centre's offset left of the camera axis, "
                    "LO:HI metres (default -2.5:2.5; a billboard to the right: e.g. --lateral=-8:-4, with \"=\" since the "
                    "value starts with a minus)")
-    c.add_argument("--yaw", type=float, default=15.0, help="--physical: largest rotation of the sticker, degrees "
-                   "(default 15)")
-    c.add_argument("--bottom", default="1.5", help="--physical billboard: height of its lower edge, LO-HI metres "
+    c.add_argument("--yaw", type=real(0.0, 90.0, "degrees"), help="--physical: largest rotation of the sticker, "
+                   "degrees (default 15; at most 90)")
+    c.add_argument("--bottom", help="--physical billboard: height of its lower edge, LO-HI metres "
                    "(default 1.5)")
-    c.add_argument("--spacing", type=float, default=0.25, help="--physical: grid spacing of the covering, metres "
-                   "(default 0.25; finer is tighter and slower)")
-    c.add_argument("--attack-steps", type=positive_int, default=20, help="PGD steps per attack run (patch pixels, or "
-                   "the sticker texture with --physical; default 20)")
-    c.add_argument("--batch", type=positive_int, default=256, help="frames per forward pass (default 256)")
-    c.add_argument("--seed", type=int, default=0, help="seed of --world frames and of the attacks")
+    c.add_argument("--spacing", type=real(0.02, 5.0, "metres"), help="--physical: grid spacing of the covering, "
+                   f"metres (default 0.25; finer is tighter and slower: at most {MAX_CELLS:,} cells in all)")
+    c.add_argument("--attack-steps", type=count(MAX_ATTACK_STEPS, "PGD steps"), help="--attack: PGD steps per "
+                   "attack run (patch pixels, or the sticker texture with --physical; default 20)")
+    c.add_argument("--batch", type=BATCH, default=256, help="frames per forward pass (default 256)")
+    c.add_argument("--seed", type=SEED, default=0, help="seed of --world frames and of the attacks")
     c.add_argument("--out", type=Path, help="output folder (default RUN/certify)")
     add_device_and_json(c)
     c.set_defaults(fn=cmd_certify)
@@ -91,6 +137,56 @@ def parse_threat(args: argparse.Namespace) -> Any:
         raise PDNError(f"--place must be road or billboard, got {args.place!r}")
     return PhysicalThreat(w, length, place=args.place, distance_m=parse_range(args.distance, "--distance"),
                           lateral_m=lateral, yaw_deg=args.yaw, bottom_m=bottom)
+
+
+def check_flags(args: argparse.Namespace) -> Any:
+    """Every flag of ``pdn certify`` checked together, before any work: flags of the other mode are refused,
+    the mode's defaults filled in, the attack's runs x steps and the covering's cells bounded.
+
+    Returns:
+        The :class:`defenses.physical.PhysicalThreat` of ``--physical``, else None.
+    """
+    physical = args.physical is not None  # --physical "" is a malformed threat, not the pixel patch
+    if physical:
+        refuse_given(args, ["--patch", "--camera-patch", "--sticker"],
+                     "with --physical (it certifies against every sticker of the threat, not a pixel patch)")
+        if given(args, "--bottom") and args.place != "billboard":
+            raise PDNError(f"--bottom {args.bottom!r} applies to --place billboard only; drop it")
+        if args.attack and args.data:
+            raise PDNError("--physical --attack renders its own world frames at the model input; drop --data "
+                           "(certify the dataset and attack in two calls)")
+    else:
+        refuse_given(args, ["--" + k.replace("_", "-") for k in PHYSICAL_FLAGS],
+                     "without --physical (it describes the physical threat)", "give --physical WxL or drop it")
+    if given(args, "--attack-steps") and not args.attack:
+        raise PDNError(f"--attack-steps {args.attack_steps} applies to --attack runs only; give --attack N or drop it")
+    fill(args, attack_steps=20, **(PHYSICAL_FLAGS if physical else PIXEL_FLAGS))
+    if args.attack:
+        limit = MAX_PHYSICAL_ATTACK_WORK if physical else MAX_ATTACK_WORK
+        check_work("run-steps" + (" of rendered stickers" if physical else " of PGD"),
+                   [("--attack", args.attack), ("--attack-steps", args.attack_steps)], limit,
+                   "give fewer runs or steps")
+    if not physical:
+        return None
+    threat = parse_threat(args)
+    check_cells(args, threat)
+    return threat
+
+
+def check_cells(args: argparse.Namespace, threat: Any) -> int:
+    """The covering's grid cells (each one footprint raster, about 1 ms), its ``--sweep`` coverings included,
+    refused past ``MAX_CELLS`` before anything is computed."""
+    from defenses.evaluate import PHYSICAL_SWEEP_AREAS_M2
+    from defenses.physical import cell_count
+
+    n = cell_count(threat, args.spacing)
+    coverings = 1 + (2 * len(PHYSICAL_SWEEP_AREAS_M2) if args.sweep else 0)  # the sweep: each area, both aspects
+    if n * coverings > MAX_CELLS:
+        raise PDNError(f"--distance {args.distance} x --lateral {args.lateral} at --spacing {args.spacing:g} m is "
+                       f"{n:,} grid cells" + (f" x {coverings} coverings with --sweep" if args.sweep else "")
+                       + f" = {n * coverings:,}, over the limit of {MAX_CELLS:,}: give a coarser --spacing or a "
+                       "smaller region" + (", or drop --sweep" if args.sweep else ""))
+    return n
 
 
 def parse_delta(text: str, labels: Any) -> float:
@@ -120,8 +216,6 @@ def cmd_certify(args: argparse.Namespace) -> int:
 
     from defenses.aggregate import METHODS
     from defenses.evaluate import (
-        MAX_ATTACK_RUNS,
-        MAX_ATTACK_STEPS,
         SWEEP_DELTAS_DEG,
         SWEEP_PATCHES,
         adaptive_check,
@@ -142,24 +236,19 @@ def cmd_certify(args: argparse.Namespace) -> int:
     run = Path(args.model)
     if args.aggregate is not None and args.aggregate not in METHODS:
         raise PDNError(f"--aggregate must be one of {', '.join(METHODS)}, got {args.aggregate!r}")
-    if not 0 <= args.attack <= MAX_ATTACK_RUNS:
-        raise PDNError(f"--attack must lie in [0, {MAX_ATTACK_RUNS}] runs, got {args.attack}")
-    if args.attack_steps > MAX_ATTACK_STEPS:
-        raise PDNError(f"--attack-steps must be at most {MAX_ATTACK_STEPS}, got {args.attack_steps}")
+    threat = check_flags(args)  # every flag, before the model loads
     model = load_run(args.model, args.device)
+    check_batch("--batch", args.batch, model.input_size)
     if not hasattr(model, "votes") or not hasattr(model, "layout"):
         raise PDNError(f"--model: {run} holds a {model.name} model; pdn certify needs a PatchVote model "
                        "(pdn train --model patchvote)")
     method = args.aggregate or model.aggregate_name
     out_dir = args.out or run_home(args.model) / "certify"
     check_output_folder(out_dir, "certify")  # new, empty or a certify folder; created just before its first file
-    if args.physical:
-        if args.camera_patch:
-            raise PDNError("--physical: --camera-patch is not available with a physical threat")
-        if args.attack and args.data:
-            raise PDNError("--physical --attack renders its own world frames at the model input; drop --data "
-                           "(certify the dataset and attack in two calls)")
-        return _certify_physical(args, model, parse_threat(args), method, out_dir)
+    if threat is not None:
+        return _certify_physical(args, model, threat, method, out_dir)
+    if not args.camera_patch:
+        parse_patch(args.patch, model.input_size)  # before the frames are rendered or read
     with tempfile.TemporaryDirectory() as tmp:
         if args.data:
             dataset = open_dataset(args.data, format=args.format, size=model.input_size)
@@ -258,15 +347,18 @@ def _certify_physical(args: argparse.Namespace, model: Any, threat: Any, method:
             dataset = open_dataset(args.data, format=args.format, size=model.input_size)
             geom, limit = ImageGeometry.from_dataset(dataset), args.frames
         else:
-            dataset = world_dataset(model, args.frames or 1000, args.seed, Path(tmp) / "world")
             geom, limit = ImageGeometry.world(model.input_size), None
         touch = physical_touch(threat, geom, model.layout, args.spacing)
+        out_of_view = check_in_view(args, touch)  # before a frame is rendered or a vote computed
+        if not args.data:
+            dataset = world_dataset(model, args.frames or 1000, args.seed, Path(tmp) / "world")
         votes, labels = collect_votes(model, dataset, args.batch, args.device, limit, progress(args))
     delta = parse_delta(args.delta, labels)
     metrics, frames = physical_certificate(model, votes, labels, touch, method, delta)
     result: dict[str, Any] = {**metrics, "threat": threat.to_dict(), "aggregate": method, "model": str(args.model),
                               "source": "data" if args.data else "world", "spacing_m": float(args.spacing),
-                              "cells": len(touch.distance_m), "margin_px": geom.margin_px,
+                              "cells": len(touch.distance_m), "cells_out_of_view": out_of_view,
+                              "margin_px": geom.margin_px,
                               "label_range_deg": [float(labels.min()), float(labels.max())]}
     prepare_output_folder(out_dir, "certify")
     write_csv(out_dir / "certify_frames.csv", frames, float_format="%.6g")
@@ -294,6 +386,18 @@ def _certify_physical(args: argparse.Namespace, model: Any, threat: Any, method:
             + f"; written to {out_dir}")
     emit(result, args.json, text)
     return 0
+
+
+def check_in_view(args: argparse.Namespace, touch: Any) -> int:
+    """Refuse a threat that the camera never sees (every cell's footprint misses the model input): its
+    certificate would hold vacuously, with no region touched. Returns how many cells lie out of view."""
+    outside = int((touch.footprint_px == 0).sum())
+    if outside == len(touch.footprint_px) or not bool(touch.touch.any()):
+        raise PDNError(f"--physical {args.physical}: no sticker of this threat is in the camera's view (none of its "
+                       f"{len(touch.footprint_px):,} cells at --distance {args.distance} --lateral {args.lateral} "
+                       "reaches the model input), so it could only be certified vacuously: move --distance and "
+                       "--lateral into view")
+    return outside
 
 
 def _attack_physical(args: argparse.Namespace, model: Any, threat: Any, method: str, out_dir: Path) -> dict[str, Any]:

@@ -11,11 +11,11 @@ from drivenet_patch.app.cli.common import (
     add_format,
     add_json,
     emit,
-    positive_int,
     progress,
 )
 from drivenet_patch.app.cli.common import add_command as command
 from drivenet_patch.app.cli.common import add_group as group
+from drivenet_patch.app.cli.flags import FRAMES, MAX_EPISODE_STEPS, SEED, count
 from drivenet_patch.safety.errors import PDNError
 
 
@@ -67,13 +67,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     data = group(sub, "data", "make and inspect datasets")
     c = command(data, "synth", "render a dataset from the built-in driving world", cmd_data_synth)
     c.add_argument("--out", required=True, type=Path, help="output folder (images.npy, labels.csv, meta.json)")
-    c.add_argument("--frames", required=True, type=positive_int, help="number of frames to write")
-    c.add_argument("--seed", type=int, default=0, help="random seed (same seed -> same dataset)")
+    c.add_argument("--frames", required=True, type=FRAMES, help="number of frames to write (at most 10,000,000, "
+                   "and no more than the free disk space holds)")
+    c.add_argument("--seed", type=SEED, default=0, help="random seed (same seed -> same dataset)")
     c.add_argument("--size", default="66x200", help="frame size HxW (default 66x200; 160x320 also common)")
     c.add_argument("--cameras", default="center", help="comma-separated: center,left,right (default center)")
     # The default lives in drivenet_patch.data.synthesize.EPISODE_STEPS (importing it here would load torch for
     # `pdn --help`); tests/test_cli.py checks that this help names the same number.
-    c.add_argument("--episode-steps", type=positive_int,
+    c.add_argument("--episode-steps", type=count(MAX_EPISODE_STEPS, "a number of steps", low=2),
                    help="simulation steps per episode (0.1 s; default 60): one road and one lighting per episode, "
                         "so fewer steps give more of both")
     c.add_argument("--compile", action="store_true", help="torch.compile the renderer (faster for large N)")
@@ -89,7 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     world = group(sub, "world", "the built-in driving world")
     c = command(world, "preview", "render a labelled grid of standard world views", cmd_world_preview)
     c.add_argument("--out", required=True, help="output image (.png)")
-    c.add_argument("--seed", type=int, default=0, help="seed of the random road and style")
+    c.add_argument("--seed", type=SEED, default=0, help="seed of the random road and style")
     c.add_argument("--size", default="132x400", help="tile size HxW (default 132x400: the model view at 2x)")
     add_json(c)
 

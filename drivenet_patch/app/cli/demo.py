@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 from drivenet_patch.app.cli.common import emit
+from drivenet_patch.app.cli.flags import count
+from drivenet_patch.safety.values import MAX_SEED
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -27,7 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("demo", help=help_, description=help_ + ". Finished stages are skipped on a re-run.")
     c.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
     c.add_argument("--quick", action="store_true", help="small settings: a few minutes on 2 cores (full: ~25 min)")
-    c.add_argument("--seed", type=int, default=0, help="base seed of data, training and attacks (default 0)")
+    # the stages use SEED, SEED + 1 and SEED + 2: each must be a seed of its command
+    c.add_argument("--seed", type=count(MAX_SEED - 2, "a seed", low=0), default=0,
+                   help="base seed of data, training and attacks (default 0)")
     c.add_argument("--restart", action="store_true",
                    help="run every stage again, even those already finished (deletes only the demo's stage "
                         "markers; a folder that is not a demo is refused all the same)")

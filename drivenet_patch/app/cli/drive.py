@@ -7,12 +7,24 @@ at import time: the heavy modules load only when the command runs.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 from typing import Any
 
-from drivenet_patch.app.cli.common import emit, load_run, positive_int, progress
+from drivenet_patch.app.cli.common import emit, load_run, progress
+from drivenet_patch.app.cli.flags import (
+    ANGLE,
+    KM,
+    MAX_DRIVE_ROADS,
+    MAX_THREADS,
+    SEED,
+    check_work,
+    count,
+    fill,
+    real,
+    refuse_given,
+)
 from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.safety.values import MAX_ROAD_KM
 from drivenet_patch.world.seeds import DRIVE_SEED
 
 DESCRIPTION = """\
@@ -35,27 +47,32 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     c.set_defaults(fn=cmd_drive)
     c.add_argument("--model", required=True, help="run folder (or model .safetensors with config.json beside it)")
-    c.add_argument("--roads", type=positive_int, default=10, help="number of roads driven at once (default 10)")
-    c.add_argument("--km", type=float, default=1.0, help="kilometres driven on each road (default 1.0)")
-    c.add_argument("--seed", type=int, default=DRIVE_SEED,
+    c.add_argument("--roads", type=count(MAX_DRIVE_ROADS, "roads"), default=10,
+                   help=f"number of roads driven at once (default 10; at most {MAX_DRIVE_ROADS})")
+    c.add_argument("--km", type=KM, default=1.0, help="kilometres driven on each road (default 1.0; at most 20, and "
+                   f"--roads x --km at most {MAX_ROAD_KM:g})")
+    c.add_argument("--seed", type=SEED, default=DRIVE_SEED,
                    help=f"seed of the roads and lighting (default {DRIVE_SEED}: held out from training)")
     c.add_argument("--sticker", help="sticker PNG, or attack folder with sticker.png and attack.json")
-    c.add_argument("--sticker-every", type=float, default=100.0, metavar="M",
-                   help="spacing of the sticker copies along each road in metres (default 100)")
+    c.add_argument("--sticker-every", type=real(10.0, 100_000.0, "metres"), metavar="M",
+                   help="--sticker: spacing of the sticker copies along each road in metres (default 100)")
     c.add_argument("--video", help="write road 0 with the steering drawn in as .mp4 (or .avi)")
     c.add_argument("--out", help="folder for drive_log.csv (one row per road and step) and drive.json")
     c.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    c.add_argument("--threads", type=positive_int, default=1,
+    c.add_argument("--threads", type=count(MAX_THREADS, "threads"), default=1,
                    help="torch CPU threads (default 1: small per-step work; more only helps big models on idle cores)")
     c.add_argument("--monitor", action="store_true",
                    help="PatchVote only: certify every frame against the model's pixel-patch threat and log "
                         "cert_lo, cert_hi, verified (interval at most --delta wide) and fallback per step")
-    c.add_argument("--delta", type=float, default=2.0, help="--monitor: verified interval width in degrees (default 2)")
-    c.add_argument("--monitor-patch", default="2%", help="--monitor: the threat's patch (default 2%%, as pdn certify)")
-    c.add_argument("--fallback", default="none", choices=["none", "slow", "hold"],
-                   help="--monitor: while unverified, slow down (slow) or keep the last verified steering (hold)")
-    c.add_argument("--slow-factor", type=float, default=0.5, help="--fallback slow: speed multiplier (default 0.5)")
-    c.add_argument("--hold-s", type=float, default=1.0, help="--fallback hold: at most this many seconds (default 1)")
+    c.add_argument("--delta", type=ANGLE, help="--monitor: verified interval width in degrees (default 2)")
+    c.add_argument("--monitor-patch", help="--monitor: the threat's patch (default 2%%, as pdn certify)")
+    c.add_argument("--fallback", choices=["none", "slow", "hold"],
+                   help="--monitor: while unverified, slow down (slow) or keep the last verified steering (hold); "
+                        "default none")
+    c.add_argument("--slow-factor", type=real(0.0, 1.0, "a speed multiplier", low_open=True),
+                   help="--fallback slow: speed multiplier (default 0.5)")
+    c.add_argument("--hold-s", type=real(0.0, 3600.0, "seconds"),
+                   help="--fallback hold: at most this many seconds (default 1)")
     c.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -68,9 +85,8 @@ def cmd_drive(args: argparse.Namespace) -> int:
     from drivenet_patch.world.camera import Camera
     from drivenet_patch.world.sticker_file import load_sticker
 
+    check_flags(args)
     ClosedLoopConfig().steps_for(args.km)  # refuses --km outside (0, MAX_KM_PER_ROAD] before any work
-    if not (math.isfinite(args.sticker_every) and args.sticker_every >= 10.0):
-        raise PDNError(f"--sticker-every must be >= 10 m, got {args.sticker_every}")
     if not 1 <= args.roads <= MAX_ROADS:
         raise PDNError(f"--roads must lie in [1, {MAX_ROADS}], got {args.roads}")
     if args.video and Path(args.video).suffix.lower() not in (".mp4", ".avi"):
@@ -86,8 +102,6 @@ def cmd_drive(args: argparse.Namespace) -> int:
     model = load_run(args.model, args.device)
     cfg = ClosedLoopConfig(sticker_every_m=float(args.sticker_every))
     steps = cfg.steps_for(float(args.km))
-    if not args.monitor and args.fallback != "none":
-        raise PDNError("--fallback needs --monitor")
     monitor = _monitor(model, args) if args.monitor else None
     camera = Camera().with_size(*model.input_size)
     roads = make_roads(args.roads, steps, cfg, args.seed)
@@ -125,6 +139,22 @@ def cmd_drive(args: argparse.Namespace) -> int:
                if "monitor" in result else ""))
     emit(result, args.json, text)
     return 0
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """The flags of ``pdn drive`` checked together before any work: those of a mode not chosen (``--monitor``,
+    a ``--fallback``, ``--sticker``) are refused, their defaults filled in, and roads x km bounded."""
+    if not args.monitor:
+        refuse_given(args, ["--delta", "--monitor-patch", "--fallback", "--slow-factor", "--hold-s"],
+                     "without --monitor", "give --monitor or drop it")
+    if args.fallback != "slow":
+        refuse_given(args, ["--slow-factor"], "without --fallback slow", "give --fallback slow or drop it")
+    if args.fallback != "hold":
+        refuse_given(args, ["--hold-s"], "without --fallback hold", "give --fallback hold or drop it")
+    if not args.sticker:
+        refuse_given(args, ["--sticker-every"], "without --sticker", "give --sticker or drop it")
+    fill(args, delta=2.0, monitor_patch="2%", fallback="none", slow_factor=0.5, hold_s=1.0, sticker_every=100.0)
+    check_work("road-km", [("--roads", args.roads), ("--km", args.km)], MAX_ROAD_KM, "drive fewer roads or fewer km")
 
 
 def _monitor(model: Any, args: argparse.Namespace) -> object:

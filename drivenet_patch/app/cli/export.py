@@ -9,7 +9,9 @@ import argparse
 from pathlib import Path
 
 from drivenet_patch.app.cli.common import emit, load_run
+from drivenet_patch.app.cli.flags import MAX_CHECK_FRAMES, OPSETS, check_batch, count
 from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.safety.values import MAX_BATCH, bounded_int
 
 DESCRIPTION = """\
 Export a trained steering model (PilotNet, ResNet-18, PatchDrive, PatchVote) to ONNX for ONNX
@@ -24,16 +26,14 @@ PyTorch. Needs the deploy extra: pip install -e '.[deploy]'.
 
 
 def parse_batch(text: str) -> int | None:
-    """``dynamic`` -> None, else a positive integer."""
+    """``dynamic`` -> None, else a batch size in ``[1, MAX_BATCH]``."""
     if text == "dynamic":
         return None
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'dynamic' or a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected 'dynamic' or a positive integer, got {text!r}")
-    return value
+        return bounded_int("value", text, low=1, high=MAX_BATCH)
+    except PDNError as exc:
+        raise argparse.ArgumentTypeError(f"{str(exc).removeprefix('value = ')}: give 'dynamic' or a batch size from "
+                                         f"1 to {MAX_BATCH:,}") from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,8 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--model", required=True, help="run folder (or model .safetensors with config.json beside it)")
     c.add_argument("--out", required=True, help="the .onnx file to write")
     c.add_argument("--batch", type=parse_batch, default=None, help="'dynamic' (default) or a fixed batch size")
-    c.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    c.add_argument("--check-frames", type=int, default=32, metavar="N",
+    c.add_argument("--opset", type=count(OPSETS[1], "an ONNX opset", low=OPSETS[0]), default=17,
+                   help=f"ONNX opset, {OPSETS[0]} to {OPSETS[1]} (default 17)")
+    c.add_argument("--check-frames", type=count(MAX_CHECK_FRAMES, "a number of frames", low=0), default=32, metavar="N",
                    help="held-out world frames compared in ONNX Runtime after the export (default 32; 0: skip)")
     c.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -58,6 +59,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not 0 <= args.check_frames <= 4096:
         raise PDNError(f"--check-frames must lie in [0, 4096], got {args.check_frames}")
     model = load_run(args.model, "cpu")
+    if args.batch is not None:
+        check_batch("--batch", args.batch, model.input_size)
     result = export_onnx(model, args.out, batch=args.batch, opset=args.opset)
     result["model"] = str(args.model)
     text = f"wrote {result['path']} ({result['bytes'] / 1e6:.1f} MB; outputs {', '.join(result['outputs'])})"

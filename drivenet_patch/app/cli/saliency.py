@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from drivenet_patch.app.cli.common import add_format, emit, positive_int
+from drivenet_patch.app.cli.common import add_format, emit
+from drivenet_patch.app.cli.flags import MAX_SALIENCY_FRAMES, count
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--model", required=True, help="run folder (model.safetensors + config.json) or .safetensors file")
     c.add_argument("--data", required=True, help="dataset folder or log file")
     c.add_argument("--out", required=True, type=Path, help="output folder for the PNGs and saliency.json")
-    c.add_argument("--n", type=positive_int, default=16, help="frames, spread evenly over the dataset (default 16)")
+    c.add_argument("--n", type=count(MAX_SALIENCY_FRAMES, "a number of frames"), default=16,
+                   help=f"frames, spread evenly over the dataset (default 16; at most {MAX_SALIENCY_FRAMES:,})")
     add_format(c)
     c.add_argument("--device", default="cpu", help="torch device (default cpu)")
     c.add_argument("--json", action="store_true", help="print one JSON object")

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from drivenet_patch.app.cli.common import add_command as command
-from drivenet_patch.app.cli.common import add_device_and_json, add_format, add_json, emit, positive_int
+from drivenet_patch.app.cli.common import add_device_and_json, add_format, add_json, emit
+from drivenet_patch.app.cli.flags import BATCH, FRAMES, check_batch
 
 
 def cmd_selection(args: argparse.Namespace) -> int:
@@ -19,6 +20,7 @@ def cmd_selection(args: argparse.Namespace) -> int:
     from drivenet_patch.storage.atomic import write_json
 
     model = load_model(args.model, device=args.device)
+    check_batch("--batch", args.batch, model.input_size)
     result: dict[str, Any] = {"model": str(args.model), "name": model.name,
                               "input_size": list(model.input_size)}
     if has_patches(model):
@@ -51,8 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--model", required=True, help="run folder (or model .safetensors with config.json beside it)")
     c.add_argument("--data", required=True, help="dataset folder or log file (frames to measure the selection on)")
     add_format(c)
-    c.add_argument("--frames", type=positive_int, default=512, help="frames spread over the dataset (default 512)")
-    c.add_argument("--batch", type=positive_int, default=64, help="batch of the timed forward pass (default 64)")
+    c.add_argument("--frames", type=FRAMES, default=512, help="frames spread over the dataset (default 512)")
+    c.add_argument("--batch", type=BATCH, default=64, help="batch of the timed forward pass (default 64)")
     add_device_and_json(c)
 
     c = command(sub, "selection-study", "the patch-selection study's table (make patchdrive-selection-study) from "

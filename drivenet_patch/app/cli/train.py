@@ -12,12 +12,23 @@ from drivenet_patch.app.cli.common import (
     add_device_and_json,
     add_format,
     emit,
-    positive_int,
     progress,
     run_home,
 )
 from drivenet_patch.app.cli.common import add_command as command
+from drivenet_patch.app.cli.flags import (
+    BATCH,
+    MAX_EPOCHS,
+    MAX_LR,
+    MAX_SAMPLES_PER_EPOCH,
+    SEED,
+    check_batch,
+    check_work,
+    count,
+    real,
+)
 from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.safety.values import MAX_TRAIN_SAMPLES
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -33,6 +44,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         model_cfg["input_size"] = tuple(parse_size(args.input_size, "--input-size"))
     model_cfg.update(_model_args(args.model, args.model_arg, model_cfg))
+    _check_sizes(args, model_cfg)
     cfg = TrainConfig(model=args.model, model_cfg=model_cfg, seed=args.seed, loss=args.loss, photometric=args.photometric,
                       balance=not args.no_balance, augment=not args.no_augment, compile=args.compile,
                       channels_last=not args.no_channels_last, device=args.device, **settings)
@@ -52,11 +64,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_sizes(args: argparse.Namespace, model_cfg: dict[str, Any]) -> None:
+    """A batch of the model's input and epochs x samples per epoch, bounded before any data is read."""
+    from drivenet_patch.models.registry import model_defaults, parse_input_size
+
+    if args.batch is not None:
+        size = model_cfg.get("input_size") or model_defaults(args.model).get("input_size")
+        if size is not None:
+            check_batch("--batch", args.batch, parse_input_size(size, "--model-arg input_size"))
+    if args.epochs is not None and args.samples_per_epoch is not None:
+        check_work("samples", [("--epochs", args.epochs), ("--samples-per-epoch", args.samples_per_epoch)],
+                   MAX_TRAIN_SAMPLES, "give fewer epochs or samples per epoch")
+
+
 def _model_args(model: str, items: Sequence[str], given: dict[str, Any]) -> dict[str, Any]:
     """``--model-arg KEY=VALUE`` items -> config keys, refusing one that another flag already sets."""
     from drivenet_patch.models import parse_model_args
 
-    extra = parse_model_args(model, items or [])
+    extra = parse_model_args(model, items or [], where="--model-arg")
     both = sorted(set(extra) & set(given))
     if both:
         raise PDNError(f"--model-arg: {', '.join(both)} is already set by its own flag (--{both[0].replace('_', '-')})")
@@ -108,11 +133,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a config key of the model (repeatable; stored in config.json), e.g. "
                         "selection_weight=0.01 for patchdrive; VALUE is read as JSON when it parses")
     c.add_argument("--out", required=True, help="run folder")
-    c.add_argument("--epochs", type=positive_int, help="epochs (default 10; --quick: 4)")
-    c.add_argument("--batch", type=positive_int, help="batch size (default 64)")
-    c.add_argument("--lr", type=float, help="peak learning rate (default 1e-3; --quick: 2e-3)")
-    c.add_argument("--samples-per-epoch", type=positive_int, help="frames drawn per epoch (default: dataset size)")
-    c.add_argument("--seed", type=int, default=0, help="run seed (same seed -> same metrics)")
+    c.add_argument("--epochs", type=count(MAX_EPOCHS, "a number of epochs"), help="epochs (default 10; --quick: 4)")
+    c.add_argument("--batch", type=BATCH, help="batch size (default 64)")
+    c.add_argument("--lr", type=real(0.0, MAX_LR, "a learning rate", low_open=True),
+                   help="peak learning rate (default 1e-3; --quick: 2e-3)")
+    c.add_argument("--samples-per-epoch", type=count(MAX_SAMPLES_PER_EPOCH, "a number of samples"),
+                   help=f"frames drawn per epoch (default: dataset size; --epochs x this at most {MAX_TRAIN_SAMPLES:,})")
+    c.add_argument("--seed", type=SEED, default=0, help="run seed (same seed -> same metrics)")
     c.add_argument("--loss", default="mse", choices=["mse", "huber"], help="training loss")
     c.add_argument("--no-balance", action="store_true", help="sample frames uniformly (no curve balancing)")
     c.add_argument("--no-augment", action="store_true", help="no augmentation")
