@@ -240,7 +240,7 @@ def test_report_summary_says_which_model_each_certificate_is_from(tmp_path: Path
 @pytest.mark.slow
 def test_remake_the_quickest_model_from_its_recipe(tmp_path: Path) -> None:
     """The manifest's recipe re-makes PatchDrive (the quickest: 10,000 frames at 160 x 320 and 5 short
-    epochs, about 5 minutes on 2 cores), and the re-made model reproduces the shipped one's check figures."""
+    epochs, about 3 minutes on 2 cores), and the re-made model reproduces the shipped one's check figures."""
     name = "patchdrive"
     entry = zoo_entry(name)
     run_items(main, entry["steps"], tmp_path, work=tmp_path, echo=lambda _line: None)
