@@ -152,7 +152,7 @@ def _pdn_lines(text: str) -> list[str]:
     for line in text.splitlines():
         line = line.split(" #", 1)[0].strip().removeprefix("$ ")
         m = re.search(r"(?:^|\s|/)pdn\s(.*)$", line) or re.search(r"-m drivenet_patch\.app\.cli\s(.*)$", line)
-        if m and not line.startswith("pdn:"):
+        if m and not re.match(r"pdn[\w -]*:", line):  # `pdn: error: ...`, `pdn bench monitor: error: ...` are output
             lines.append(m.group(1))
     return lines
 

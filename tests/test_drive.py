@@ -243,7 +243,7 @@ def test_bad_inputs_raise_one_line_errors(roads: list[Road], tmp_path: Path) -> 
         load_sticker(tmp_path / "missing.png")
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"not a png")
-    with pytest.raises(PDNError, match="cannot read"):
+    with pytest.raises(PDNError, match=r"junk\.png: cannot decode image"):
         load_sticker(junk)
     folder = tmp_path / "attack"
     folder.mkdir()
@@ -253,7 +253,7 @@ def test_bad_inputs_raise_one_line_errors(roads: list[Road], tmp_path: Path) -> 
     with pytest.raises(PDNError, match="unknown placement field 'wdth_m'"):
         load_sticker(folder)
     (folder / "attack.json").write_text(json.dumps({"placement": {"width_m": "wide"}}))
-    with pytest.raises(PDNError, match="finite number"):
+    with pytest.raises(PDNError, match=r"attack\.json: placement\.width_m = 'wide' must be a number"):
         load_sticker(folder)
 
 

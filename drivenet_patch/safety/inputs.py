@@ -601,8 +601,7 @@ def check_image_header(data: bytes, where: str) -> tuple[int, int]:
     anything is decoded (a few kilobytes of PNG can declare 16000 x 16000 pixels, a gigabyte decoded)."""
     size = image_size(data)
     if size is None:
-        raise PDNError(f"{where}: cannot read it as an image: no {IMAGE_FORMATS} header declaring its size, or "
-                       "one cut short; convert it to PNG")
+        raise PDNError(f"{where}: cannot decode image: corrupt or not an image (no size in its header)")
     w, h = size
     if not (1 <= w <= MAX_IMAGE_SIDE and 1 <= h <= MAX_IMAGE_SIDE):
         raise PDNError(f"{where}: declares {w} x {h} pixels; the limit is {MAX_IMAGE_SIDE} a side (and at least 1): "

@@ -192,8 +192,9 @@ def test_cli_attack_no_print_skips_only_the_print_pdf(run_dir: Path, tmp_path: P
     atk = tmp_path / "atk"
     assert main(["attack", "--model", str(run_dir), "--out", str(atk), "--steps", "2", "--batch", "4", "--roads", "1",
                  "--poses", "4", "--texels", "8x14", "--no-print", "--json"]) == 0
-    assert sorted(p.name for p in atk.iterdir()) == ["attack.json", "examples.png", "history.csv", "sticker.png",
-                                                      "sticker_palette.png"]
+    # the folder's marker says it is an attack folder (storage.folders), so pdn attack may resume into it
+    assert sorted(p.name for p in atk.iterdir()) == [".pdn-folder.json", "attack.json", "examples.png", "history.csv",
+                                                      "sticker.png", "sticker_palette.png"]
 
 
 def test_cli_missing_model_and_sticker_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
