@@ -123,7 +123,7 @@ def test_parsers() -> None:
     assert (p.kind, p.d, p.width_m, p.length_m) == ("road", EGO_LANE_D - 1.0, 2.0, 3.5)
     b = world_placement("billboard", (4.0, 2.5), lateral_m=1.0)
     assert b.kind == "billboard" and b.d == world_placement("billboard", (4.0, 2.5)).d + 1.0
-    with pytest.raises(PDNError, match="^lateral_m must"):  # the parameter; the CLI names it --lateral
+    with pytest.raises(PDNError, match=r"^lateral_m must"):  # the parameter; the CLI names it --lateral
         world_placement("road", (2.0, 3.5), lateral_m=float("nan"))
 
 
