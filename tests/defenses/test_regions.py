@@ -144,7 +144,7 @@ def test_parse_patch_pixels_and_area_shares() -> None:
         ph, pw = parse_patch(spec)
         assert ph * pw >= float(spec[:-1]) / 100 * 66 * 200
     for bad in ("0%", "101%", "x%", "abc", "16x", "70x10", "0x5", "-3x4", "4.5x4"):
-        with pytest.raises(PDNError, match="^patch: "):  # the parameter; pdn certify names it --patch
+        with pytest.raises(PDNError, match=r"^patch: "):  # the parameter; pdn certify names it --patch
             parse_patch(bad)
 
 
