@@ -58,7 +58,7 @@ ZOO_ARGS ?=
 zoo: $(STAMP)
 	$(BIN)/pdn zoo make --work $(ZOO) $(ZOO_ARGS)
 
-# The PilotNet vs PatchDrive study behind the README table (~40 min on 2 cores): the same 160x320 data
+# The PilotNet vs PatchDrive study behind docs/training.md's table (~40 min on 2 cores): the same 160x320 data
 # and recipe for both models, then held-out RMSE, closed-loop autonomy and the sticker attack (plus a
 # sticker that also pulls PatchDrive's saliency). Results: $(STUDY)/results/*.json. Each step writes its
 # result atomically, so an interrupted run resumes at the step it stopped in.
@@ -102,11 +102,11 @@ $(S_RES)/patchdrive_attack_sal_eval.json: $(S_RES)/patchdrive_attack_sal.json
 	$(BIN)/pdn attack eval --model $(STUDY)/patchdrive --sticker $(STUDY)/patchdrive_sticker_sal $(S_EV) \
 	  --json > $@.tmp && mv $@.tmp $@
 
-# Issue 22, the patch-selection loss (`--model-arg selection_weight=L`): PilotNet and PatchDrive at
+# The patch-selection loss (`--model-arg selection_weight=L`): PilotNet and PatchDrive at
 # lambda in SEL_LAMBDAS, the same data and recipe, then held-out RMSE, effective patches and cost
 # (`pdn selection`), and the sticker attack with and without --saliency-weight 2 on >= 256 held-out
 # frames with the noise/grey controls. Sized for ~60 min on 2 shared cores (74 min measured at load
-# average 9-17, README); every step writes its
+# average 9-17, docs/training.md); every step writes its
 # result atomically, so an interrupted run resumes. Table: $(SEL)/results/table.md.
 SEL     ?= runs/patchdrive_selection
 SEL_LAMBDAS ?= 0 0.03 1

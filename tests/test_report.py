@@ -341,7 +341,7 @@ def test_models_compared_when_several_runs(inputs: list[Path], tmp_path: Path) -
         save_model(run, create_model(name, generator=torch.Generator().manual_seed(0)))
         (run / "metrics.csv").write_text((inputs[0] / "metrics.csv").read_text())
         runs.append(run)
-    # issue 22: a PatchDrive trained with the patch-selection loss shows its lambda and effective patches
+    # a PatchDrive trained with the patch-selection loss shows its lambda and effective patches
     gated = tmp_path / "gated"
     save_model(gated, create_model("patchdrive_tiny", selection_weight=0.1))
     (gated / "selection.json").write_text(json.dumps({"effective_patches_fusion": 2.5}))

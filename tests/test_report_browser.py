@@ -8,7 +8,7 @@ descriptors 3 and 4, NUL-separated JSON), so no WebDriver or websocket package i
 By default the page is a report built here from tiny real inputs; ``PDN_REPORT=path/to/index.html``
 checks an existing report instead (e.g. the demo's ``runs/demo/report/index.html``).
 
-Run as a script, it saves the first screen of a report as a PNG (the README's screenshot)::
+Run as a script, it saves the first screen of a report as a PNG (docs/report_summary.png)::
 
     python tests/test_report_browser.py runs/demo/report/index.html docs/report_summary.png
 """

@@ -55,7 +55,7 @@ class DemoSettings:
     certify_attack_runs: int
     pv_attack_steps: int
     pv_drive: bool  # drive PatchVote closed loop too (the same roads as PilotNet)
-    #: ``pdn attack sweep`` against PilotNet (issue 18): sticker areas in m² (empty: no ``attack_sweep`` stage),
+    #: ``pdn attack sweep`` against PilotNet: sticker areas in m² (empty: no ``attack_sweep`` stage),
     #: optimisation steps per area, roads x poses, held-out offline roads, closed-loop roads x km per area.
     sweep_areas: tuple[float, ...] = ()
     sweep_steps: int = 100
@@ -64,7 +64,7 @@ class DemoSettings:
     sweep_eval_roads: int = 2
     sweep_loop_roads: int = 2
     sweep_km: float = 0.3
-    #: ``pdn certify --physical`` of PatchVote (issue 17): held-out world frames and the covering's grid (m).
+    #: ``pdn certify --physical`` of PatchVote: held-out world frames and the covering's grid (m).
     physical_frames: int = 1000
     physical_spacing: float = 0.25
     #: A fully trained defended model of the package's zoo (``zoo:NAME``; empty: none), certified in metres on
@@ -96,8 +96,8 @@ QUICK = DemoSettings(
     attack_steps=100, attack_roads=8, attack_poses=16, loop_roads=2, loop_km=0.3,
     size_sweep=("1.0x1.75",), size_steps=60, certify_attack_runs=32, pv_attack_steps=60,
     pv_drive=False,  # the full demo drives it; --quick keeps its headroom under the 4-minute budget
-    physical_frames=400, physical_spacing=0.5,  # 24 s on a loaded 2-core VM, about half the full settings' time
-    # Why --quick's numbers are weaker than the full demo's (issue 19): said in the report, under its summary.
+    physical_frames=400, physical_spacing=0.5,  # 24 s on a loaded 2-core machine, about half the full settings' time
+    # Why --quick's numbers are weaker than the full demo's: said in the report, under its summary.
     notes=("This is `pdn demo --quick` (about 3 minutes on 2 cores): PilotNet and PatchVote train with "
            "`pdn train --quick` (4 x 6,144 samples drawn from 9,000 frames; the full demo: 10 epochs over "
            "30,000 frames and 8 x 12,000 samples), so both are less accurate than the full demo's models. "

@@ -29,7 +29,7 @@ DATASET_FILES = ("images.npy", "labels.csv", "meta.json")
 #: so shorter episodes give more of both per frame: 9,000 three-camera frames are 100 episodes at 60
 #: steps and 20 at 300. A --quick PilotNet trained on the 20-episode set left its lane on a dim, hazy,
 #: low-sun road (21 interventions in 0.3 km); the same recipe on the 100-episode set drove it and 11 more
-#: held-out roads without one (issue 19). Every episode also starts off-centre (DriveConfig.start_offset_m),
+#: held-out roads without one. Every episode also starts off-centre (DriveConfig.start_offset_m),
 #: so shorter episodes hold a larger share of recoveries.
 EPISODE_STEPS = 60
 

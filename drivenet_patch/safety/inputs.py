@@ -6,7 +6,7 @@ an HDF5 file whose datasets are stored in (or link to) other files on the machin
 goes through the helpers here, which refuse such input with one :class:`PDNError` line naming the
 file (and key), before anything blocks, allocates or reads outside the dataset folder.
 
-The limits are named constants (documented in the README, "Hostile inputs").
+The limits are named constants (documented in docs/hostile_inputs.md).
 """
 
 from __future__ import annotations

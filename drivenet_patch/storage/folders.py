@@ -74,7 +74,7 @@ class FolderKind:
 
 _EVAL_FILES = ("eval.json", "eval_frames.csv", "eval_approaches.csv", "eval_tracks.csv")
 
-#: Every command's output folder kind (the README's "Folders" section lists them).
+#: Every command's output folder kind (docs/hostile_inputs.md, "Folders", lists them).
 KINDS: dict[str, FolderKind] = {k.name: k for k in (
     FolderKind("run", "pdn train", ("config.json", "*.safetensors", "metrics.csv", "predictions.csv",
                                     "selection.json", "certify"), ("config.json",)),

@@ -47,8 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--areas", default="2,4,7,14,28,56,112", help="sticker areas in m² (default 2,4,7,14,28,56,112)")
     c.add_argument("--aspect", default="along",
                    help="along (2.0x3.5 m shape, then longer along the road; default) | across (3.5x2.0 m shape)")
-    # The default since issue 18's measurement on the full demo's PilotNet: at 28 m², 50 approaches, the
-    # closed-loop-aware sticker left the lane in 98% of them, the open-loop one in 84% (README).
+    # The default, measured on the full demo's PilotNet: at 28 m², 50 approaches, the
+    # closed-loop-aware sticker left the lane in 98% of them, the open-loop one in 84% (docs/stickers.md).
     c.add_argument("--closed-loop", action=argparse.BooleanOptionalAction, default=True,
                    help="closed-loop-aware optimisation (pdn attack --closed-loop; default on: the sweep measures "
                         "departures, where it wins); --no-closed-loop optimises over expert approaches")
