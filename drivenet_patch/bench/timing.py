@@ -1,7 +1,6 @@
 """Benchmarks behind ``pdn bench``: measured side by side in one process, best of several repeats.
 
-This machine is noisy (a shared 2-core VM), so every figure is the best of ``repeats`` timed
-runs after a warm-up; ratios are taken between runs made in the same process.
+A shared machine is noisy, so every figure is the best of ``repeats`` timed runs after a warm-up; ratios are taken between runs made in the same process.
 """
 
 from __future__ import annotations
