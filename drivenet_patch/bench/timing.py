@@ -1,6 +1,7 @@
 """Benchmarks behind ``pdn bench``: measured side by side in one process, best of several repeats.
 
-A shared machine is noisy, so every figure is the best of ``repeats`` timed runs after a warm-up; ratios are taken between runs made in the same process.
+A shared machine is noisy, so every figure is the best of ``repeats`` timed runs after a warm-up;
+ratios are taken between runs made in the same process.
 """
 
 from __future__ import annotations
