@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import math
 import tempfile
@@ -25,10 +24,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from cli_run import run_cli
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivenet_patch.app.cli import main
 from drivenet_patch.deploy import onboard
 from drivenet_patch.safety.errors import PDNError
 
@@ -65,16 +64,6 @@ def snapshot(root: Path) -> dict[str, tuple[str, int]]:
     return out
 
 
-def run_cli(argv: list[str]) -> tuple[int, str, str, float]:
-    """``pdn argv`` in-process: (exit code, stdout, stderr, seconds)."""
-    out, err = io.StringIO(), io.StringIO()
-    t0 = time.perf_counter()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(argv)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 2
-    return int(code), out.getvalue(), err.getvalue(), time.perf_counter() - t0
 
 
 def assert_refused(argv: list[str], root: Path, *needles: str) -> str:

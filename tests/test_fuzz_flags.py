@@ -12,19 +12,17 @@ each run in-process through :func:`drivenet_patch.app.cli.main`).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from cli_run import run_cli
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from drivenet_patch.app.cli import build_parser, main
+from drivenet_patch.app.cli import build_parser
 from drivenet_patch.models import create_model
 from drivenet_patch.models.checkpoint import save_model
 
@@ -68,15 +66,6 @@ def numeric_flags() -> list[tuple[tuple[str, ...], str, argparse.Action]]:
 NUMERIC = numeric_flags()
 
 
-def run_cli(argv: list[str]) -> tuple[int, str, str, float]:
-    out, err = io.StringIO(), io.StringIO()
-    t0 = time.perf_counter()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(argv)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 2
-    return int(code), out.getvalue(), err.getvalue(), time.perf_counter() - t0
 
 
 def snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
