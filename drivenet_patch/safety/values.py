@@ -42,10 +42,8 @@ __all__ = [
     "bounded_int",
     "check_elements",
     "check_fields",
-    "finite_array",
     "flag",
     "flag_type",
-    "float_range",
     "number",
     "obj",
     "pair",
@@ -139,26 +137,6 @@ def bounded_float(name: str, value: Any, *, low: float = -math.inf, high: float 
         left = "(" if low_open else "["
         raise PDNError(f"{name} = {_show(value)} is outside {left}{low:g}, {high:g}]" + (f": {hint}" if hint else ""))
     return v
-
-
-def float_range(name: str, value: Any, *, low: float = -math.inf, high: float = math.inf) -> tuple[float, float]:
-    """A ``[a, b]`` pair (list/tuple of two numbers, or ``"a:b"`` / ``"a-b"`` text) with ``low <= a <= b <= high``."""
-    if isinstance(value, str):
-        text = value.strip()
-        sep = ":" if ":" in text else ("-" if "-" in text.lstrip("-") else None)
-        if sep is None:
-            raise PDNError(f"{name} = {_show(value)} must be a range 'A:B'")
-        head, _, tail = text.lstrip("-").partition(sep)
-        parts = [("-" if text.startswith("-") else "") + head, tail]
-    elif isinstance(value, (list, tuple)) and len(value) == 2:
-        parts = list(value)
-    else:
-        raise PDNError(f"{name} = {_show(value)} must be a range of two numbers [A, B]")
-    a = bounded_float(f"{name}[0]", parts[0], low=low, high=high)
-    b = bounded_float(f"{name}[1]", parts[1], low=low, high=high)
-    if a > b:
-        raise PDNError(f"{name} = {_show(value)} starts after it ends: give A <= B")
-    return a, b
 
 
 def parse_hw(name: str, value: Any, *, low: int = 1, high: int = 4096, square: bool = False,
@@ -399,17 +377,3 @@ def check_fields(where: str, data: Any, spec: dict[str, FieldCheck], *, required
 
 
 _ABSENT = object()
-
-
-def finite_array(name: str, array: Any) -> None:
-    """Refuse an array (numpy, or anything with ``tolist``) holding NaN or an infinity, naming its first index."""
-    import numpy as np
-
-    a = np.asarray(array)
-    if a.dtype.kind not in "fc":
-        return
-    bad = ~np.isfinite(a)
-    if bad.any():
-        first = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise PDNError(f"{name}: {int(bad.sum()):,} value(s) are NaN or infinite (first at index {list(first)}, "
-                       f"{a[first]!r}); every value must be a finite number")

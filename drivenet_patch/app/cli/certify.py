@@ -59,8 +59,8 @@ def delta_value(name: str, text: str, hint: str = "") -> str:
     return s
 
 
-DELTA = flag_type(delta_value, hint=f"give degrees in (0, {MAX_DELTA_DEG:g}] or a share of the labels' range in "
-                  "(0%, 100%], e.g. 2 or 10%")
+DELTA_HINT = f"give degrees in (0, {MAX_DELTA_DEG:g}] or a share of the labels' range in (0%, 100%], e.g. 2 or 10%"
+DELTA = flag_type(delta_value, hint=DELTA_HINT)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -190,22 +190,14 @@ def check_cells(args: argparse.Namespace, threat: Any) -> int:
 
 
 def parse_delta(text: str, labels: Any) -> float:
-    """``"2"`` -> 2.0 degrees; ``"10%"`` -> 10 % of ``max(labels) - min(labels)``."""
+    """``"2"`` -> 2.0 degrees; ``"10%"`` -> 10 % of ``max(labels) - min(labels)`` (the text checked by
+    :func:`delta_value`, as the flag's type does)."""
     import numpy as np
 
-    s = str(text).strip()
-    try:
-        if s.endswith("%"):
-            share = float(s[:-1]) / 100.0
-            if not (math.isfinite(share) and 0 < share <= 1):
-                raise ValueError
-            value = share * float(np.ptp(labels)) if len(labels) else float("nan")
-        else:
-            value = float(s)
-    except ValueError:
-        raise PDNError(f"--delta must be degrees > 0 or a share like 10%, got {text!r}") from None
+    s = delta_value("--delta", text, DELTA_HINT)
+    value = float(s[:-1]) / 100.0 * float(np.ptp(labels)) if s.endswith("%") else float(s)
     if not (math.isfinite(value) and value > 0):
-        raise PDNError(f"--delta must come to a number of degrees > 0, got {text!r} ({value})")
+        raise PDNError(f"--delta must come to a number of degrees > 0, got {text!r} ({value}): the labels' range is 0")
     return value
 
 
