@@ -26,7 +26,6 @@ __all__ = [
     "flag_message",
     "load_run",
     "os_error_line",
-    "positive_int",
     "progress",
     "run_home",
 ]
@@ -88,17 +87,6 @@ def emit(result: dict[str, Any], as_json: bool, text: str | None = None) -> None
 def progress(args: argparse.Namespace) -> bool:
     """Show progress bars: not under ``--json``, and only when stderr is a terminal."""
     return not getattr(args, "json", False) and sys.stderr.isatty()
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer > 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def add_json(c: argparse.ArgumentParser) -> None:
