@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from drivenet_patch.safety.errors import PDNError
+from drivenet_patch.safety.values import MAX_ATTACK_RUNS
 
 __all__ = [
     "MAX_ATTACK_RUNS",
@@ -34,8 +35,8 @@ __all__ = [
 
 SWEEP_PATCHES = ("0.5%", "1%", "2%", "4%", "8%")
 SWEEP_DELTAS_DEG = (0.5, 1.0, 2.0, 4.0)
-#: Bounds of the adaptive check (absurd values would allocate or loop without end).
-MAX_ATTACK_RUNS = 100_000
+#: Bounds of the adaptive check (absurd values would allocate or loop without end); the runs' bound is the
+#: validation layer's MAX_ATTACK_RUNS.
 MAX_ATTACK_STEPS = 10_000
 
 

@@ -18,6 +18,7 @@ from drivenet_patch.app.cli import flags
 from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.safety.inputs import MAX_IMAGE_SIDE, check_image_header, image_size, read_image
 from drivenet_patch.safety.values import (
+    MAX_ATTACK_RUNS,
     MAX_ELEMENTS,
     MAX_SEED,
     bounded_float,
@@ -125,7 +126,7 @@ def test_copied_limits_agree_with_the_library() -> None:
     from drivenet_patch.training import config
 
     assert flags.MAX_STICKER_STEPS == sticker.MAX_STEPS
-    assert (flags.MAX_ATTACK_STEPS, flags.MAX_ATTACK_RUNS) == (evaluate.MAX_ATTACK_STEPS, evaluate.MAX_ATTACK_RUNS)
+    assert (flags.MAX_ATTACK_STEPS, MAX_ATTACK_RUNS) == (evaluate.MAX_ATTACK_STEPS, evaluate.MAX_ATTACK_RUNS)
     assert (flags.MAX_DRIVE_ROADS, flags.MAX_KM_PER_ROAD) == (drive.MAX_ROADS, drive.MAX_KM_PER_ROAD)
     assert (flags.MAX_SCENE_ROADS, flags.MAX_POSES, flags.MAX_SCENES) == (approach.MAX_SCENE_ROADS, approach.MAX_POSES,
                                                                           approach.MAX_SCENES)

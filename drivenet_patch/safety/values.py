@@ -27,7 +27,6 @@ __all__ = [
     "MAX_CELLS",
     "MAX_ELEMENTS",
     "MAX_FRAMES",
-    "MAX_KM",
     "MAX_LIST_ITEMS",
     "MAX_PHYSICAL_ATTACK_WORK",
     "MAX_ROADS",
@@ -59,7 +58,6 @@ __all__ = [
 MAX_STEPS = 100_000          # optimiser steps of one attack
 MAX_ATTACK_RUNS = 100_000    # adaptive attack runs of one certification
 MAX_ROADS = 10_000           # roads or approaches of one evaluation
-MAX_KM = 1_000.0             # km driven per road
 MAX_FRAMES = 10_000_000      # frames rendered or read
 MAX_BATCH = 65_536           # images per batch
 MAX_SEED = 2**32 - 1         # a seed of any command (as training's): seed arithmetic stays exact everywhere

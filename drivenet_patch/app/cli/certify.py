@@ -19,7 +19,6 @@ from drivenet_patch.app.cli.common import (
 from drivenet_patch.app.cli.flags import (
     BATCH,
     FRAMES,
-    MAX_ATTACK_RUNS,
     MAX_ATTACK_STEPS,
     SEED,
     check_batch,
@@ -32,6 +31,7 @@ from drivenet_patch.app.cli.flags import (
 )
 from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.safety.values import (
+    MAX_ATTACK_RUNS,
     MAX_ATTACK_WORK,
     MAX_CELLS,
     MAX_PHYSICAL_ATTACK_WORK,

@@ -66,7 +66,6 @@ __all__ = [
 #: Limits that library modules enforce again (copied: importing them would load torch for ``pdn --help``).
 MAX_STICKER_STEPS = 500        # attacks.sticker.MAX_STEPS: optimisation steps of one sticker
 MAX_ATTACK_STEPS = 10_000      # defenses.evaluate.MAX_ATTACK_STEPS: PGD steps of one adaptive attack run
-MAX_ATTACK_RUNS = 100_000      # defenses.evaluate.MAX_ATTACK_RUNS: adaptive attack runs of one certification
 MAX_DRIVE_ROADS = 1000         # drivenet_patch.driving.drive.MAX_ROADS: roads driven at once
 MAX_KM_PER_ROAD = 20.0         # drivenet_patch.driving.drive.MAX_KM_PER_ROAD
 MAX_SCENE_ROADS = 1000         # attacks.approach.MAX_SCENE_ROADS: roads of the approach scenes
