@@ -185,16 +185,19 @@ def make_approaches(roads: Sequence[Road], placement: StickerPlacement, cfg: Clo
     roads = list(roads)
     if not roads:
         raise PDNError("closed-loop attack: no roads")
-    s_c = approach_sticker_s(placement, cfg, drive)
-    sticker = replace(placement, s=s_c)
     need = rollout_road_length(placement, cfg, drive)
+    centres = []
     for i, road in enumerate(roads):
         if road.length - VIEW_MARGIN_M < need:
             raise PDNError(f"road {i} has {road.length - VIEW_MARGIN_M:.0f} drivable m; the approach needs {need:.0f} m")
+        s_r = segment_sticker_s(road, placement, cfg, drive)
+        if s_r is None:
+            raise PDNError(f"road {i} has no {placement.segment} segment with room for the approach")
+        centres.append(s_r)
     k = cfg.approaches_per_road
-    s0 = s_c - cfg.before_m - 0.5 * placement.length_m
     starts, road_of = [], []
     for r, road in enumerate(roads):
+        s0 = centres[r] - cfg.before_m - 0.5 * placement.length_m
         for _ in range(k):
             pose = centred_pose(road, s0)
             h = pose[2]
@@ -206,7 +209,23 @@ def make_approaches(roads: Sequence[Road], placement: StickerPlacement, cfg: Clo
     steps = max(1, math.ceil((cfg.before_m + cfg.after_m + placement.length_m) / (drive.speed_mps * drive.dt)))
     n = len(starts)
     lights = Lighting.sample(rng, n, device) if drive.vary_lighting else Lighting.neutral(n, device)
-    return Approaches(roads, [sticker] * len(roads), np.array(road_of), np.stack(starts), lights, steps)
+    return Approaches(roads, [replace(placement, s=c) for c in centres], np.array(road_of), np.stack(starts),
+                      lights, steps)
+
+
+def segment_sticker_s(road: Road, placement: StickerPlacement, cfg: ClosedLoopAttackConfig,
+                      drive: ClosedLoopConfig = DEFAULT_DRIVE) -> float | None:
+    """Where the sticker sits on a rollout road: :func:`approach_sticker_s` for a placement anywhere; for one on a
+    kind of segment (``placement.segment``), the first such segment with room for the approach before and after
+    it (None when the road has none)."""
+    from drivenet_patch.world.sticker import segment_positions
+
+    s_c = approach_sticker_s(placement, cfg, drive)
+    if placement.segment == "any":
+        return s_c
+    tail = rollout_road_length(placement, cfg, drive) - s_c
+    found = segment_positions(road, placement.segment, s_c, road.length - VIEW_MARGIN_M - tail, 1.0)
+    return float(found[0]) if len(found) else None
 
 
 # ---------------------------------------------------------------------------- rollouts
@@ -506,4 +525,5 @@ __all__ = [
     "optimize_closed_loop",
     "rollout",
     "rollout_road_length",
+    "segment_sticker_s",
 ]

@@ -208,11 +208,16 @@ def count_events(flags: np.ndarray) -> int:
 
 
 def sticker_positions(road: Road, placement: StickerPlacement, cfg: ClosedLoopConfig) -> np.ndarray:
-    """Arc lengths (K,) of the sticker copies on ``road``: every ``sticker_every_m`` from ``sticker_start_m``."""
+    """Arc lengths (K,) of the sticker copies on ``road``: every ``sticker_every_m`` from ``sticker_start_m``;
+    a placement on a kind of segment (``placement.segment``) goes where the road has one, at least
+    ``sticker_every_m`` apart (:func:`~drivenet_patch.world.sticker.segment_positions`)."""
+    from drivenet_patch.world.sticker import segment_positions
+
     last = road.length - max(placement.width_m, placement.length_m)
     if last < cfg.sticker_start_m:
         return np.zeros(0)
-    return np.arange(cfg.sticker_start_m, last + 1e-9, cfg.sticker_every_m)
+    return segment_positions(road, getattr(placement, "segment", "any"), cfg.sticker_start_m, last,
+                             cfg.sticker_every_m)
 
 
 def _reach_m(placement: StickerPlacement, camera: Camera) -> float:

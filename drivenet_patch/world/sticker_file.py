@@ -31,7 +31,7 @@ from drivenet_patch.safety.values import (
     whole,
 )
 from drivenet_patch.storage.atomic import atomic_path, write_json
-from drivenet_patch.world.sticker import StickerPlacement
+from drivenet_patch.world.sticker import MAX_PARTS, SEGMENTS, StickerPart, StickerPlacement
 
 __all__ = ["ATTACK_JSON", "ATTACK_JSON_FIELDS", "STICKER_PNG", "Sticker", "check_attack_json", "load_sticker",
            "placement_from_json", "save_sticker"]
@@ -137,6 +137,22 @@ def _side(name: str, value: Any) -> tuple[float, float]:
     return side(f"{name}[0]", value[0]), side(f"{name}[1]", value[1])
 
 
+def _parts(name: str, value: Any) -> list[dict[str, float]]:
+    """A group's ``parts``: a list of 1 to ``MAX_PARTS`` objects of :class:`StickerPart` fields, each checked."""
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_PARTS:
+        raise PDNError(f"{name} must be a list of 1 to {MAX_PARTS} sticker parts, got {str(value)[:40]}")
+    known = {f.name for f in fields(StickerPart)}
+    checks = {"ds": number(-MAX_STICKER_SIDE_M, MAX_STICKER_SIDE_M), "dd": number(-MAX_STICKER_D_M, MAX_STICKER_D_M),
+              "width_m": number(0.0, MAX_STICKER_SIDE_M, low_open=True),
+              "length_m": number(0.0, MAX_STICKER_SIDE_M, low_open=True), "yaw_deg": number(-90.0, 90.0)}
+    out = []
+    for i, part in enumerate(value):
+        if not isinstance(part, dict) or set(part) - known:
+            raise PDNError(f"{name}[{i}] must be an object with fields {', '.join(sorted(known))}")
+        out.append({k: checks[k](f"{name}[{i}].{k}", v) for k, v in part.items()})
+    return out
+
+
 #: The fields of ``attack.json`` that any reader uses, with their types and bounds (other keys are kept as
 #: they are). ``placement.*`` places the sticker; ``attack.*`` are the attack's settings; the rest says how
 #: the sticker was made and judged.
@@ -149,6 +165,8 @@ ATTACK_JSON_FIELDS: dict[str, FieldCheck] = {
     "placement.length_m": number(0.0, MAX_STICKER_SIDE_M, low_open=True),
     "placement.yaw_deg": number(-180.0, 180.0),
     "placement.bottom_m": number(0.0, MAX_STICKER_SIDE_M),
+    "placement.segment": text(SEGMENTS),
+    "placement.parts": _parts,
     "mode": text(("sticker", "dirt")),
     "attack": obj(),
     "attack.target": text(("left", "right", "away")),
@@ -199,5 +217,9 @@ def placement_from_json(meta: dict[str, Any], where: str | Path) -> StickerPlace
     unknown = sorted(str(k) for k in set(placement) - known)
     if unknown:
         raise PDNError(f"{where}: unknown placement field {unknown[0][:40]!r}; known: {', '.join(sorted(known))}")
-    values = {"s": 0.0, **{k: (v if k == "kind" else float(v)) for k, v in placement.items()}}
+    values = {"s": 0.0, **{k: (v if k in ("kind", "segment", "parts") else float(v)) for k, v in placement.items()}}
+    if values.get("parts"):
+        values["parts"] = tuple(StickerPart(**{k: float(v) for k, v in p.items()}) for p in values["parts"])
+    else:
+        values.pop("parts", None)
     return StickerPlacement(**values)

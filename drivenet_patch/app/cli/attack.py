@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "current sticker and optimise the lateral displacement the car accumulates")
     c.add_argument("--resim-every", type=count(MAX_STICKER_STEPS, "a number of steps"), default=None,
                    help="--closed-loop: re-simulate every this many steps, 1 .. --steps (default 25)")
+    c.add_argument("--stickers", type=count(16, "a number of stickers"), default=1,
+                   help="--closed-loop: spend the --size area on this many equal stickers in a row along the lane, "
+                        "optimised together (default 1)")
+    c.add_argument("--segment", default=None,
+                   help="--closed-loop: the road segment the stickers sit on: any | straight | curve_entry | "
+                        "curve_exit (a curve turning away from --target; add _left or _right to choose) (default any)")
+    c.add_argument("--search", type=count(64, "a number of placements", low=0), default=0,
+                   help="--closed-loop: try this many placements (segment, position along the approach, gap, "
+                        "lateral offset, yaw; the first is the plain one) with --search-steps each, keep the one "
+                        "that pushes the car furthest, then optimise it (default 0: no search)")
+    c.add_argument("--search-steps", type=count(MAX_STICKER_STEPS, "a number of steps"), default=None,
+                   help="--search: optimisation steps per placement tried (default --steps / 4)")
     c.add_argument("--seed", type=SEED, default=0, help="seed (same seed -> same sticker)")
     add_device_and_json(c)
     c.set_defaults(fn=cmd_attack)
@@ -198,6 +211,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
                         dirt=args.dirt, palette=args.palette, eot=EOTConfig(), seed=max(int(args.seed), 0),
                         saliency_weight=args.saliency_weight)
     ccfg = closed_loop_settings(args)
+    grouped = group_mode(args, ccfg)
+    if grouped:
+        cfg = replace(cfg, texture_hw=(texels[0], texels[1] * args.stickers))  # one atlas column block per sticker
     model = load_run(args.model, args.device)
     check_batch("--batch", args.batch, model.input_size)  # EOT samples of one step, rendered at the model input
     if args.data:
@@ -220,8 +236,14 @@ def cmd_attack(args: argparse.Namespace) -> int:
                                    HELDOUT_SEED_BASE, args.device)
             train = held
     generator = torch.Generator(device=args.device).manual_seed(cfg.seed)
+    search_table = None
     if ccfg is None:
         result = optimize_sticker(model, train, cfg, generator, progress=progress(args), palette=palette)
+    elif grouped:
+        result, placement, search_table = group_attack(model, size, cfg, ccfg, args, generator, palette)
+        held = approach_scenes(model, placement, distance, max(1, args.roads // 2), args.poses, args.seed,
+                               HELDOUT_SEED_BASE, args.device)
+        train = held
     else:
         result = closed_loop_attack(model, placement, cfg, ccfg, args, generator, palette)
     texture = result.texture
@@ -240,12 +262,28 @@ def cmd_attack(args: argparse.Namespace) -> int:
              "size_m": list(size), "distance_m": list(distance), "lateral_m": float(args.lateral),
              "seed": int(args.seed), "closed_loop": ccfg is not None,
              "road_seed_bases": None if args.data else [ATTACK_SEED_BASE, HELDOUT_SEED_BASE]}
+    if grouped:
+        extra.update(stickers=int(args.stickers), area_m2=float(placement.area_m2),
+                     where=placement_text(placement, args.target),
+                     placement_search=None if search_table is None else search_table.to_dict(orient="records"))
     prepare_output_folder(args.out, "attack")  # checked before the work too; now created and marked
     out = save_result(args.out, result, train, extra)
     write_csv(out / "history.csv", result.history, float_format="%.6g")
+    if search_table is not None:
+        write_csv(out / "placement_search.csv", search_table, float_format="%.6g")
     export_tex = texture if not args.dirt else texture.expand(3, -1, -1)
     width_m, length_m = size
-    if not args.no_print:
+    if grouped:
+        from drivenet_patch.storage.atomic import write_text
+
+        write_text(out / "placement.txt", "\n".join(extra["where"]) + "\n")
+        n = len(placement.parts)
+        cols = export_tex.shape[-1] // n
+        if not args.no_print:
+            for k, part in enumerate(placement.parts):
+                export_print_pdf(export_tex[:, :, k * cols:(k + 1) * cols].cpu(), part.width_m, part.length_m,
+                                 out / f"sticker_{k + 1}_print.pdf", paper=args.paper, palette=palette)
+    elif not args.no_print:
         export_print_pdf(export_tex.cpu(), width_m, length_m, out / "sticker_print.pdf", paper=args.paper,
                          palette=None if args.dirt else palette)
     save_palette_png(export_tex.cpu(), palette, out / "sticker_palette.png", scale=8)
@@ -257,6 +295,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
               "closed_loop": ccfg is not None}
     if ccfg is not None:
         report["rollout_departure_rate"] = float(result.history["rollout_departure_rate"].iloc[-1])
+    if grouped:
+        report.update(stickers=int(args.stickers), area_m2=float(placement.area_m2), segment=placement.segment,
+                      where=extra["where"])
     if "heldout_saliency" in metrics:
         report["in_topk_rate"] = metrics["heldout_saliency"]["in_topk_rate"]
     text = (f"sticker written to {out}: held-out mean |dev| {report['mean_dev_deg']:.2f} deg, "
@@ -336,6 +377,108 @@ def closed_loop_attack(model: Any, placement: Any, cfg: Any, ccfg: Any, args: ar
                                  drive, args.device)
     return optimize_closed_loop(model, approaches, cfg, ccfg, Renderer(model_camera(model), device=args.device),
                                 generator, progress=progress(args), palette=palette, drive=drive)
+
+
+def group_mode(args: argparse.Namespace, ccfg: Any) -> bool:
+    """True when ``--stickers``, ``--segment`` or ``--search`` asks for placed stickers (they need --closed-loop)."""
+    from drivenet_patch.world.sticker import SEGMENTS
+
+    if args.segment is not None and args.segment not in SEGMENTS:
+        raise PDNError(f"--segment must be one of {', '.join(SEGMENTS)}, got {args.segment!r}")
+    if args.search_steps is not None and not args.search:
+        raise PDNError("--search-steps needs --search")
+    grouped = args.stickers > 1 or args.segment is not None or args.search > 0
+    if grouped and ccfg is None:
+        raise PDNError("--stickers, --segment and --search need --closed-loop (placements are judged by rollouts)")
+    if grouped and args.target not in ("left", "right"):
+        raise PDNError(f"--stickers, --segment and --search need --target left or right, got {args.target!r}")
+    return grouped
+
+
+def placement_text(placement: Any, target: str) -> list[str]:
+    """Where to put each sticker of a group, one line each (for ``placement.txt`` and the print)."""
+    from drivenet_patch.world.road import EGO_LANE_D
+
+    where = {"any": "any point of the lane", "straight": "a straight stretch (straight 20 m either side)"}
+    seg = placement.segment
+    anchor = where.get(seg) or (f"the point where a {seg.rsplit('_', 1)[-1]} curve "
+                                f"{'begins' if seg.startswith('curve_entry') else 'ends'}")
+    lines = [f"{len(placement.parts)} stickers, {placement.area_m2:.2f} m² in all, pushing the car {target}; "
+             f"distances along the ego lane from {anchor}, + = further on:"]
+    for k, p in enumerate(placement.parts):
+        side = placement.d - EGO_LANE_D + p.dd
+        lines.append(f"sticker {k + 1}: {p.width_m:.2f} m across x {p.length_m:.2f} m along, centre {p.ds:+.2f} m "
+                     f"along the road, {abs(side):.2f} m {'left' if side >= 0 else 'right'} of the lane centre, "
+                     f"turned {p.yaw_deg:+.1f} deg (counter-clockwise); texture row 0 at the far end")
+    return lines
+
+
+def group_attack(model: Any, size: tuple[float, float], cfg: Any, ccfg: Any, args: argparse.Namespace,
+                 generator: Any, palette: Any) -> tuple[Any, Any, Any]:
+    """``--stickers`` / ``--segment`` / ``--search``: the group's placement (searched or given), then its textures
+    optimised together closed-loop-aware. Returns ``(result, placement, search table or None)``."""
+    from dataclasses import replace as dc_replace
+
+    import numpy as np
+
+    from attacks.approach import model_camera
+    from attacks.closed_loop import make_approaches, optimize_closed_loop
+    from attacks.placement_search import (
+        PlacementCandidate,
+        part_size,
+        random_candidates,
+        rollout_score,
+        search_placement,
+        segment_roads,
+    )
+    from drivenet_patch.driving.drive import ClosedLoopConfig
+    from drivenet_patch.world.render import Renderer
+
+    drive = ClosedLoopConfig()
+    renderer = Renderer(model_camera(model), device=args.device)
+    n = int(args.stickers)
+    psize = size if n == 1 else part_size(size[0] * size[1], n)
+    first = PlacementCandidate(segment=args.segment or "any", lateral_m=float(args.lateral))
+    rng = np.random.default_rng([int(args.seed), ATTACK_SEED_BASE, 7])
+
+    def approaches_for(placement: Any, roads: int) -> Any:
+        found = segment_roads(ATTACK_SEED_BASE, args.seed, roads, placement, ccfg, drive)
+        return make_approaches(found, placement, ccfg, np.random.default_rng([int(args.seed), ATTACK_SEED_BASE]),
+                               drive, args.device)
+
+    table = None
+    best = first
+    if args.search:
+        cands = random_candidates(args.search, rng, first=first)
+        search_roads = max(2, args.roads // 2)
+        steps = args.search_steps or max(1, args.steps // 4)
+        scfg = dc_replace(cfg, steps=steps)
+        sccfg = dc_replace(ccfg, resim_every=min(ccfg.resim_every, steps))
+        cache: dict[int, Any] = {}
+
+        def optimise(placement: Any, i: int) -> Any:
+            cache[i] = approaches_for(placement, search_roads)
+            g = torch_generator(args.device, cfg.seed + i)
+            return optimize_closed_loop(model, cache[i], scfg, sccfg, renderer, g, palette=palette, drive=drive)
+
+        def score(placement: Any, result: Any) -> dict:
+            i = max(cache)
+            return rollout_score(model, cache[i], result.texture, renderer, args.target, drive)
+
+        idx, table = search_placement(cands, optimise, score, psize, n, args.target)
+        best = cands[idx]
+    placement = best.placement(psize, n, args.target)
+    approaches = approaches_for(placement, args.roads)
+    result = optimize_closed_loop(model, approaches, cfg, ccfg, renderer, generator, progress=progress(args),
+                                  palette=palette, drive=drive)
+    result.config["placement"] = best.to_dict()
+    return result, placement, table
+
+
+def torch_generator(device: str, seed: int) -> Any:
+    import torch
+
+    return torch.Generator(device=device).manual_seed(int(seed))
 
 
 # ---------------------------------------------------------------------------- pdn attack eval
@@ -436,7 +579,9 @@ def cmd_attack_eval(args: argparse.Namespace) -> int:
               "n_frames": results["sticker"]["n_frames"], "n_approaches": n_approaches,
               **({"no_sticker": results["none"]} if "none" in results else {}),
               "placement": {"width_m": placement.width_m, "length_m": placement.length_m, "kind": placement.kind,
-                            "lateral_m": placement.d - EGO_LANE_D},
+                            "lateral_m": placement.d - EGO_LANE_D, "segment": placement.segment,
+                            "area_m2": placement.area_m2,
+                            "parts": [dict(vars(p)) for p in placement.parts]},
               "lane_departure_m": LANE_DEPARTURE_M, "lane_width_m": LANE_WIDTH_M,
               "target": target, "threshold_deg": float(args.threshold), "seed": int(args.seed),
               "model": str(args.model), "sticker": str(args.sticker), "source": "data" if args.data else "world"}
