@@ -150,6 +150,35 @@ def break_area(table: pd.DataFrame, rate: float = BREAK_RATE) -> float | None:
     return float(hit.min()) if len(hit) else None
 
 
+def break_bracket(table: pd.DataFrame, rate: float = BREAK_RATE) -> tuple[float | None, float | None]:
+    """``(below, at)``: the largest swept area under ``rate`` departures that is smaller than the break area,
+    and the break area (:func:`break_area`). The break area is known within the factor ``at / below``;
+    ``(None, at)`` when the smallest area swept already breaks, ``(largest, None)`` when none does."""
+    if table.empty or "departure_rate" not in table:
+        return None, None
+    at = break_area(table, rate)
+    areas = pd.to_numeric(table["area_m2"])
+    dep = pd.to_numeric(table["departure_rate"], errors="coerce")
+    below = areas[(dep < rate) & (areas < at if at is not None else dep.notna())]
+    return (float(below.max()) if len(below) else None), at
+
+
+def interpolated_break_area(table: pd.DataFrame, rate: float = BREAK_RATE) -> float | None:
+    """The area at which the departure rate crosses ``rate``, interpolated linearly in log(area) between the two
+    swept sizes of :func:`break_bracket` (None unless both exist). Departures grow with area but are measured,
+    so this is an estimate inside the bracket, not a measurement."""
+    below, at = break_bracket(table, rate)
+    if below is None or at is None:
+        return None
+    areas = pd.to_numeric(table["area_m2"])
+    dep = pd.to_numeric(table["departure_rate"], errors="coerce")
+    r0, r1 = float(dep[areas == below].iloc[0]), float(dep[areas == at].iloc[0])
+    if r1 <= r0:
+        return at
+    f = (rate - r0) / (r1 - r0)
+    return float(math.exp(math.log(below) + f * (math.log(at) - math.log(below))))
+
+
 def draw_sweep(ax: Any, tables: Mapping[str, pd.DataFrame], breaks: Mapping[str, float | None] | None = None,
                drp_area_m2: float = DRP_AREA_M2, certified: Mapping[str, float] | None = None,
                title: str = "Lane departures vs sticker area") -> None:
@@ -234,7 +263,9 @@ __all__ = [
     "SWEEP_COLUMNS",
     "SWEEP_ROW_FIELDS",
     "break_area",
+    "break_bracket",
     "draw_sweep",
+    "interpolated_break_area",
     "parse_areas",
     "plot_sweep",
     "resumed_row",

@@ -138,9 +138,10 @@ def _side(name: str, value: Any) -> tuple[float, float]:
 
 
 def _parts(name: str, value: Any) -> list[dict[str, float]]:
-    """A group's ``parts``: a list of 1 to ``MAX_PARTS`` objects of :class:`StickerPart` fields, each checked."""
-    if not isinstance(value, list) or not 1 <= len(value) <= MAX_PARTS:
-        raise PDNError(f"{name} must be a list of 1 to {MAX_PARTS} sticker parts, got {str(value)[:40]}")
+    """A group's ``parts``: a list of up to ``MAX_PARTS`` objects of :class:`StickerPart` fields, each checked
+    (empty: one sticker)."""
+    if not isinstance(value, list) or len(value) > MAX_PARTS:
+        raise PDNError(f"{name} must be a list of at most {MAX_PARTS} sticker parts, got {str(value)[:40]}")
     known = {f.name for f in fields(StickerPart)}
     checks = {"ds": number(-MAX_STICKER_SIDE_M, MAX_STICKER_SIDE_M), "dd": number(-MAX_STICKER_D_M, MAX_STICKER_D_M),
               "width_m": number(0.0, MAX_STICKER_SIDE_M, low_open=True),

@@ -67,6 +67,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--loop-roads", type=count(MAX_DRIVE_ROADS, "a number of roads"), default=10,
                    help="closed-loop roads (default 10)")
     c.add_argument("--km", type=KM, default=0.5, help="closed-loop km per road (default 0.5: 5 approaches each)")
+    c.add_argument("--stickers", type=count(16, "a number of stickers"), default=1,
+                   help="spend each area on this many equal stickers in a row along the lane (pdn attack --stickers; "
+                        "default 1)")
+    c.add_argument("--segment", default=None,
+                   help="the road segment the stickers sit on (pdn attack --segment; default any)")
+    c.add_argument("--search", type=count(64, "a number of placements", low=0), default=0,
+                   help="placements tried per area (pdn attack --search; default 0: no search)")
+    c.add_argument("--search-steps", type=count(MAX_STICKER_STEPS, "a number of steps"), default=None,
+                   help="--search: steps per placement tried (default --steps / 4)")
     c.add_argument("--seed", type=SEED, default=0, help="seed of the attacks and evaluations (default 0)")
     add_device_and_json(c)
     c.set_defaults(fn=cmd_attack_sweep)
@@ -88,6 +97,8 @@ def cmd_attack_sweep(args: argparse.Namespace) -> int:
         DRP_AREA_M2,
         SWEEP_COLUMNS,
         break_area,
+        break_bracket,
+        interpolated_break_area,
         parse_areas,
         plot_sweep,
         resumed_row,
@@ -126,6 +137,13 @@ def cmd_attack_sweep(args: argparse.Namespace) -> int:
               "resim_every": args.resim_every, "target": args.target, "steps": args.steps, "roads": args.roads,
               "poses": args.poses, "distance": args.distance, "eval_roads": args.eval_roads,
               "loop_roads": args.loop_roads, "km": float(args.km), "seed": int(args.seed)}
+    placed = args.stickers > 1 or args.segment is not None or args.search > 0
+    if placed:
+        if not args.closed_loop:
+            raise PDNError("--stickers, --segment and --search need the closed-loop-aware optimiser (drop --no-closed-loop)")
+        if args.search_steps is not None and not args.search:
+            raise PDNError("--search-steps needs --search")
+        common.update(stickers=args.stickers, segment=args.segment, search=args.search, search_steps=args.search_steps)
     # Every size already done is checked before anything is written or run: a broken resume state is
     # refused with nothing changed on disk and no attack spent.
     resumed = {a: resumed_row(args.out / f"area_{a:g}" / SIZE_JSON, {**common, "area_m2": a, "size": size_text(*sizes[a])},
@@ -156,6 +174,14 @@ def cmd_attack_sweep(args: argparse.Namespace) -> int:
             attack.append("--closed-loop")
             if args.resim_every is not None:
                 attack += ["--resim-every", str(args.resim_every)]
+        if placed:
+            attack += ["--stickers", str(args.stickers)]
+            if args.segment is not None:
+                attack += ["--segment", args.segment]
+            if args.search:
+                attack += ["--search", str(args.search)]
+            if args.search_steps is not None:
+                attack += ["--search-steps", str(args.search_steps)]
         _run(attack)
         evaluation = _run(["attack", "eval", "--model", str(args.model), "--sticker", str(folder),
                            "--roads", str(args.eval_roads), "--poses", str(args.poses),
@@ -168,8 +194,11 @@ def cmd_attack_sweep(args: argparse.Namespace) -> int:
     table = pd.DataFrame(rows, columns=list(SWEEP_COLUMNS))
     write_csv(args.out / "sweep.csv", table, float_format="%.6g")
     brk = break_area(table)
+    below, _ = break_bracket(table)
     plot_sweep({Path(args.model).name or "model": table}, args.out / "sweep.png")
-    result = {"out": str(args.out), "break_area_m2": brk, "drp_area_m2": DRP_AREA_M2,
+    result = {"out": str(args.out), "break_area_m2": brk, "break_bracket_m2": [below, brk],
+              "break_factor": None if below is None or brk is None else brk / below,
+              "break_area_interp_m2": interpolated_break_area(table), "drp_area_m2": DRP_AREA_M2,
               "areas": list(areas), "skipped": skipped, "rows": table.to_dict(orient="records"), **common}
     write_json(args.out / "sweep.json", result)
 
