@@ -17,6 +17,11 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from drivenet_patch.safety.threads import configure_threads
+
+# Each test worker chooses its threads as every pdn command does, before any test imports torch.
+configure_threads()
+
 # pytest puts tests/ on sys.path to import this file; its attacks/ and defenses/ test folders would
 # then shadow the packages of the same names (as empty namespace packages, since the editable
 # install's finder comes after the path finder). Import the real packages first.

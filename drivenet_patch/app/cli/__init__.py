@@ -23,6 +23,7 @@ from pathlib import Path
 from drivenet_patch import __version__
 from drivenet_patch.app.cli.common import Parser, flag_message, os_error_line
 from drivenet_patch.safety.errors import PDNError, one_line
+from drivenet_patch.safety.threads import configure_threads
 
 __all__ = ["COMMAND_MODULES", "build_parser", "main", "run"]
 
@@ -44,6 +45,7 @@ def build_parser() -> Parser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``pdn`` command; returns its exit code (2 with one line on stderr for bad input)."""
+    configure_threads()  # before the command modules import torch: threads from the CPUs available, no spinning
     from drivenet_patch.app.cli.attack import route_argv
 
     parser = build_parser()

@@ -1,0 +1,102 @@
+"""How many threads to compute with: the CPUs this process may actually use, and no busy-waiting.
+
+A laptop or CI runner is rarely idle. torch's default of one OpenMP thread per core, each spinning
+while it waits for the others, collapses when another process holds a core: a spinning thread
+waits on one the scheduler has put to sleep (measured in the benchmarks page: a bare train step at
+half speed beside one busy process). Three rules, applied once at the start of every ``pdn``
+command, every test worker and every demo stage (:func:`configure_threads`):
+
+* intra-op threads = the CPUs available to this process: its CPU affinity, capped by the cgroup's
+  CPU quota (a container given 1.5 CPUs of a 64-core host gets 2 threads, not 64);
+* OpenMP threads that wait sleep (``OMP_WAIT_POLICY=PASSIVE``) rather than spin; this only takes
+  effect when it is set before torch is first imported, so the ``pdn`` program sets it on start
+  and hands it to the processes it starts;
+* small work runs on one thread (:func:`threads_for`): splitting a few thousand elements costs
+  more in wake-ups than it saves.
+
+An explicit ``OMP_NUM_THREADS`` or ``OMP_WAIT_POLICY`` in the environment always wins.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SMALL_WORK", "available_cpus", "cgroup_cpu_limit", "configure_threads", "threads_for"]
+
+#: Work (elements or multiply-adds) below which one thread is faster than several.
+SMALL_WORK = 1 << 16
+
+
+def cgroup_cpu_limit(root: str | Path = "/sys/fs/cgroup") -> float | None:
+    """CPUs granted by the cgroup's quota (``cpu.max`` in cgroup v2, ``cpu.cfs_quota_us`` /
+    ``cpu.cfs_period_us`` in v1), or None when there is no quota or no readable file."""
+    root = Path(root)
+    try:
+        text = (root / "cpu.max").read_text().split()
+        if len(text) >= 2 and text[0] != "max":
+            quota, period = float(text[0]), float(text[1])
+            return quota / period if quota > 0 and period > 0 else None
+        if text:
+            return None
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = float((root / "cpu" / "cpu.cfs_quota_us").read_text().strip())
+        period = float((root / "cpu" / "cpu.cfs_period_us").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def available_cpus(affinity: set[int] | None = None, cgroup_root: str | Path = "/sys/fs/cgroup") -> int:
+    """The CPUs this process can run on: its affinity mask, capped by the cgroup quota rounded up (>= 1)."""
+    if affinity is None:
+        try:
+            affinity = os.sched_getaffinity(0)
+        except (AttributeError, OSError):  # not Linux
+            affinity = set(range(os.cpu_count() or 1))
+    n = max(1, len(affinity))
+    limit = cgroup_cpu_limit(cgroup_root)
+    if limit is not None:
+        n = min(n, max(1, math.ceil(limit - 1e-9)))
+    return n
+
+
+def threads_for(work: float, cpus: int | None = None) -> int:
+    """Intra-op threads for one piece of work of ``work`` elements or multiply-adds: 1 when it is
+    small (:data:`SMALL_WORK`), else the available CPUs."""
+    cpus = available_cpus() if cpus is None else max(1, int(cpus))
+    return 1 if work < SMALL_WORK else cpus
+
+
+def configure_threads(environ: Any = None, cpus: int | None = None) -> dict[str, Any]:
+    """Apply the thread choice to this process (and, through ``environ``, to the processes it starts).
+
+    Sets ``OMP_WAIT_POLICY=PASSIVE`` and ``OMP_NUM_THREADS`` in ``environ`` (default ``os.environ``)
+    when they are unset, and torch's intra-op threads when torch is already imported (torch reads
+    ``OMP_NUM_THREADS`` itself otherwise). Idempotent. Returns the choice: ``threads``,
+    ``wait_policy``, ``cpus`` and whether the wait policy reached this process's OpenMP runtime
+    (``wait_policy_applied``: False when torch was imported before the policy was set).
+    """
+    env = os.environ if environ is None else environ
+    cpus = available_cpus() if cpus is None else max(1, int(cpus))
+    torch_loaded = "torch" in sys.modules
+    inherited = "OMP_WAIT_POLICY" in env
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    user_threads = env.get("OMP_NUM_THREADS", "")
+    try:
+        threads = max(1, int(user_threads))
+    except ValueError:
+        threads = cpus
+        env["OMP_NUM_THREADS"] = str(threads)
+    if torch_loaded:
+        import torch
+
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+    return {"threads": threads, "cpus": cpus, "wait_policy": env["OMP_WAIT_POLICY"],
+            "wait_policy_applied": inherited or not torch_loaded}
