@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from defenses.certify import Certificate, certify_votes
-from defenses.regions import patch_positions, touch_matrix
+from defenses.regions import patch_positions, region_masks, touch_matrix
 from drivenet_patch.safety.errors import PDNError
 
 OBJECTIVES = ("aggregate_up", "aggregate_down", "votes_up", "votes_down")
@@ -133,10 +133,8 @@ def count_violations(model: torch.nn.Module, x: torch.Tensor, runs: AttackRuns, 
 
 def footprint_touch(layout: Any, mask: torch.Tensor) -> torch.Tensor:
     """Regions each frame's changed pixels touch: (B, N) bool from a (B, H, W) bool mask."""
-    rows = []
-    for (y0, x0, y1, x1) in layout.boxes():
-        rows.append(mask[:, y0:y1, x0:x1].flatten(1).any(dim=1))
-    return torch.stack(rows, dim=1)
+    regions = region_masks(layout).to(mask.device).flatten(1).to(torch.float32)  # (N, HW): each vote's dependency set
+    return (mask.flatten(1).to(torch.float32) @ regions.T) > 0
 
 
 @torch.no_grad()

@@ -140,7 +140,7 @@ class PatchVote(SteeringModel):
         # Geometry is architecture, not weights: non-persistent buffers (they follow .to(device)).
         self.register_buffer("valid", valid, persistent=False)  # (N,)
         self.register_buffer("active", active, persistent=False)  # (Na,) voting region indices
-        self.strips = isinstance(self.layout, StripLayout)
+        self.strips = hasattr(self.layout, "row_sources")  # StripLayout, or a ContextLayout of strip pieces
         if self.strips:
             # Strips: resampling sources per output row and column, all inside the region's own box
             # (StripLayout.row_sources / col_sources), so a vote reads its box alone.
@@ -352,7 +352,7 @@ def _build(channels: Sequence[int], hidden: Sequence[int], *, input_size: Any, l
     return PatchVote(tuple(input_size), regions, channels=channels, hidden=hidden, abstain=list(abstain), **kw)
 
 
-def _config_keys() -> inspect.Signature:
+def config_keys() -> inspect.Signature:
     """The config keys of the registered builders, with their defaults written once: the region layout's
     (:func:`~defenses.regions.make_layout`: ``input_size``, ``layout``, ``region``, ``stride``, ``strips``),
     then :class:`PatchVote`'s own settings but its layer widths (``abstain``, ``aggregate`` ... ``out_scale``)."""
@@ -363,12 +363,12 @@ def _config_keys() -> inspect.Signature:
 
 
 def _variant(channels: Sequence[int], hidden: Sequence[int], doc: str) -> Callable[..., PatchVote]:
-    """A builder of PatchVote with these layer widths, taking the config keys of :func:`_config_keys`."""
+    """A builder of PatchVote with these layer widths, taking the config keys of :func:`config_keys`."""
 
     def builder(**cfg: Any) -> PatchVote:
         return _build(channels, hidden, **cfg)
 
-    builder.__signature__ = _config_keys()  # type: ignore[attr-defined]  # the registry reads the keys from it
+    builder.__signature__ = config_keys()  # type: ignore[attr-defined]  # the registry reads the keys from it
     builder.__doc__ = doc
     return builder
 

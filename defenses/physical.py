@@ -22,6 +22,10 @@ The covering argument (why finitely many footprints cover every real one):
    (``= sqrt(L^2 + W^2)`` once ``psi_max >= atan(W / L)``, else attained at ``psi_max``), across
    likewise with ``W`` and ``L`` swapped. A road sticker's box is flat (``z = 0``); a billboard's
    spans ``z`` from the ground (its posts are drawn too) to the top of its highest allowed board.
+   Every sticker of the threat also lies in the threat's *extent*, the same box around the whole
+   range of centres (``[d0 - a/2, d1 + a/2] x [y0 - b/2, y1 + b/2]``), so each cell's box is clipped
+   to it: the union of the cells' boxes is then the extent itself at every grid spacing, and no cell
+   reaches beyond what some real sticker can (:func:`threat_zone`).
 3. Projection. Points of the box with positive depth project inside the convex hull of the
    projections of the box clipped to ``depth >= eps`` (a convex polyhedron's image under a
    perspective projection is the hull of its vertices' images). Points with depth below ``eps``
@@ -54,12 +58,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from defenses.regions import region_masks
 from drivenet_patch.safety.errors import PDNError
 from drivenet_patch.safety.values import MAX_CELLS
 from drivenet_patch.world.camera import Camera
 
 __all__ = ["PLACES", "ImageGeometry", "PhysicalThreat", "PhysicalTouch", "cell_boxes", "cell_count", "footprint_mask",
-           "physical_touch", "region_masks", "rotated_extent"]
+           "physical_touch", "region_masks", "rotated_extent", "threat_extent", "threat_zone"]
 
 PLACES = ("road", "billboard")
 #: Points closer than this (metres, along the optical axis) are clipped away (see the covering argument).
@@ -196,8 +201,23 @@ def cell_boxes(threat: PhysicalThreat, spacing_m: float = 0.25) -> tuple[np.ndar
     D, Y = np.meshgrid(ds, ys, indexing="ij")
     D, Y = D.ravel(), Y.ravel()
     hd, hy = half_d + sd / 2.0, half_y + sy / 2.0
-    boxes = np.stack([D - hd, D + hd, Y - hy, Y + hy, np.full_like(D, z[0]), np.full_like(D, z[1])], axis=1)
+    extent = threat_extent(threat)
+    boxes = np.stack([np.maximum(D - hd, extent[0]), np.minimum(D + hd, extent[1]), np.maximum(Y - hy, extent[2]),
+                      np.minimum(Y + hy, extent[3]), np.full_like(D, z[0]), np.full_like(D, z[1])], axis=1)
     return boxes, D
+
+
+def threat_extent(threat: PhysicalThreat) -> np.ndarray:
+    """The box ``(d_lo, d_hi, y_lo, y_hi, z_lo, z_hi)`` (camera-relative metres) that holds every sticker of the
+    threat: its range of centres grown by the rotated sticker's half-extents (covering argument, step 2)."""
+    (d0, d1), (y0, y1) = threat.distance_m, threat.lateral_m
+    w, length, yaw = threat.width_m, threat.length_m, threat.yaw_deg
+    if threat.place == "road":
+        half_d, half_y, z = rotated_extent(length, w, yaw) / 2.0, rotated_extent(w, length, yaw) / 2.0, (0.0, 0.0)
+    else:
+        half_d, half_y = 0.5 * w * math.sin(math.radians(min(yaw, 90.0))), 0.5 * w
+        z = (0.0, threat.bottom_m[1] + length)
+    return np.array([d0 - half_d, d1 + half_d, y0 - half_y, y1 + half_y, z[0], z[1]])
 
 
 @dataclass(frozen=True)
@@ -324,14 +344,13 @@ def footprint_mask(box: np.ndarray, geom: ImageGeometry) -> np.ndarray:
     return inside
 
 
-def region_masks(layout: Any) -> torch.Tensor:
-    """(N, H, W) bool: the input pixels each region's vote may depend on (its box for rectangle layouts)."""
-    h, w = layout.input_size
-    boxes = layout.boxes()
-    masks = torch.zeros(len(boxes), h, w, dtype=torch.bool)
-    for i, (y0, x0, y1, x1) in enumerate(boxes):
-        masks[i, y0:y1, x0:x1] = True
-    return masks
+def threat_zone(threat: PhysicalThreat, geom: ImageGeometry) -> np.ndarray:
+    """(H, W) bool: every model pixel some sticker of ``threat`` can touch, the footprint of its extent
+    (:func:`threat_extent`). Every cell's box of the covering lies in the extent at any grid spacing, so every
+    footprint of :func:`physical_touch` lies in this mask. Its complement is the threat's *context*: pixels no
+    sticker of the threat reaches, which every vote may read without being touched
+    (:class:`defenses.context.ContextLayout`)."""
+    return footprint_mask(threat_extent(threat), geom)
 
 
 @dataclass(frozen=True)

@@ -366,11 +366,29 @@ def patch_positions(input_size: tuple[int, int], patch: tuple[int, int]) -> torc
     return torch.stack([py.reshape(-1), px.reshape(-1)], dim=1)
 
 
+def region_masks(layout: Any) -> torch.Tensor:
+    """(N, H, W) bool: the input pixels each region's vote may depend on, its *dependency set*.
+
+    A layout with a ``masks()`` method (:class:`defenses.context.ContextLayout`: a piece's box plus
+    the context every vote reads) gives its own; for the rectangle layouts it is each box.
+    """
+    if hasattr(layout, "masks"):
+        return layout.masks()
+    h, w = layout.input_size
+    boxes = layout.boxes()
+    masks = torch.zeros(len(boxes), h, w, dtype=torch.bool)
+    for i, (y0, x0, y1, x1) in enumerate(boxes):
+        masks[i, y0:y1, x0:x1] = True
+    return masks
+
+
 def touch_matrix(layout: Any, patch: tuple[int, int]) -> torch.Tensor:
     """Which regions each patch position touches.
 
     A patch ``[py, py + ph) x [px, px + pw)`` touches a region when it meets the region's
-    dependency box (``layout.boxes()``: the pixels its vote may depend on) along both axes.
+    dependency box (``layout.boxes()``: the pixels its vote may depend on) along both axes;
+    for a layout of dependency masks (``layout.masks()``), when the patch covers at least one
+    pixel of the region's mask (counted exactly from the mask's summed-area table).
 
     Args:
         layout: the regions (:class:`RegionLayout` or :class:`StripLayout`).
@@ -383,6 +401,12 @@ def touch_matrix(layout: Any, patch: tuple[int, int]) -> torch.Tensor:
     ph, pw = int(patch[0]), int(patch[1])
     if not (1 <= ph <= h and 1 <= pw <= w):
         raise PDNError(f"patch {ph}x{pw} does not fit the {h}x{w} model input")
+    if hasattr(layout, "masks"):
+        m = layout.masks().to(torch.int64)  # (N, H, W)
+        sat = torch.zeros(m.shape[0], h + 1, w + 1, dtype=torch.int64)
+        sat[:, 1:, 1:] = m.cumsum(1).cumsum(2)
+        inside = sat[:, ph:, pw:] - sat[:, :-ph, pw:] - sat[:, ph:, :-pw] + sat[:, :-ph, :-pw]  # (N, Py, Px)
+        return (inside > 0).reshape(m.shape[0], -1).T.contiguous()
     b = torch.tensor(layout.boxes(), dtype=torch.int64)  # (N, 4) y0, x0, y1, x1
     py = torch.arange(h - ph + 1)[:, None]
     px = torch.arange(w - pw + 1)[:, None]

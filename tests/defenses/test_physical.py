@@ -58,7 +58,7 @@ def test_rotated_extent_bounds_every_yaw() -> None:
         assert rotated_extent(length, w, yaw) <= along + 1e-3
 
 
-def _relative_poses(road: Road, s: float, d: float, dist: np.ndarray, lat: np.ndarray, yaw_deg: np.ndarray,
+def relative_poses(road: Road, s: float, d: float, dist: np.ndarray, lat: np.ndarray, yaw_deg: np.ndarray,
                     cam: Camera) -> np.ndarray:
     """Car poses that see a sticker at road (s, d) with camera-relative centre (dist, lat) and relative yaw."""
     xs, ys = road.point(np.array([s]), np.array([d]))
@@ -75,7 +75,7 @@ def _brute_force(n: int) -> None:
     rng = np.random.default_rng(7)
     dist, lat, yaw = rng.uniform(5, 30, n), rng.uniform(-2.5, 2.5, n), rng.uniform(-15, 15, n)
     place = StickerPlacement(s=100.0, d=EGO_LANE_D, width_m=THREAT.width_m, length_m=THREAT.length_m)
-    masks = Renderer(cam).render(road, _relative_poses(road, 100.0, EGO_LANE_D, dist, lat, yaw, cam), sticker=place,
+    masks = Renderer(cam).render(road, relative_poses(road, 100.0, EGO_LANE_D, dist, lat, yaw, cam), sticker=place,
                                  with_maps=True).mask.numpy()
     boxes, _ = cell_boxes(THREAT, 0.25)
     nd = len(np.unique(boxes[:, 0] + boxes[:, 1]))
@@ -113,7 +113,7 @@ def test_certificate_holds_against_rendered_stickers(cfg: dict, threat: Physical
     n = 48
     d0, d1 = threat.distance_m
     dist, lat, yaw = rng.uniform(d0, d1, n), rng.uniform(-2.5, 2.5, n), rng.uniform(-15, 15, n)
-    poses = _relative_poses(road, 100.0, EGO_LANE_D, dist, lat, yaw, cam)
+    poses = relative_poses(road, 100.0, EGO_LANE_D, dist, lat, yaw, cam)
     place = StickerPlacement(s=100.0, d=EGO_LANE_D, width_m=threat.width_m, length_m=threat.length_m)
     r = Renderer(cam)
     clean = r.render(road, poses).image

@@ -342,6 +342,7 @@ def _certify_physical(args: argparse.Namespace, model: Any, threat: Any, method:
             geom, limit = ImageGeometry.world(model.input_size), None
         touch = physical_touch(threat, geom, model.layout, args.spacing)
         out_of_view = check_in_view(args, touch)  # before a frame is rendered or a vote computed
+        reached = context_reached(model, threat, geom)
         if not args.data:
             dataset = world_dataset(model, args.frames or 1000, args.seed, Path(tmp) / "world")
         votes, labels = collect_votes(model, dataset, args.batch, args.device, limit, progress(args))
@@ -352,6 +353,8 @@ def _certify_physical(args: argparse.Namespace, model: Any, threat: Any, method:
                               "cells": len(touch.distance_m), "cells_out_of_view": out_of_view,
                               "margin_px": geom.margin_px,
                               "label_range_deg": [float(labels.min()), float(labels.max())]}
+    if reached is not None:
+        result.update(context_threat=model.layout.threat, context_px_reached=reached)
     prepare_output_folder(out_dir, "certify")
     write_csv(out_dir / "certify_frames.csv", frames, float_format="%.6g")
     if args.sweep:
@@ -376,8 +379,26 @@ def _certify_physical(args: argparse.Namespace, model: Any, threat: Any, method:
                f"their cell's certificate ({result['attack_cell_certified_runs']} certified), max push "
                f"{result['max_push_deg']:.2f} deg" if args.attack else "")
             + f"; written to {out_dir}")
+    if reached:
+        c = model.layout.threat
+        text = (f"this model's votes all read the context of a {c['width_m']:g} x {c['length_m']:g} m {c['place']} "
+                f"sticker at {c['distance_m'][0]:g}-{c['distance_m'][1]:g} m; this threat reaches {reached} of its "
+                "pixels, so a sticker there touches every vote; " + text)
     emit(result, args.json, text)
     return 0
+
+
+def context_reached(model: Any, threat: Any, geom: Any) -> int | None:
+    """Context pixels of a model whose votes all read a threat's context (``patchvote_road``) that ``threat``'s
+    stickers can reach (0: none, the context adds no touch); None for a model without context."""
+    import torch
+
+    from defenses.physical import threat_zone
+
+    context = getattr(model.layout, "context", None)
+    if context is None:
+        return None
+    return int((torch.from_numpy(threat_zone(threat, geom)) & context.cpu()).sum())
 
 
 def check_in_view(args: argparse.Namespace, touch: Any) -> int:

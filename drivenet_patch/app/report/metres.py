@@ -258,9 +258,11 @@ def _touch_figure(page: Page, found: list[Physical]) -> tuple[str, list[str]]:
         return "", notes
     fig = Figure(figsize=(5.6 * len(panels), 3.0))
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
-    for ax, (ph, (img, union, boxes, best, k, n_sets)) in zip(axes, panels):
+    for ax, (ph, (img, union, boxes, best, k, n_sets, context)) in zip(axes, panels):
         overlay = np.zeros((*union.shape, 4))
         overlay[union] = (1.0, 0.55, 0.0, 0.5)
+        if context is not None:  # the pixels every vote reads besides its own box
+            overlay[context & ~union] = (0.0, 0.75, 1.0, 0.35)
         ax.imshow(img)
         ax.imshow(overlay)
         _outline(ax, boxes, np.ones(len(boxes), bool), "white", 0.7)
@@ -273,14 +275,19 @@ def _touch_figure(page: Page, found: list[Physical]) -> tuple[str, list[str]]:
     caption = ("Where the threat's stickers can land in the model's input (orange: the union of the footprints of "
                "the covering), the model's regions (white) and the largest set of regions one sticker can touch "
                "(red), over a world frame at the model's input size")
+    if any(data[-1] is not None for _, data in panels):
+        caption += ("; blue: the context a patchvote_road model's votes all read besides their own region (pixels "
+                    "no sticker of the threat its context was cut for can reach), so each vote's dependency set is "
+                    "its white box plus the blue")
     if sources != {"world"}:
         caption += ("; drawn for the world camera: a certificate over a dataset used its camera, whose footprints "
                     "differ")
     return page.figure(fig, "metres_touch_sets", caption), notes
 
 
-def _touch_panel_data(ph: Physical) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int]:
-    """(frame (H, W, 3), footprint union (H, W), region boxes (N, 4), largest maximal set (N,), k_max, sets)."""
+def _touch_panel_data(ph: Physical) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int, Any]:
+    """(frame (H, W, 3), footprint union (H, W), region boxes (N, 4), largest maximal set (N,), k_max, sets,
+    the context every vote reads (H, W) or None)."""
     import torch
 
     from defenses.physical import ImageGeometry, PhysicalThreat, cell_boxes, footprint_mask, physical_touch
@@ -310,7 +317,9 @@ def _touch_panel_data(ph: Physical) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     with torch.no_grad():
         img = Renderer(geom.camera).render(road, road.pose_at(20.0)[None]).image[0]
     k = int(ph.cert.get("k_max", int(touch.touch.sum(1).max())))
-    return img.permute(1, 2, 0).numpy(), union, np.asarray(model.layout.boxes()), best, k, int(sets.shape[0])
+    context = getattr(model.layout, "context", None)
+    return (img.permute(1, 2, 0).numpy(), union, np.asarray(model.layout.boxes()), best, k, int(sets.shape[0]),
+            None if context is None else context.numpy())
 
 
 def _outline(ax: Any, boxes: np.ndarray, which: np.ndarray, colour: str, lw: float) -> None:
