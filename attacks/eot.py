@@ -164,16 +164,47 @@ def photometric(frames: torch.Tensor, params: EOTParams, blur_radius: int) -> to
     Shape:
         (B, 3, H, W) -> (B, 3, H, W).
     """
+    mean = frames.detach().mean(dim=(1, 2, 3))
+    return _photometric(frames, params, blur_radius, mean, params.noise)
+
+
+def _photometric(frames: torch.Tensor, params: EOTParams, blur_radius: int, mean: torch.Tensor,
+                 noise: torch.Tensor | None) -> torch.Tensor:
+    """:func:`photometric` with the frames' means (B,) and the noise (matching ``frames``) given."""
     B = frames.shape[0]
     k = params.brightness.view(B, 1) * temperature_rgb(params.temperature)  # (B, 3)
     c = params.contrast.view(B, 1)
-    mean = frames.detach().mean(dim=(1, 2, 3)).view(B, 1)
-    a, b = (c * k).view(B, 3, 1, 1), (mean * (1.0 - c) * k).view(B, 3, 1, 1)
+    a, b = (c * k).view(B, 3, 1, 1), (mean.view(B, 1) * (1.0 - c) * k).view(B, 3, 1, 1)
     x = torch.addcmul(b, frames, a)
     x = gaussian_blur(x, params.blur_sigma, blur_radius)
-    if params.noise is not None:
-        x = x + params.noise
+    if noise is not None:
+        x = x + noise
     return x.clamp(0.0, 1.0)
+
+
+def _photometric_near(frames: torch.Tensor, params: EOTParams, radius: int,
+                      box: tuple[int, int, int, int] | None) -> torch.Tensor:
+    """:func:`photometric`, the same values bit for bit, differentiable only where the sticker can reach.
+
+    The whole frames are transformed without autograd; the pixels within ``radius`` (the blur's reach)
+    of ``box`` (rows ``y0:y1``, columns ``x0:x1``: where any frame's sticker lies) are transformed again
+    with autograd from a crop that extends ``radius`` further (the blur reads no pixel beyond it; at the
+    frame's border the crop's replicate padding is the frame's), and written over them. Outside the box
+    the frames do not depend on the texture, so the gradient is the same, and the backward pass touches
+    the box only, not every pixel of every frame."""
+    mean = frames.detach().mean(dim=(1, 2, 3))
+    with torch.no_grad():
+        out = _photometric(frames.detach(), params, radius, mean, params.noise)
+    if box is None or not frames.requires_grad:
+        return out
+    H, W = frames.shape[-2:]
+    y0, y1, x0, x1 = box
+    oy0, oy1, ox0, ox1 = max(y0 - radius, 0), min(y1 + radius, H), max(x0 - radius, 0), min(x1 + radius, W)
+    iy0, iy1, ix0, ix1 = max(oy0 - radius, 0), min(oy1 + radius, H), max(ox0 - radius, 0), min(ox1 + radius, W)
+    noise = None if params.noise is None else params.noise[..., iy0:iy1, ix0:ix1]
+    part = _photometric(frames[..., iy0:iy1, ix0:ix1], params, radius, mean, noise)
+    out[..., oy0:oy1, ox0:ox1] = part[..., oy0 - iy0:oy1 - iy0, ox0 - ix0:ox1 - ix0]
+    return out
 
 
 def eot_frames(scenes: StickerScenes, texture: torch.Tensor, params: EOTParams, cfg: EOTConfig,
@@ -190,14 +221,64 @@ def eot_frames(scenes: StickerScenes, texture: torch.Tensor, params: EOTParams, 
     Returns:
         (B, 3, H, W) frames, differentiable in ``texture``.
     """
-    bg, uv, mask, gain, offset = scenes.maps(params.idx)
-    if params.shift is not None:
-        uv, mask = shift_maps(uv, mask, params.shift)
-    if dirt:
-        frames = apply_dirt(bg, texture[:1], uv, mask, offset)
+    if not dirt and texture.ndim == 3 and scenes.background.device.type == "cpu":
+        frames, box = _sparse_sticker(scenes, texture, params)
+        return _photometric_near(frames, params, math.ceil(3.0 * cfg.blur_sigma[1]), box)
     else:
-        frames = apply_sticker(bg, texture, uv, mask, gain, offset)
+        bg, uv, mask, gain, offset = scenes.maps(params.idx)
+        if params.shift is not None:
+            uv, mask = shift_maps(uv, mask, params.shift)
+        if dirt:
+            frames = apply_dirt(bg, texture[:1], uv, mask, offset)
+        else:
+            frames = apply_sticker(bg, texture, uv, mask, gain, offset)
     return photometric(frames, params, math.ceil(3.0 * cfg.blur_sigma[1]))
+
+
+def _scene_rows(t: torch.Tensor, scene: torch.Tensor) -> torch.Tensor:
+    """Row index into a scene map that may be shared by all scenes (leading dim 1)."""
+    return torch.zeros_like(scene) if t.shape[0] == 1 else scene
+
+
+def _sparse_sticker(scenes: StickerScenes, texture: torch.Tensor, params: EOTParams
+                    ) -> tuple[torch.Tensor, tuple[int, int, int, int] | None]:
+    """:func:`shift_maps` then :func:`~drivenet_patch.world.composite.apply_sticker` (its sparse path), fused:
+    the same values bit for bit, but only the covered pixels are touched. A pixel (y, x) of the unshifted
+    footprint lands at (y + dy, x + dx) with the texel it saw, lit by the map at its new place; pixels
+    shifted out of the frame are dropped. No whole-frame gather of the maps, and the lighting maps are
+    read at the covered pixels straight from the scenes. Returns the frames and the box (rows y0:y1,
+    columns x0:x1) holding every frame's sticker pixels (None when no frame sees it)."""
+    idx = params.idx
+    bg = scenes.background
+    frames = bg[_scene_rows(bg, idx)]  # a new tensor: the output's base
+    B, _, H, W = frames.shape
+    mask = scenes.mask
+    m = mask[_scene_rows(mask, idx)] if mask.ndim == 3 else mask.expand(B, H, W)
+    b, y, x = m.nonzero(as_tuple=True)
+    ty, tx = y, x
+    if params.shift is not None:
+        shift = params.shift.to(b.device).long()
+        ty, tx = y + shift[b, 1], x + shift[b, 0]
+        keep = (ty >= 0) & (ty < H) & (tx >= 0) & (tx < W)
+        b, y, x, ty, tx = b[keep], y[keep], x[keep], ty[keep], tx[keep]
+    scene = idx[b]
+    uv = scenes.uv if scenes.uv.ndim == 4 else scenes.uv.unsqueeze(0)
+    grid = uv[_scene_rows(uv, scene), y, x].to(texture.dtype).view(1, 1, -1, 2)
+    texel = torch.nn.functional.grid_sample(texture.unsqueeze(0), grid, mode="bilinear", padding_mode="border",
+                                            align_corners=False)[0, :, 0].t()  # (P, 3)
+
+    def at(t: torch.Tensor | None) -> torch.Tensor | None:
+        if t is None:
+            return None
+        full = t.expand(t.shape[0], 3, H, W)
+        return full[_scene_rows(t, scene), :, ty, tx]
+
+    gain, offset = at(scenes.gain), at(scenes.offset)
+    value = texel if gain is None else texel * gain
+    value = (value if offset is None else value + offset).clamp(0.0, 1.0)
+    frames[b, :, ty, tx] = value.to(frames.dtype)
+    box = None if len(ty) == 0 else (int(ty.min()), int(ty.max()) + 1, int(tx.min()), int(tx.max()) + 1)
+    return frames, box
 
 
 def eot_footprint(scenes: StickerScenes, params: EOTParams) -> torch.Tensor:
