@@ -101,7 +101,7 @@ def ratio_table(parts: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     for size in ("66x200", "160x320"):
         add(f"world {size}: torch.compile / eager renderer", w.get(f"fps_{size}_compiled"),
             w.get(f"fps_{size}_eager"), f"{_num(w.get(f'fps_{size}_compiled'))} vs {_num(w.get(f'fps_{size}_eager'))} frames/s")
-    add("train: end-to-end / bare step (target >= 0.85)", t.get("train_e2e_img_s"),
+    add("train: end-to-end / bare step", t.get("train_e2e_img_s"),
         t.get("train_step_img_s_interleaved"),
         f"{_num(t.get('train_e2e_img_s'))} vs {_num(t.get('train_step_img_s_interleaved'))} img/s")
     add("inference: achieved / matmul GFLOP/s", t.get("infer_gflops"), t.get("matmul_gflops"),
@@ -117,7 +117,7 @@ def ratio_table(parts: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     add("defense: PatchVote / ART derandomized smoothing inference", d.get("patchvote_img_s"),
         d.get("art_ds_img_s"), f"{_num(d.get('patchvote_img_s'))} vs {_num(d.get('art_ds_img_s'))} img/s")
     pd, pn = "patchdrive_160x320", "pilotnet_66x200"
-    add("models: PatchDrive 160x320 / PilotNet 66x200 multiply-adds (target <= 3)", m.get(f"{pd}_macs"),
+    add("models: PatchDrive 160x320 / PilotNet 66x200 multiply-adds", m.get(f"{pd}_macs"),
         m.get(f"{pn}_macs"), f"{_mega(m.get(f'{pd}_macs'))} vs {_mega(m.get(f'{pn}_macs'))} M per image")
     add("models: PatchDrive 160x320 / PilotNet 66x200 time per image", m.get(f"{pn}_img_s"),
         m.get(f"{pd}_img_s"), f"{_num(m.get(f'{pd}_img_s'))} vs {_num(m.get(f'{pn}_img_s'))} img/s")
@@ -149,94 +149,156 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
     return best_rate(lambda: a @ b, 2 * n**3, repeats) / 1e9
 
 
-def bench_train(batches: int = 30, batch: int = 64, device: str = "cpu", repeats: int = 3,
-                compile: bool = False) -> dict[str, Any]:
-    """Images/s of PilotNet's bare train step, of end-to-end training (memory-mapped world data,
-    balanced sampling, augmentation, prefetch thread) and of inference, side by side.
-    """
-    import tempfile
+#: ``bench_train``'s default models: PilotNet alone (the app layer adds the defended models).
+DEFAULT_TRAIN_MODELS: tuple[tuple[str, dict[str, Any]], ...] = (("pilotnet", {}),)
 
-    from drivenet_patch.data import SynthDataset
-    from drivenet_patch.data.synthesize import synthesize
-    from drivenet_patch.models import create_model
-    from drivenet_patch.training.augment import Augmenter
-    from drivenet_patch.training.config import TrainConfig
-    from drivenet_patch.training.data import Subset, prefetch, tensor_batches
 
-    result: dict[str, Any] = {"batch": batch, "device": device, "machine": machine()}
-    model = create_model("pilotnet", generator=torch.Generator().manual_seed(0)).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.rand(batch, 3, *model.input_size, device=device)
-    y = torch.randn(batch, device=device)
+def _train_step(model: torch.nn.Module, opt: torch.optim.Optimizer) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """One optimiser step as ``pdn train`` takes it (a model's own ``training_loss`` when it has one, else MSE)."""
+    own = getattr(model, "training_loss", None)
 
-    def step(inp: torch.Tensor, target: torch.Tensor) -> None:
-        loss = torch.nn.functional.mse_loss(model(inp), target)
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        loss = own(x, y, "mse") if own is not None else torch.nn.functional.mse_loss(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if x.is_cuda:
+            torch.cuda.synchronize()
+    return step
 
-    for layout, fmt in (("nchw", torch.contiguous_format), ("channels_last", torch.channels_last)):
-        model.to(memory_format=fmt)
-        xi = x.contiguous(memory_format=fmt)
-        result[f"train_step_img_s_{layout}"] = round(best_rate(lambda xi=xi: [step(xi, y) for _ in range(10)],
-                                                               10 * batch, repeats), 1)
-        model.eval()
-        with torch.no_grad():
-            result[f"infer_img_s_{layout}"] = round(best_rate(lambda xi=xi: [model(xi) for _ in range(20)],
-                                                              20 * batch, repeats), 1)
-        model.train()
-    if compile:  # the same step through torch.compile (channels_last), compile time reported apart
-        model.to(memory_format=torch.channels_last)
-        compiled = torch.compile(model)
-        xi = x.contiguous(memory_format=torch.channels_last)
 
-        def cstep() -> None:
-            loss = torch.nn.functional.mse_loss(compiled(xi), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+def _batches_for(fn: Callable[[], Any], seconds: float, most: int) -> int:
+    """How many calls of ``fn`` (one train step) fill about ``seconds`` (6 .. ``most``), from 3 timed calls."""
+    fn()
+    t0 = time.perf_counter()
+    for _ in range(3):
+        fn()
+    per = (time.perf_counter() - t0) / 3
+    return int(min(most, max(min(6, most), round(seconds / max(per, 1e-6)))))
 
-        t0 = time.perf_counter()
-        cstep()
-        result["compile_s"] = round(time.perf_counter() - t0, 1)
-        result["train_step_img_s_compiled"] = round(best_rate(lambda: [cstep() for _ in range(10)], 10 * batch,
-                                                               repeats), 1)
-    best_layout = max(("nchw", "channels_last"), key=lambda k: result[f"train_step_img_s_{k}"])
-    fmt = torch.channels_last if best_layout == "channels_last" else torch.contiguous_format
-    model.to(memory_format=fmt)
+
+def bench_train(batches: int = 30, batch: int = 64, device: str = "cpu", repeats: int = 3,
+                compile: bool = False, models: tuple[tuple[str, dict[str, Any]], ...] = DEFAULT_TRAIN_MODELS,
+                data: str | None = None, seconds: float = 0.75, frames: int = 1024,
+                ceiling_n: int = 2048) -> dict[str, Any]:
+    """End-to-end training vs the bare train step, and inference, in images/s, for each model of ``models``
+    (``(registry name, config)`` pairs), each pair measured side by side (see :func:`best_rates`).
+
+    *Bare step*: forward, loss, backward and AdamW step on one fixed channels-last batch. *End to end*:
+    the same steps fed by ``pdn train``'s own input pipeline (memory-mapped frames, balanced sampling,
+    viewpoint shifts and flips, batched photometric jitter, prefetch thread) from ``data`` (a dataset
+    folder) or ``frames`` world frames rendered into a temporary folder. Each side runs up to
+    ``batches`` steps, fewer for a slow model (about ``seconds`` per measurement), so the whole
+    benchmark stays short on a small machine. ``compile`` adds PilotNet's ``torch.compile``'d bare step.
+
+    Returns:
+        ``models``: one object per model (``model``, ``layout`` or None, ``batches``, ``e2e_img_s``,
+        ``bare_img_s``, ``e2e_over_bare``, ``infer_img_s``, ``macs``, ``infer_gflops``,
+        ``train_gflops`` (3x the forward FLOPs per image), their shares of ``matmul_gflops``, and
+        ``train_over_pilotnet`` / ``infer_over_pilotnet``); ``matmul_gflops``, the machine's 2048x2048
+        float32 matmul rate (``ceiling_n`` a side); and PilotNet's figures under the keys ``pdn bench``'s ratio table reads.
+    """
+    import tempfile
+
+    from drivenet_patch.data import open_dataset
+    from drivenet_patch.data.synthesize import synthesize
+    from drivenet_patch.models import count_macs, create_model
+    from drivenet_patch.training.augment import Augmenter
+    from drivenet_patch.training.config import TrainConfig
+    from drivenet_patch.training.data import Subset, correction_horizon_s, prefetch, tensor_batches
+
+    result: dict[str, Any] = {"batch": batch, "device": device, "machine": machine(),
+                              "matmul_gflops": round(matmul_gflops(ceiling_n), 1)}
+    rows: list[dict[str, Any]] = []
+    datasets: dict[tuple[int, int], Subset] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        synthesize(tmp, 2048, seed=0, cameras=("center", "left", "right"), progress=False)
-        ds = SynthDataset(tmp)
-        data = Subset(ds, np.arange(len(ds)))
-        xb = x.contiguous(memory_format=fmt)
-        fns: dict[str, Callable[[], Any]] = {"bare": lambda: [step(xb, y) for _ in range(batches)]}
-        for photometric, key in (("torch", "train_e2e_img_s"), ("albumentations", "train_e2e_img_s_albumentations")):
-            cfg = TrainConfig(batch=batch, samples_per_epoch=batches * batch, photometric=photometric,
-                              channels_last=fmt == torch.channels_last)
-            augmenter = Augmenter(ds.camera, ds.crop, shift_m=cfg.shift_m, rot_deg=cfg.rot_deg,
-                                  photometric=photometric == "albumentations")
+        for name, cfg in models:
+            g = torch.Generator().manual_seed(0)
+            model = create_model(name, generator=g, **cfg).to(device).to(memory_format=torch.channels_last)
+            size = tuple(int(v) for v in model.input_size)
+            if size not in datasets:
+                folder = data
+                if folder is None:
+                    folder = f"{tmp}/{size[0]}x{size[1]}"
+                    synthesize(folder, frames, seed=0, size=size, cameras=("center", "left", "right"),
+                               progress=False)
+                ds = open_dataset(folder, size=size)
+                datasets[size] = Subset(ds, np.arange(len(ds)))
+            train_set = datasets[size]
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+            step = _train_step(model, opt)
+            x = torch.rand(batch, 3, *size, generator=g).to(device).contiguous(memory_format=torch.channels_last)
+            y = torch.randn(batch, generator=g).to(device)
+            model.train()
+            n = _batches_for(lambda step=step, x=x, y=y: step(x, y), seconds, batches)
+            tcfg = TrainConfig(model=name, batch=batch, samples_per_epoch=n * batch, device=str(device))
+            augmenter = Augmenter(train_set.camera, train_set.crop, shift_m=tcfg.shift_m, rot_deg=tcfg.rot_deg,
+                                  speed=10.0, horizon_s=correction_horizon_s(train_set, tcfg), photometric=False)
+            runs = iter(range(10**6))
 
-            def epoch(cfg: TrainConfig = cfg, augmenter: Augmenter = augmenter) -> None:
-                for xi, yi in prefetch(tensor_batches(data, cfg, 0, augmenter, device)):
+            def epoch(tcfg: TrainConfig = tcfg, augmenter: Augmenter = augmenter, train_set: Subset = train_set,
+                      step: Callable = step, runs: Any = runs) -> None:
+                for xi, yi in prefetch(tensor_batches(train_set, tcfg, next(runs), augmenter, device)):
                     step(xi, yi)
 
-            fns[key] = epoch
-        # The ratio's two sides interleaved, same number of steps each (see best_rates).
-        rates = best_rates(fns, dict.fromkeys(fns, batches * batch), repeats=max(repeats, 5))
-        result["train_step_img_s_interleaved"] = round(rates.pop("bare"), 1)
-        result.update({k: round(v, 1) for k, v in rates.items()})
-    result["train_layout"] = best_layout
-    result["train_step_img_s"] = result[f"train_step_img_s_{best_layout}"]
-    result["infer_img_s"] = max(result["infer_img_s_nchw"], result["infer_img_s_channels_last"])
-    bare = result["train_step_img_s_interleaved"]
-    result["e2e_over_step"] = round(result["train_e2e_img_s"] / bare, 3)
-    result["e2e_over_step_albumentations"] = round(result["train_e2e_img_s_albumentations"] / bare, 3)
-    result["matmul_gflops"] = round(matmul_gflops(), 1)
-    from drivenet_patch.models import count_macs
-
-    flops = 2 * count_macs(model)  # PilotNet at 66x200: 26.9 M multiply-adds (convs + FCs) = 53.75 MFLOP
-    result["infer_gflops"] = round(result["infer_img_s"] * flops / 1e9, 1)
+            fns = {"bare": lambda step=step, x=x, y=y, n=n: [step(x, y) for _ in range(n)], "e2e": epoch}
+            rates = best_rates(fns, dict.fromkeys(fns, n * batch), repeats)
+            model.eval()
+            with torch.no_grad():
+                ni = _batches_for(lambda m=model, x=x: m(x), seconds / 2, 4 * batches)
+                infer = best_rate(lambda m=model, x=x, ni=ni: [m(x) for _ in range(ni)], ni * batch, repeats)
+            macs = count_macs(model)
+            layout = cfg.get("layout", getattr(model, "config", {}).get("layout"))
+            row = {"model": name, "layout": layout, "config": dict(cfg), "batches": n,
+                   "e2e_img_s": round(rates["e2e"], 1), "bare_img_s": round(rates["bare"], 1),
+                   "e2e_over_bare": round(rates["e2e"] / rates["bare"], 3), "infer_img_s": round(infer, 1),
+                   "macs": macs, "infer_gflops": round(infer * 2 * macs / 1e9, 1),
+                   "train_gflops": round(rates["bare"] * 6 * macs / 1e9, 1)}
+            rows.append(row)
+            del model, opt
+        for ds in datasets.values():
+            ds.base.release()
+    pilot = next((r for r in rows if r["model"] == "pilotnet"), None)
+    for r in rows:
+        if pilot is not None:
+            r["train_over_pilotnet"] = round(r["e2e_img_s"] / pilot["e2e_img_s"], 3)
+            r["infer_over_pilotnet"] = round(r["infer_img_s"] / pilot["infer_img_s"], 3)
+    result["models"] = rows
+    if pilot is not None:  # the keys of pdn bench's ratio table
+        result.update({"train_e2e_img_s": pilot["e2e_img_s"], "train_step_img_s_interleaved": pilot["bare_img_s"],
+                       "e2e_over_step": pilot["e2e_over_bare"], "infer_img_s": pilot["infer_img_s"],
+                       "infer_gflops": pilot["infer_gflops"]})
+    if compile and pilot is not None:
+        result.update(_compiled_step(batch, device, repeats))
+    # The ceiling measured again at the end (best of both): a busy moment must not make a share exceed 1.
+    result["matmul_gflops"] = max(result["matmul_gflops"], round(matmul_gflops(ceiling_n), 1))
+    for r in rows:
+        r["infer_share_of_matmul"] = round(r["infer_gflops"] / result["matmul_gflops"], 3)
+        r["train_share_of_matmul"] = round(r["train_gflops"] / result["matmul_gflops"], 3)
     return result
+
+
+def _compiled_step(batch: int, device: str, repeats: int) -> dict[str, Any]:
+    """PilotNet's bare train step eager and through ``torch.compile`` (channels-last), side by side; the
+    one-off compile time apart."""
+    from drivenet_patch.models import create_model
+
+    g = torch.Generator().manual_seed(0)
+    model = create_model("pilotnet", generator=g).to(device).to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.rand(batch, 3, *model.input_size, generator=g).to(device).contiguous(memory_format=torch.channels_last)
+    y = torch.randn(batch, generator=g).to(device)
+    compiled = torch.compile(model)
+    eager, fast = _train_step(model, opt), _train_step(compiled, opt)
+    t0 = time.perf_counter()
+    fast(x, y)
+    out: dict[str, Any] = {"compile_s": round(time.perf_counter() - t0, 1)}
+    rates = best_rates({"eager": lambda: [eager(x, y) for _ in range(5)],
+                        "compiled": lambda: [fast(x, y) for _ in range(5)]}, {"eager": 5 * batch, "compiled": 5 * batch},
+                       repeats)
+    out["train_step_img_s_eager"] = round(rates["eager"], 1)
+    out["train_step_img_s_compiled"] = round(rates["compiled"], 1)
+    return out
 
 
 def bench_models(batch: int = 64, device: str = "cpu", repeats: int = 5, onnx: bool = False) -> dict[str, Any]:

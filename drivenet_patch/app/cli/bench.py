@@ -53,14 +53,52 @@ def cmd_bench_world(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_models(model: str | None = None, items: list[str] | None = None) -> tuple[tuple[str, dict[str, Any]], ...]:
+    """The models ``pdn bench train`` measures: ``model`` with its ``--model-arg`` items, or by default
+    PilotNet, PatchVote with each region layout of ``defenses.regions.LAYOUTS`` and every other registered
+    PatchVote preset (a ``patchvote_*`` model, the small test models left out)."""
+    from defenses.regions import LAYOUTS
+    from drivenet_patch.models import parse_model_args
+    from drivenet_patch.models.registry import list_models
+
+    if model is not None:
+        return ((model, parse_model_args(model, items or [], where="--model-arg")),)
+    if items:
+        raise PDNError("--model-arg needs --model (the model whose config key it sets)")
+    presets = [n for n in list_models() if n.startswith("patchvote_") and not n.endswith("_tiny")]
+    return (("pilotnet", {}), *(("patchvote", {"layout": layout}) for layout in LAYOUTS),
+            *((n, {}) for n in presets))
+
+
 def cmd_bench_train(args: argparse.Namespace) -> int:
-    from drivenet_patch.bench.timing import bench_train, format_table
+    from drivenet_patch.bench.timing import bench_train
 
     _refuse_group_flags(args)
-
-    result = bench_train(batches=args.batches, device=args.device, compile=args.compile)
-    emit(result, args.json, format_table(result))
+    models = train_models(args.model, args.model_arg)
+    result = bench_train(batches=args.batches, device=args.device, compile=args.compile, models=models,
+                         data=args.data)
+    emit(result, args.json, train_table(result))
     return 0
+
+
+def train_table(result: dict[str, Any]) -> str:
+    """``pdn bench train``'s plain-text table: one row per model."""
+    head = (f"{'model':<28} {'e2e img/s':>10} {'bare img/s':>11} {'e2e/bare':>9} {'infer img/s':>12} "
+            f"{'train/PilotNet':>15} {'infer/PilotNet':>15}")
+    lines = [head, "-" * len(head)]
+    for r in result["models"]:
+        name = r["model"] + (f" ({r['layout']})" if r.get("layout") else "")
+        lines.append(f"{name:<28} {r['e2e_img_s']:>10.0f} {r['bare_img_s']:>11.0f} {r['e2e_over_bare']:>9.3f} "
+                     f"{r['infer_img_s']:>12.0f} {r.get('train_over_pilotnet', float('nan')):>15.3f} "
+                     f"{r.get('infer_over_pilotnet', float('nan')):>15.3f}")
+    pilot = next((r for r in result["models"] if r["model"] == "pilotnet"), None)
+    lines.append(f"matmul 2048x2048: {result['matmul_gflops']} GFLOP/s" + (
+        f"; PilotNet bare train step {pilot['train_gflops']} GFLOP/s ({pilot['train_share_of_matmul']:.0%}), "
+        f"inference {pilot['infer_gflops']} GFLOP/s ({pilot['infer_share_of_matmul']:.0%})" if pilot else ""))
+    if "compile_s" in result:
+        lines.append(f"PilotNet bare step eager / torch.compile: {result['train_step_img_s_eager']} / "
+                     f"{result['train_step_img_s_compiled']} img/s (compile {result['compile_s']} s)")
+    return "\n".join(lines)
 
 
 def cmd_bench_models(args: argparse.Namespace) -> int:
@@ -172,11 +210,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                    help="also measure the torch.compile'd renderer (default on)")
     add_device_and_json(c)
-    c = command(bench, "train", "PilotNet train step, end-to-end training and inference images/s", cmd_bench_train)
+    c = command(bench, "train", "end-to-end training vs the bare train step and inference, images/s, for PilotNet "
+                "and each PatchVote layout", cmd_bench_train)
     c.add_argument("--batches", type=count(MAX_BENCH_BATCHES, "a number of batches"), default=30,
-                   help="batches per end-to-end measurement (default 30)")
-    c.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
-                   help="also measure the torch.compile'd train step (default on)")
+                   help="most batches per measurement (default 30; fewer for a slow model, about 1 s each)")
+    c.add_argument("--model", help="measure this registered model only (default: PilotNet, PatchVote with each "
+                                   "region layout and every PatchVote preset)")
+    c.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
+                   help="a config key of --model (repeatable), e.g. layout=strips")
+    c.add_argument("--data", help="dataset folder to train from (default: 1,024 world frames rendered for it)")
+    c.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                   help="also measure PilotNet's torch.compile'd train step (default off)")
     add_device_and_json(c)
     c = command(bench, "models", "PatchDrive vs PilotNet inference: multiply-adds and images/s", cmd_bench_models)
     c.add_argument("--batch", type=count(1024, "a batch size"), default=64,
