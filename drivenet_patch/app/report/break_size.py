@@ -66,6 +66,16 @@ def read_sweeps(paths: Sequence[Path]) -> list[Swept]:
             for p, name, model, meta, table, brk in read]
 
 
+def _role(name: str, meta: dict[str, Any]) -> str:
+    """A sweep's label: the model's name and whether it is the defended model, whose stickers were optimised
+    white-box against it (adaptive), or an undefended one."""
+    defended = name.startswith("patchvote")
+    placed = meta.get("stickers") or meta.get("segment") or meta.get("search")
+    how = (f", {meta.get('stickers') or 1} sticker(s)" + (", placement searched" if meta.get("search") else "")
+           if placed else "")
+    return f"{name} {'defended (adaptive)' if defended else 'undefended'}{how}"
+
+
 def _pct(v: Any) -> str:
     f = pd.to_numeric(pd.Series([v]), errors="coerce").iloc[0]
     return "n/a" if pd.isna(f) else f"{100 * float(f):.0f}%"
@@ -83,14 +93,17 @@ def sweep_section(page: Page, paths: Sequence[Path], physical: Sequence[Path] = 
                  if ph.area_m2 is not None and ph.label.startswith("patchvote")}
     drp = float(sweeps[0].meta.get("drp_area_m2") or DRP_AREA_M2)
     fig = Figure(figsize=(7.5, 4.6))
-    draw_sweep(fig.subplots(), {s.label: s.table for s in sweeps}, {s.label: s.break_area for s in sweeps}, drp,
-               certified, "Lane departures vs sticker area")
+    draw_sweep(fig.subplots(), {_role(s.label, s.meta): s.table for s in sweeps},
+               {_role(s.label, s.meta): s.break_area for s in sweeps}, drp, certified, "Lane departures vs sticker area")
     caption = (f"Share of closed-loop approaches that leave the lane, one separately optimised sticker per area "
                f"(solid) beside its noise and grey controls and no sticker (dashed); star: the break area (the "
                f"smallest area with >= {100 * BREAK_RATE:.0f}% departures); dash-dot: DRP's painted region "
                f"(about 5.7 m x 38 m = {drp:g} m², Sato et al., USENIX Security 2021)")
     if certified:
-        caption += "; green: the largest area the defended model's physical certificate covers"
+        caption += ("; three curves side by side: the undefended model, the defended model under stickers "
+                    "optimised white-box against it (adaptive), and green: the largest area the defended "
+                    "model's physical certificate covers (no sticker that size moves its output out of the "
+                    "certified interval on the certified frames)")
     fig_html = page.figure(fig, "sweep_departures", caption)
 
     areas = sorted({float(a) for s in sweeps for a in s.table["area_m2"]})
@@ -116,6 +129,10 @@ def sweep_section(page: Page, paths: Sequence[Path], physical: Sequence[Path] = 
                                                                             f"{fmt(m.get('poses'))}"),
             ("closed loop", f"{fmt(m.get('loop_roads'))} roads x {fmt(m.get('km'))} km"
              + (f" ({int(n.min())} approaches per size)" if n is not None and n.notna().any() else "")),
-            ("break area (m²)", s.break_area), ("seed", m.get("seed"))]
+            ("stickers per area", m.get("stickers")), ("segment", m.get("segment")),
+            ("placements searched per area", m.get("search")),
+            ("break area (m²)", s.break_area),
+            ("known within (largest area below the break, break)", m.get("break_bracket_m2")),
+            ("interpolated break area (m²)", m.get("break_area_interp_m2")), ("seed", m.get("seed"))]
         parts += [f"<h3>{html.escape(str(s.path))}</h3>", html_table([r for r in settings if r[1] is not None])]
     return "".join(parts)
