@@ -144,3 +144,30 @@ def test_break_bracket_and_interpolation_on_a_constructed_curve():
     assert break_bracket(t2) == (None, 2.0) and interpolated_break_area(t2) is None
     t3 = pd.DataFrame({"area_m2": [2.0, 4.0], "departure_rate": [0.1, 0.3]})
     assert break_bracket(t3) == (4.0, None)
+
+
+def test_an_adaptive_placed_sticker_inside_the_certified_area_stays_in_the_certified_interval():
+    """White-box against the defended model: the sticker optimised on it, placed off centre and turned, within
+    the size and distances its certificate covers, never moves its output outside the certified interval."""
+    from attacks.approach import approach_scenes
+    from attacks.sticker import StickerConfig, optimize_sticker
+    from defenses.certify import certify_votes
+    from defenses.physical import ImageGeometry, PhysicalThreat, physical_touch
+    from defenses.regions import maximal_touch_sets
+    from drivenet_patch.models import create_model
+
+    g = torch.Generator().manual_seed(0)
+    model = create_model("patchvote_tiny", generator=g, layout="strips").eval()
+    threat = PhysicalThreat(2.0, 3.5, distance_m=(5.0, 30.0), lateral_m=(-2.5, 2.5), yaw_deg=15.0)
+    group = PlacementCandidate(lateral_m=0.6, yaw_deg=12.0).placement((1.8, 3.2), 1, "left")
+    scenes = approach_scenes(model, group, (5.0, 15.0), 2, 12, 0, 5, "cpu")
+    touch = physical_touch(threat, ImageGeometry.world(model.input_size), model.layout)
+    with torch.no_grad():
+        cert = certify_votes(model.votes(scenes.background), maximal_touch_sets(touch.touch), model.valid, "median")
+    result = optimize_sticker(model, scenes, StickerConfig(steps=5, batch=8, target="left", texture_hw=(8, 14)), g)
+    with torch.no_grad():
+        out = model(scenes.apply(result.texture))
+        moved = (out - model(scenes.background)).abs().max()
+    ok = cert.certified
+    assert ok.float().mean() > 0.2 and moved > 0
+    assert bool(((out[ok] >= cert.lo[ok] - 1e-4) & (out[ok] <= cert.hi[ok] + 1e-4)).all())
