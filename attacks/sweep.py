@@ -26,7 +26,12 @@ from drivenet_patch.safety.values import MAX_FRAMES, FieldCheck, check_fields, n
 DRP_AREA_M2 = 108.0
 DEFAULT_AREAS = (2.0, 4.0, 7.0, 14.0, 28.0, 56.0, 112.0)
 BREAK_RATE = 0.9
-ASPECTS = ("along", "across")
+ASPECTS = ("along", "across", "line")
+#: A ``line`` sticker is painted like a lane marking: this wide until it is this long, then wider.
+LINE_WIDTH_M = 0.25
+MAX_LINE_LENGTH_M = 40.0
+#: Texels (rows along the road x columns across it) of a line sticker.
+LINE_TEXELS = "64x8"
 #: The demo sticker's shape: 2.0 m across the lane, 3.5 m along it.
 ALONG_RATIO = 1.75
 MAX_WIDTH_ALONG_M = 3.5  # an "along" sticker grows along the road once it is as wide as the lane
@@ -63,6 +68,8 @@ def sticker_size(area_m2: float, aspect: str = "along") -> tuple[float, float]:
       (7 m² -> 2.0 x 3.5 m, 28 m² -> 3.5 x 8 m, 112 m² -> 3.5 x 32 m).
     * ``across``: the CLI default's 3.5 x 2.0 m shape scaled (width = 1.75 x length), growing over
       the neighbouring lane and the shoulder (112 m² -> 14 x 8 m).
+    * ``line``: a painted line along the lane, :data:`LINE_WIDTH_M` wide, up to :data:`MAX_LINE_LENGTH_M`
+      long, then wider (7 m² -> 0.25 x 28 m, 28 m² -> 0.7 x 40 m).
     """
     if aspect not in ASPECTS:
         raise PDNError(f"aspect must be one of {', '.join(ASPECTS)}, got {aspect!r}")
@@ -70,6 +77,9 @@ def sticker_size(area_m2: float, aspect: str = "along") -> tuple[float, float]:
     if aspect == "along":
         w = min(math.sqrt(a / ALONG_RATIO), MAX_WIDTH_ALONG_M)
         return w, a / w
+    if aspect == "line":
+        length = min(a / LINE_WIDTH_M, MAX_LINE_LENGTH_M)
+        return a / length, length
     return math.sqrt(a * ALONG_RATIO), math.sqrt(a / ALONG_RATIO)
 
 
@@ -260,6 +270,8 @@ __all__ = [
     "BREAK_RATE",
     "DEFAULT_AREAS",
     "DRP_AREA_M2",
+    "LINE_TEXELS",
+    "LINE_WIDTH_M",
     "SWEEP_COLUMNS",
     "SWEEP_ROW_FIELDS",
     "break_area",

@@ -171,3 +171,12 @@ def test_an_adaptive_placed_sticker_inside_the_certified_area_stays_in_the_certi
     ok = cert.certified
     assert ok.float().mean() > 0.2 and moved > 0
     assert bool(((out[ok] >= cert.lo[ok] - 1e-4) & (out[ok] <= cert.hi[ok] + 1e-4)).all())
+
+
+def test_a_line_sticker_is_a_lane_marking_wide_until_it_is_40_m_long():
+    from attacks.sweep import sticker_size
+
+    assert sticker_size(7.0, "line") == pytest.approx((0.25, 28.0))
+    assert sticker_size(2.0, "line") == pytest.approx((0.25, 8.0))
+    w, length = sticker_size(28.0, "line")
+    assert length == 40.0 and w * length == pytest.approx(28.0)

@@ -136,7 +136,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="--closed-loop: re-simulate every this many steps, 1 .. --steps (default 25)")
     c.add_argument("--stickers", type=count(16, "a number of stickers"), default=1,
                    help="--closed-loop: spend the --size area on this many equal stickers in a row along the lane, "
-                        "optimised together (default 1)")
+                        "optimised together (a line, at most 0.5 m wide, is cut into N lengths; any other shape "
+                        "becomes N stickers of the 2.0x3.5 m shape) (default 1)")
     c.add_argument("--segment", default=None,
                    help="--closed-loop: the road segment the stickers sit on: any | straight | curve_entry | "
                         "curve_exit (a curve turning away from --target; add _left or _right to choose) (default any)")
@@ -431,13 +432,16 @@ def group_attack(model: Any, size: tuple[float, float], cfg: Any, ccfg: Any, arg
         search_placement,
         segment_roads,
     )
+    from attacks.sweep import LINE_WIDTH_M
     from drivenet_patch.driving.drive import ClosedLoopConfig
     from drivenet_patch.world.render import Renderer
 
     drive = ClosedLoopConfig()
     renderer = Renderer(model_camera(model), device=args.device)
     n = int(args.stickers)
-    psize = size if n == 1 else part_size(size[0] * size[1], n)
+    # N equal stickers: a line (at most twice a lane marking's width) cut into N lengths, any other shape the
+    # 2.0 x 3.5 m shape at 1/N of the area
+    psize = size if n == 1 else (size[0], size[1] / n) if size[0] <= 2 * LINE_WIDTH_M else part_size(size[0] * size[1], n)
     first = PlacementCandidate(segment=args.segment or "any", lateral_m=float(args.lateral))
     rng = np.random.default_rng([int(args.seed), ATTACK_SEED_BASE, 7])
 

@@ -21,6 +21,7 @@ from typing import Any
 from drivenet_patch.app.cli.common import add_device_and_json, emit
 from drivenet_patch.app.cli.flags import (
     KM,
+    LATERAL_M,
     MAX_AREAS,
     MAX_DRIVE_ROADS,
     MAX_POSES,
@@ -46,7 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--out", required=True, type=Path, help="sweep folder (resumable per size)")
     c.add_argument("--areas", default="2,4,7,14,28,56,112", help="sticker areas in m² (default 2,4,7,14,28,56,112)")
     c.add_argument("--aspect", default="along",
-                   help="along (2.0x3.5 m shape, then longer along the road; default) | across (3.5x2.0 m shape)")
+                   help="along (2.0x3.5 m shape, then longer along the road; default) | across (3.5x2.0 m shape) | "
+                        "line (a painted line 0.25 m wide along the lane, up to 40 m long, then wider)")
+    c.add_argument("--lateral", type=LATERAL_M, default=None,
+                   help="each sticker's centre offset from the ego-lane centre in metres, + = left (pdn attack "
+                        "--lateral; default 0)")
     # The default, measured on the full demo's PilotNet: at 28 m², 50 approaches, the
     # closed-loop-aware sticker left the lane in 98% of them, the open-loop one in 84% (docs/stickers.md).
     c.add_argument("--closed-loop", action=argparse.BooleanOptionalAction, default=True,
@@ -95,6 +100,7 @@ def _run(argv: list[str]) -> dict[str, Any]:
 def cmd_attack_sweep(args: argparse.Namespace) -> int:
     from attacks.sweep import (
         DRP_AREA_M2,
+        LINE_TEXELS,
         SWEEP_COLUMNS,
         break_area,
         break_bracket,
@@ -137,6 +143,8 @@ def cmd_attack_sweep(args: argparse.Namespace) -> int:
               "resim_every": args.resim_every, "target": args.target, "steps": args.steps, "roads": args.roads,
               "poses": args.poses, "distance": args.distance, "eval_roads": args.eval_roads,
               "loop_roads": args.loop_roads, "km": float(args.km), "seed": int(args.seed)}
+    if args.lateral is not None:
+        common["lateral"] = float(args.lateral)
     placed = args.stickers > 1 or args.segment is not None or args.search > 0
     if placed:
         if not args.closed_loop:
@@ -174,6 +182,10 @@ def cmd_attack_sweep(args: argparse.Namespace) -> int:
             attack.append("--closed-loop")
             if args.resim_every is not None:
                 attack += ["--resim-every", str(args.resim_every)]
+        if args.lateral is not None:
+            attack += ["--lateral", str(float(args.lateral))]
+        if args.aspect == "line":
+            attack += ["--texels", LINE_TEXELS]
         if placed:
             attack += ["--stickers", str(args.stickers)]
             if args.segment is not None:
