@@ -23,8 +23,8 @@ from drivenet_patch.safety.tensors import to_tensor
 from drivenet_patch.training.augment import Augmenter
 from drivenet_patch.training.config import TrainConfig
 
-__all__ = ["Concat", "Subset", "balanced_weights", "batches", "correction_horizon_s", "load_training_data",
-           "prefetch", "release", "split_by_episode", "tensor_batches"]
+__all__ = ["Concat", "Subset", "balanced_weights", "batches", "correction_horizon_s", "device_frames",
+           "load_training_data", "pin_for", "prefetch", "release", "split_by_episode", "tensor_batches"]
 
 
 class Subset:
@@ -154,13 +154,35 @@ def tensor_batches(data: Subset | Concat, cfg: TrainConfig, epoch: int, augmente
 
         batch_photo = BatchPhotometric()
         gen = torch.Generator().manual_seed((cfg.seed * 100_003 + epoch) * world + rank)
+    device = torch.device(device)
     for frames, labels in batches(data, cfg, epoch, augmenter, rank, world):
-        x = to_tensor(frames, device)
+        x = device_frames(frames, device)
         if batch_photo is not None:
             x = batch_photo(x, gen, torch.channels_last if cfg.channels_last else torch.contiguous_format)
         if cfg.channels_last:  # a no-op after the photometric jitter
             x = x.contiguous(memory_format=torch.channels_last)
         yield x, torch.from_numpy(labels).to(device)
+
+
+def device_frames(frames: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 (B, H, W, 3) frames -> float (B, 3, H, W) in [0, 1] on ``device``, converted to float there.
+
+    To a GPU the uint8 batch travels from pinned (page-locked) memory without blocking the thread that
+    prepares it: a quarter of the bytes of float frames, and the conversion runs on the device. On the
+    CPU it is :func:`~drivenet_patch.safety.tensors.to_tensor`, the same values bit for bit either way.
+    """
+    if not pin_for(device):
+        return to_tensor(frames, device)
+    arr = np.ascontiguousarray(frames)
+    if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
+        raise PDNError(f"frames: expected uint8 (N, H, W, 3), got {arr.dtype} {arr.shape}")
+    t = torch.from_numpy(arr).pin_memory().to(device, non_blocking=True)
+    return t.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def pin_for(device: str | torch.device) -> bool:
+    """Whether batches for ``device`` go through pinned memory (a CUDA device)."""
+    return torch.device(device).type == "cuda"
 
 
 def prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:

@@ -57,7 +57,7 @@ from drivenet_patch.storage.state import (
     unpack_state,
 )
 from drivenet_patch.training.augment import Augmenter
-from drivenet_patch.training.config import QUICK, TrainConfig, check_device
+from drivenet_patch.training.config import QUICK, TrainConfig, autocast_for, check_device
 from drivenet_patch.training.data import (
     Concat,
     Subset,
@@ -299,7 +299,8 @@ def _train_epoch(run: _Run, epoch: int, progress: bool) -> dict[str, Any]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed((cfg.seed * 1000 + epoch) * d.world + d.rank)  # dropout and other in-model randomness
         for x, y in prefetch(tensor_batches(run.train_set, cfg, epoch, run.augmenter, run.device, d.rank, d.world)):
-            loss = run.step(x, y)
+            with autocast_for(run.device, cfg.amp):
+                loss = run.step(x, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()  # DistributedDataParallel averages the gradients of all ranks here
             opt.step()

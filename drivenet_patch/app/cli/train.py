@@ -47,7 +47,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     _check_sizes(args, model_cfg)
     cfg = TrainConfig(model=args.model, model_cfg=model_cfg, seed=args.seed, loss=args.loss, photometric=args.photometric,
                       balance=not args.no_balance, augment=not args.no_augment, compile=args.compile,
-                      channels_last=not args.no_channels_last, device=args.device, **settings)
+                      channels_last=not args.no_channels_last, device=args.device, amp=not args.no_amp,
+                      **settings)
     tb = _tensorboard_log(args.tensorboard, args.data[0]) if args.tensorboard else None
     try:
         summary = train(args.data, args.out, cfg, val=args.val, resume=args.resume, progress=progress(args),
@@ -147,6 +148,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="photometric jitter per image (albumentations) or batched on the tensor (torch, cheaper)")
     c.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory format")
     c.add_argument("--compile", action="store_true", help="torch.compile the model")
+    c.add_argument("--no-amp", action="store_true",
+                   help="on CUDA, train in float32 (default: the forward pass under bfloat16 autocast; no effect on CPU)")
     c.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
     c.add_argument("--quick", action="store_true", help="a short recipe (about 2 minutes on 2 cores)")
     c.add_argument("--tensorboard", metavar="DIR",
