@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 DEMO    ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow test-browser lint bench zoo patchdrive-study patchdrive-selection-study clean
+.PHONY: demo test test-slow test-browser lint bench bench-gpu zoo patchdrive-study patchdrive-selection-study clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -47,6 +47,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/pdn bench
+
+# On a machine with a CUDA device: the gpu-marked tests and every benchmark with --device cuda, in one script
+# (.ci/bench-gpu; results in runs/bench-gpu, the card named beside them). Without a GPU it stops at once.
+bench-gpu: $(STAMP)
+	BIN=$(BIN) .ci/bench-gpu
 
 # The model zoo (drivenet_patch/models/zoo, `pdn zoo list`): re-make every model from the recipe in its
 # manifest into $(ZOO), then print each one's re-measured figures beside the manifest's (about 1.5 h on

@@ -45,3 +45,18 @@ def test_amp_is_a_checked_config_key() -> None:
     assert TrainConfig().amp is True and TrainConfig(amp=False).to_dict()["amp"] is False
     with pytest.raises(PDNError, match="amp must be true or false"):
         TrainConfig(amp=1)
+
+
+def test_bench_gpu_script_stops_cleanly_without_a_gpu(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: make bench-gpu would measure it")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "BIN": str(Path(sys.executable).parent), "OUT": str(tmp_path / "out")}
+    done = subprocess.run([str(root / ".ci" / "bench-gpu")], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3 and "no CUDA device" in done.stderr and not (tmp_path / "out").exists()
+    assert "bench-gpu:" in (root / "Makefile").read_text()
