@@ -51,3 +51,13 @@ def test_model_arg_needs_model(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "train", "--model-arg", "layout=strips"]) == 2
     assert "--model-arg needs --model" in capsys.readouterr().err
     assert main(["bench", "train", "--model", "pilotnet", "--model-arg", "no_such_key=1"]) == 2
+
+
+def test_breakdown_names_every_stage() -> None:
+    from drivenet_patch.bench.timing import train_breakdown
+
+    out = train_breakdown(batches=1, batch=4, frames=16)
+    stages = ("gather", "warp_flip", "to_float", "photometric", "forward", "backward", "optimizer")
+    assert all(out[k] >= 0 for k in stages)
+    assert out["pipeline"] == pytest.approx(sum(out[k] for k in stages[:4]), abs=0.05)
+    assert out["step"] == pytest.approx(sum(out[k] for k in stages[4:]), abs=0.05)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Callable
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -48,10 +49,12 @@ def machine() -> dict[str, Any]:
     }
 
 
-def bench_world(frames: int = 2048, compile: bool = True, device: str = "cpu", repeats: int = 3) -> dict[str, Any]:
-    """Frames per second of batched rendering (float frames, and uint8 frames as written to datasets).
+def bench_world(frames: int = 512, compile: bool = True, device: str = "cpu", repeats: int = 2) -> dict[str, Any]:
+    """Frames per second of batched rendering (float frames, and uint8 frames as written to datasets,
+    measured interleaved), best of ``repeats`` after a warm-up.
 
-    Keys ``fps_<H>x<W>`` hold the fastest mode measured; per-mode figures sit beside them.
+    Keys ``fps_<H>x<W>`` hold the fastest mode measured; per-mode figures sit beside them. The defaults keep
+    the whole benchmark, both compilations included, within about two minutes on two cores.
     """
     road = Road.generate(0, 1000.0)
     rng = np.random.default_rng(0)
@@ -71,8 +74,10 @@ def bench_world(frames: int = 2048, compile: bool = True, device: str = "cpu", r
             r.render(road, poses[:32], light.index(slice(0, 32)))
             if comp:
                 result[f"compile_s_{key}"] = round(time.perf_counter() - t0, 1)
-            fps = best_rate(lambda r=r: r.render(road, poses, light), frames, repeats)
-            fps_u8 = best_rate(lambda r=r: r.render_uint8(road, poses, light), frames, repeats)
+            rates = best_rates({"float": lambda r=r: r.render(road, poses, light),
+                                "uint8": lambda r=r: r.render_uint8(road, poses, light)},
+                               {"float": frames, "uint8": frames}, repeats)
+            fps, fps_u8 = rates["float"], rates["uint8"]
             result[f"fps_{key}_{tag}"] = round(fps, 1)
             result[f"fps_{key}_{tag}_uint8"] = round(fps_u8, 1)
             best = max(best, fps, fps_u8)
@@ -276,6 +281,78 @@ def bench_train(batches: int = 30, batch: int = 64, device: str = "cpu", repeats
         r["infer_share_of_matmul"] = round(r["infer_gflops"] / result["matmul_gflops"], 3)
         r["train_share_of_matmul"] = round(r["train_gflops"] / result["matmul_gflops"], 3)
     return result
+
+
+def train_breakdown(data: str | None = None, batches: int = 30, batch: int = 64, frames: int = 1024,
+                    device: str = "cpu") -> dict[str, float]:
+    """Where one PilotNet default-recipe training batch spends its time, stage by stage, run one after
+    the other on this thread (no prefetch): milliseconds per batch of each stage of the input pipeline
+    (``gather`` the memory-mapped uint8 frames, ``warp_flip`` the viewpoint shifts and flips,
+    ``to_float`` the conversion, ``photometric`` the batched jitter) and of the step (``forward``,
+    ``backward``, ``optimizer``), averaged over ``batches`` after one warm-up epoch of them."""
+    import tempfile
+
+    from drivenet_patch.data import open_dataset
+    from drivenet_patch.data.synthesize import synthesize
+    from drivenet_patch.models import create_model
+    from drivenet_patch.training.augment import Augmenter
+    from drivenet_patch.training.augment_batch import BatchPhotometric
+    from drivenet_patch.training.config import TrainConfig
+    from drivenet_patch.training.data import Subset, correction_horizon_s, device_frames
+
+    cfg = TrainConfig(batch=batch)
+    model = create_model("pilotnet", generator=torch.Generator().manual_seed(0)).to(device)
+    model = model.to(memory_format=torch.channels_last).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    photo, gen = BatchPhotometric(), torch.Generator().manual_seed(0)
+    dev = torch.device(device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = data
+        if folder is None:
+            folder = f"{tmp}/world"
+            synthesize(folder, frames, seed=0, cameras=("center", "left", "right"), progress=False)
+        ds = open_dataset(folder, size=tuple(model.input_size))
+        train_set = Subset(ds, np.arange(len(ds)))
+        aug = Augmenter(train_set.camera, train_set.crop, shift_m=cfg.shift_m, rot_deg=cfg.rot_deg, speed=10.0,
+                        horizon_s=correction_horizon_s(train_set, cfg), photometric=False)
+        steering = train_set.steering
+        totals: dict[str, float] = {}
+        for rep in range(2):  # the first pass warms the page cache and the allocator
+            rng = np.random.default_rng(rep)
+            totals = dict.fromkeys(("gather", "warp_flip", "to_float", "photometric", "forward", "backward",
+                                    "optimizer"), 0.0)
+            for _ in range(batches):
+                idx = rng.integers(0, len(train_set), batch)
+                marks = [time.perf_counter()]
+                frames_u8 = train_set.frames(idx)
+                marks.append(time.perf_counter())
+                frames_u8, labels = aug(frames_u8, steering[idx], rng)
+                marks.append(time.perf_counter())
+                x = device_frames(frames_u8, dev)
+                sync()
+                marks.append(time.perf_counter())
+                x = photo(x, gen, torch.channels_last)
+                y = torch.from_numpy(labels.astype(np.float32)).to(dev)
+                sync()
+                marks.append(time.perf_counter())
+                loss = torch.nn.functional.mse_loss(model(x), y)
+                sync()
+                marks.append(time.perf_counter())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                sync()
+                marks.append(time.perf_counter())
+                opt.step()
+                sync()
+                marks.append(time.perf_counter())
+                for k, (a, b) in zip(totals, pairwise(marks), strict=True):
+                    totals[k] += b - a
+        ds.release()
+    out = {k: round(1000 * v / batches, 2) for k, v in totals.items()}
+    out["pipeline"] = round(sum(out[k] for k in ("gather", "warp_flip", "to_float", "photometric")), 2)
+    out["step"] = round(sum(out[k] for k in ("forward", "backward", "optimizer")), 2)
+    return out
 
 
 def _compiled_step(batch: int, device: str, repeats: int) -> dict[str, Any]:

@@ -77,7 +77,14 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     models = train_models(args.model, args.model_arg)
     result = bench_train(batches=args.batches, device=args.device, compile=args.compile, models=models,
                          data=args.data)
-    emit(result, args.json, train_table(result))
+    text = train_table(result)
+    if args.breakdown:
+        from drivenet_patch.bench.timing import train_breakdown
+
+        result["breakdown_ms_per_batch"] = train_breakdown(args.data, batches=args.batches, device=args.device)
+        text += "\nPilotNet, ms per batch of 64, stage by stage: " + ", ".join(
+            f"{k} {v}" for k, v in result["breakdown_ms_per_batch"].items())
+    emit(result, args.json, text)
     return 0
 
 
@@ -168,7 +175,7 @@ def cmd_bench_all(args: argparse.Namespace) -> int:
     from drivenet_patch.bench.timing import bench_models, bench_train, bench_world, machine, ratio_table
     from drivenet_patch.models import create_model
 
-    frames = 2048 if args.all_frames is None else args.all_frames
+    frames = 512 if args.all_frames is None else args.all_frames
     steps = 40 if args.all_attack_steps is None else args.all_attack_steps
     echo = (lambda m: print(m, file=sys.stderr, flush=True)) if args.json else print
     parts: dict[str, Any] = {"machine": machine(), "device": args.device}
@@ -195,7 +202,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = sub.add_parser("bench", help=help_, description=help_ + ", then one table of ratios")
     g.set_defaults(fn=cmd_bench_all)
     g.add_argument("--frames", dest="all_frames", metavar="FRAMES", type=count(MAX_BENCH_FRAMES, "a number of frames"),
-                   help=f"world: frames per measurement (default 2048; at most {MAX_BENCH_FRAMES:,})")
+                   help=f"world: frames per measurement (default 512; at most {MAX_BENCH_FRAMES:,})")
     g.add_argument("--attack-steps", dest="all_attack_steps", metavar="STEPS",
                    type=count(MAX_STICKER_STEPS, "a number of steps"),
                    help=f"attack: optimiser steps of each attack (default 40; at most {MAX_STICKER_STEPS})")
@@ -205,8 +212,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_device_and_json(g)
     bench = g.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", parser_class=Parser)
     c = command(bench, "world", "frames per second of batched world rendering", cmd_bench_world)
-    c.add_argument("--frames", type=count(MAX_BENCH_FRAMES, "a number of frames"), default=2048,
-                   help=f"frames per measurement (default 2048; at most {MAX_BENCH_FRAMES:,})")
+    c.add_argument("--frames", type=count(MAX_BENCH_FRAMES, "a number of frames"), default=512,
+                   help=f"frames per measurement (default 512; at most {MAX_BENCH_FRAMES:,})")
     c.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                    help="also measure the torch.compile'd renderer (default on)")
     add_device_and_json(c)
@@ -221,6 +228,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--data", help="dataset folder to train from (default: 1,024 world frames rendered for it)")
     c.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                    help="also measure PilotNet's torch.compile'd train step (default off)")
+    c.add_argument("--breakdown", action="store_true",
+                   help="also time PilotNet's training batch stage by stage (gather, warp and flip, float "
+                        "conversion, photometric jitter, forward, backward, optimizer), one after the other")
     add_device_and_json(c)
     c = command(bench, "models", "PatchDrive vs PilotNet inference: multiply-adds and images/s", cmd_bench_models)
     c.add_argument("--batch", type=count(1024, "a batch size"), default=64,
