@@ -659,3 +659,19 @@ def test_certified_in_metres_says_so_when_no_area_reaches_80_percent(tmp_path: P
     # without a sweep the run's own sticker is the only size
     assert certified_area({"certified_acc": 0.9, "threat": {"width_m": 2.0, "length_m": 3.5}}, None) == (7.0, 0.9)
     assert certified_area({"certified_acc": 0.5, "threat": {"width_m": 2.0, "length_m": 3.5}}, None) == (None, None)
+
+
+def test_bench_train_models_are_a_table_of_their_own(tmp_path: Path) -> None:
+    """``pdn bench train --json`` output: one row per model, not a repr of the list."""
+    models = [{"model": "pilotnet", "layout": None, "e2e_img_s": 700.0, "bare_img_s": 760.0, "e2e_over_bare": 0.921,
+               "infer_img_s": 1900.0, "train_over_pilotnet": 1.0, "infer_over_pilotnet": 1.0,
+               "train_share_of_matmul": 0.4},
+              {"model": "patchvote", "layout": "strips", "e2e_img_s": 400.0, "bare_img_s": 420.0,
+               "e2e_over_bare": 0.952, "infer_img_s": 1000.0, "train_over_pilotnet": 0.571,
+               "infer_over_pilotnet": 0.526, "train_share_of_matmul": 0.3}]
+    p = tmp_path / "bench_train.json"
+    p.write_text(json.dumps({"models": models, "matmul_gflops": 180.0}))
+    page = _parse(Path(build_report([p], tmp_path / "r")["index"]))
+    assert any(row[:3] == ["patchvote", "strips", "400"] for row in page.rows)
+    assert ["matmul_gflops", "180"] in page.rows
+    assert not any(row[0] == "models" for row in page.rows)

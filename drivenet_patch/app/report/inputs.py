@@ -151,7 +151,8 @@ REPORT_FIELDS: dict[str, dict[str, FieldCheck]] = {
                        "ms_per_image": _AMOUNT},
     "config.json": {"model": obj(), "model.name": _TEXT},
     "saliency.json": {"method": _TEXT},
-    "bench": {"ratios": lambda name, v: v if v is None or isinstance(v, list) else obj()(name, v)},
+    "bench": {"ratios": lambda name, v: v if v is None or isinstance(v, list) else obj()(name, v),
+              "models": lambda name, v: v if v is None or isinstance(v, (list, dict)) else obj()(name, v)},
 }
 
 #: The rows of a training run's ``metrics.csv`` (a blank validation RMSE: trained without a validation set).

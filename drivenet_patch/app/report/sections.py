@@ -380,4 +380,14 @@ def bench_section(page: Page, path: Path, tag: str) -> str:
     if isinstance(ratios, list):
         rows = [[r.get("measure"), r.get("value"), r.get("detail")] for r in ratios if isinstance(r, dict)]
         out += html_table(rows, ["ratio (two measurements side by side in one run)", "value", "measurements"])
+    # pdn bench train: one row per model (alone, or as the "train" part of pdn bench)
+    for holder in (obj, obj.get("train")):
+        if isinstance(holder, dict) and isinstance(holder.get("models"), list):
+            models = [m for m in holder.pop("models") if isinstance(m, dict)]
+            keys = ["model", "layout", "e2e_img_s", "bare_img_s", "e2e_over_bare", "infer_img_s",
+                    "train_over_pilotnet", "infer_over_pilotnet", "train_share_of_matmul"]
+            out += html_table([[m.get(k) for k in keys] for m in models],
+                              ["model", "layout", "training end to end (img/s)", "bare train step (img/s)",
+                               "end to end / bare", "inference (img/s)", "training / PilotNet's",
+                               "inference / PilotNet's", "bare step: share of the matmul ceiling"])
     return out + html_table(flatten(obj), ["key", "value"])
