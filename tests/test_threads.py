@@ -7,13 +7,7 @@ import sys
 
 import torch
 
-from drivenet_patch.safety.threads import (
-    SMALL_WORK,
-    available_cpus,
-    cgroup_cpu_limit,
-    configure_threads,
-    threads_for,
-)
+from drivenet_patch.safety.threads import available_cpus, cgroup_cpu_limit, configure_threads
 
 
 def test_cgroup_v2_quota(tmp_path):
@@ -44,12 +38,6 @@ def test_affinity_decides_without_cgroup(tmp_path):
     assert available_cpus(affinity=set(), cgroup_root=tmp_path) == 1
     (tmp_path / "cpu.max").write_text("garbage\n")
     assert available_cpus(affinity={0, 1, 2}, cgroup_root=tmp_path) == 3
-
-
-def test_small_work_runs_on_one_thread():
-    assert threads_for(SMALL_WORK - 1, cpus=8) == 1
-    assert threads_for(SMALL_WORK, cpus=8) == 8
-    assert threads_for(10**9, cpus=0) == 1
 
 
 def test_configure_fills_only_what_the_user_left_unset():

@@ -11,8 +11,9 @@ command, every test worker and every demo stage (:func:`configure_threads`):
 * OpenMP threads that wait sleep (``OMP_WAIT_POLICY=PASSIVE``) rather than spin; this only takes
   effect when it is set before torch is first imported, so the ``pdn`` program sets it on start
   and hands it to the processes it starts;
-* small work runs on one thread (:func:`threads_for`): splitting a few thousand elements costs
-  more in wake-ups than it saves.
+* small work stays on one thread: torch's own grain size keeps element-wise ops of fewer than 32,768
+  elements on the calling thread, and closed-loop driving, one frame and one small batch per step,
+  runs on one thread (``pdn drive --threads``, default 1).
 
 An explicit ``OMP_NUM_THREADS`` or ``OMP_WAIT_POLICY`` in the environment always wins.
 """
@@ -25,10 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SMALL_WORK", "available_cpus", "cgroup_cpu_limit", "configure_threads", "threads_for"]
-
-#: Work (elements or multiply-adds) below which one thread is faster than several.
-SMALL_WORK = 1 << 16
+__all__ = ["available_cpus", "cgroup_cpu_limit", "configure_threads"]
 
 
 def cgroup_cpu_limit(root: str | Path = "/sys/fs/cgroup") -> float | None:
@@ -64,13 +62,6 @@ def available_cpus(affinity: set[int] | None = None, cgroup_root: str | Path = "
     if limit is not None:
         n = min(n, max(1, math.ceil(limit - 1e-9)))
     return n
-
-
-def threads_for(work: float, cpus: int | None = None) -> int:
-    """Intra-op threads for one piece of work of ``work`` elements or multiply-adds: 1 when it is
-    small (:data:`SMALL_WORK`), else the available CPUs."""
-    cpus = available_cpus() if cpus is None else max(1, int(cpus))
-    return 1 if work < SMALL_WORK else cpus
 
 
 def configure_threads(environ: Any = None, cpus: int | None = None) -> dict[str, Any]:
