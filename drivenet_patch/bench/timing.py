@@ -182,7 +182,7 @@ def _batches_for(fn: Callable[[], Any], seconds: float, most: int) -> int:
     return int(min(most, max(min(6, most), round(seconds / max(per, 1e-6)))))
 
 
-def bench_train(batches: int = 30, batch: int = 64, device: str = "cpu", repeats: int = 3,
+def bench_train(batches: int | None = None, batch: int = 64, device: str = "cpu", repeats: int = 3,
                 compile: bool = False, models: tuple[tuple[str, dict[str, Any]], ...] = DEFAULT_TRAIN_MODELS,
                 data: str | None = None, seconds: float = 0.75, frames: int = 1024,
                 ceiling_n: int = 2048) -> dict[str, Any]:
@@ -192,9 +192,9 @@ def bench_train(batches: int = 30, batch: int = 64, device: str = "cpu", repeats
     *Bare step*: forward, loss, backward and AdamW step on one fixed channels-last batch. *End to end*:
     the same steps fed by ``pdn train``'s own input pipeline (memory-mapped frames, balanced sampling,
     viewpoint shifts and flips, batched photometric jitter, prefetch thread) from ``data`` (a dataset
-    folder) or ``frames`` world frames rendered into a temporary folder. Each side runs up to
-    ``batches`` steps, fewer for a slow model (about ``seconds`` per measurement), so the whole
-    benchmark stays short on a small machine. ``compile`` adds PilotNet's ``torch.compile``'d bare step.
+    folder) or ``frames`` world frames rendered into a temporary folder. Each side runs ``batches``
+    steps, by default 6 to 30 (about ``seconds`` of the model's step), so the whole benchmark stays
+    short on a small machine. ``compile`` adds PilotNet's ``torch.compile``'d bare step.
 
     Returns:
         ``models``: one object per model (``model``, ``layout`` or None, ``batches``, ``e2e_img_s``,
@@ -235,7 +235,7 @@ def bench_train(batches: int = 30, batch: int = 64, device: str = "cpu", repeats
             x = torch.rand(batch, 3, *size, generator=g).to(device).contiguous(memory_format=torch.channels_last)
             y = torch.randn(batch, generator=g).to(device)
             model.train()
-            n = _batches_for(lambda step=step, x=x, y=y: step(x, y), seconds, batches)
+            n = batches or _batches_for(lambda step=step, x=x, y=y: step(x, y), seconds, 30)
             tcfg = TrainConfig(model=name, batch=batch, samples_per_epoch=n * batch, device=str(device))
             augmenter = Augmenter(train_set.camera, train_set.crop, shift_m=tcfg.shift_m, rot_deg=tcfg.rot_deg,
                                   speed=10.0, horizon_s=correction_horizon_s(train_set, tcfg), photometric=False)
@@ -250,7 +250,7 @@ def bench_train(batches: int = 30, batch: int = 64, device: str = "cpu", repeats
             rates = best_rates(fns, dict.fromkeys(fns, n * batch), repeats)
             model.eval()
             with torch.no_grad():
-                ni = _batches_for(lambda m=model, x=x: m(x), seconds / 2, 4 * batches)
+                ni = _batches_for(lambda m=model, x=x: m(x), seconds / 2, 120)
                 infer = best_rate(lambda m=model, x=x, ni=ni: [m(x) for _ in range(ni)], ni * batch, repeats)
             macs = count_macs(model)
             layout = cfg.get("layout", getattr(model, "config", {}).get("layout"))

@@ -81,7 +81,7 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     if args.breakdown:
         from drivenet_patch.bench.timing import train_breakdown
 
-        result["breakdown_ms_per_batch"] = train_breakdown(args.data, batches=args.batches, device=args.device)
+        result["breakdown_ms_per_batch"] = train_breakdown(args.data, batches=args.batches or 30, device=args.device)
         text += "\nPilotNet, ms per batch of 64, stage by stage: " + ", ".join(
             f"{k} {v}" for k, v in result["breakdown_ms_per_batch"].items())
     emit(result, args.json, text)
@@ -219,8 +219,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_device_and_json(c)
     c = command(bench, "train", "end-to-end training vs the bare train step and inference, images/s, for PilotNet "
                 "and each PatchVote layout", cmd_bench_train)
-    c.add_argument("--batches", type=count(MAX_BENCH_BATCHES, "a number of batches"), default=30,
-                   help="most batches per measurement (default 30; fewer for a slow model, about 1 s each)")
+    c.add_argument("--batches", type=count(MAX_BENCH_BATCHES, "a number of batches"),
+                   help="train steps per measurement (default: 6 to 30, about 0.75 s of each model's step)")
     c.add_argument("--model", help="measure this registered model only (default: PilotNet, PatchVote with each "
                                    "region layout and every PatchVote preset)")
     c.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
