@@ -60,3 +60,26 @@ def test_bench_gpu_script_stops_cleanly_without_a_gpu(tmp_path) -> None:
     done = subprocess.run([str(root / ".ci" / "bench-gpu")], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 3 and "no CUDA device" in done.stderr and not (tmp_path / "out").exists()
     assert "bench-gpu:" in (root / "Makefile").read_text()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_pinned_frames_on_the_gpu_equal_the_cpu_ones() -> None:
+    frames = np.random.default_rng(1).integers(0, 256, (16, 66, 200, 3), dtype=np.uint8)
+    x = device_frames(frames, torch.device("cuda"))
+    torch.cuda.synchronize()
+    assert x.is_cuda and torch.equal(x.cpu(), to_tensor(frames))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_autocast_step_on_the_gpu_is_finite_and_close_to_float32() -> None:
+    from drivenet_patch.models import create_model
+
+    model = create_model("pilotnet", generator=torch.Generator().manual_seed(0)).cuda()
+    x = torch.rand(8, 3, 66, 200, generator=torch.Generator().manual_seed(1)).cuda()
+    with autocast_for("cuda", True):
+        low = model(x)
+    full = model(x)
+    assert torch.isfinite(low).all()
+    torch.testing.assert_close(low.float(), full, atol=0.05, rtol=0.05)
