@@ -41,9 +41,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defenses.patchvote import PatchVote, config_keys
-from defenses.physical import ImageGeometry, PhysicalThreat, threat_zone
+from defenses.patchvote import EXPORT_PATCHES, PatchVote, config_keys
+from defenses.physical import ImageGeometry, PhysicalThreat, physical_touch, threat_zone
 from defenses.regions import StripLayout, ground_row
+from drivenet_patch.deploy.onboard import maximal_sets, sets_to_lists
 from drivenet_patch.models.pilotnet import PILOTNET_CONVS, conv_output_size
 from drivenet_patch.models.registry import register_model
 from drivenet_patch.safety.errors import PDNError
@@ -68,6 +69,7 @@ class ContextLayout:
     pieces: StripLayout
     context: torch.Tensor = field(repr=False)
     threat: dict[str, Any] = field(default_factory=dict)
+    context_votes: int = 0
 
     def __post_init__(self) -> None:
         if self.pieces.stride < self.pieces.width:
@@ -77,6 +79,9 @@ class ContextLayout:
         if tuple(ctx.shape) != tuple(self.pieces.input_size):
             raise PDNError(f"context layout: the context mask is {tuple(ctx.shape)}, the input {self.pieces.input_size}")
         object.__setattr__(self, "context", ctx)
+        if isinstance(self.context_votes, bool) or not 0 <= int(self.context_votes) <= 64:
+            raise PDNError(f"context layout: context_votes must be an integer in [0, 64], got {self.context_votes!r}")
+        object.__setattr__(self, "context_votes", int(self.context_votes))
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -84,7 +89,8 @@ class ContextLayout:
 
     @property
     def n(self) -> int:
-        return self.pieces.n
+        """Votes: one per piece, then ``context_votes`` that read the context alone."""
+        return self.pieces.n + self.context_votes
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -103,11 +109,13 @@ class ContextLayout:
         return self.pieces.xs
 
     def boxes(self) -> list[tuple[int, int, int, int]]:
-        """The pieces' boxes ``(y0, x0, y1, x1)``; a vote also reads the context (:meth:`masks`)."""
-        return self.pieces.boxes()
+        """The pieces' boxes ``(y0, x0, y1, x1)`` (an empty box for each context vote); every vote also reads the
+        context (:meth:`masks`)."""
+        return self.pieces.boxes() + [(0, 0, 0, 0)] * self.context_votes
 
     def masks(self) -> torch.Tensor:
-        """(N, H, W) bool: vote ``r``'s dependency set, piece ``r``'s box plus the context."""
+        """(N, H, W) bool: vote ``r``'s dependency set, piece ``r``'s box plus the context (a context vote: the
+        context alone)."""
         h, w = self.input_size
         out = self.context[None].expand(self.n, h, w).clone()
         for i, (y0, x0, y1, x1) in enumerate(self.boxes()):
@@ -126,8 +134,8 @@ class ContextLayout:
         return self.pieces.col_sources()
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.pieces.to_dict(), "kind": "context", "context_px": int(self.context.sum()),
-                "threat": dict(self.threat)}
+        return {**self.pieces.to_dict(), "n": self.n, "pieces": self.pieces.n, "context_votes": self.context_votes,
+                "kind": "context", "context_px": int(self.context.sum()), "threat": dict(self.threat)}
 
 
 def zone_pieces(input_size: tuple[int, int], zone: torch.Tensor, edges_m: Sequence[float] = ROAD_PIECE_EDGES_M,
@@ -152,12 +160,12 @@ def zone_pieces(input_size: tuple[int, int], zone: torch.Tensor, edges_m: Sequen
 
 def road_layout(input_size: tuple[int, int], threat: PhysicalThreat = ROAD_THREAT,
                 edges_m: Sequence[float] = ROAD_PIECE_EDGES_M, width: int | None = None,
-                crop: tuple[int, int] = (33, 100)) -> ContextLayout:
+                crop: tuple[int, int] = (33, 100), context_votes: int = 0) -> ContextLayout:
     """The context layout of ``threat`` for the world camera drawn at ``input_size``."""
     geom = ImageGeometry.world(tuple(input_size))
     zone = torch.from_numpy(threat_zone(threat, geom))
     pieces = zone_pieces(input_size, zone, edges_m, width, crop)
-    return ContextLayout(pieces, ~zone, {**threat.to_dict(), "camera": "world"})
+    return ContextLayout(pieces, ~zone, {**threat.to_dict(), "camera": "world"}, context_votes)
 
 
 class ContextVote(PatchVote):
@@ -204,6 +212,24 @@ class ContextVote(PatchVote):
         bound = 1.0 / math.sqrt(int(joint))
         self.head_weight = nn.Parameter(torch.empty(self.n_regions, int(joint)).uniform_(-bound, bound))
         self.head_bias = nn.Parameter(torch.empty(self.n_regions).uniform_(-bound, bound))
+        pieces = layout.pieces.n
+        self.register_buffer("active_pieces", self.active[self.active < pieces], persistent=False)
+        self.register_buffer("active_context", self.active[self.active >= pieces] - pieces, persistent=False)
+        if layout.context_votes:
+            # each context vote's own joint bias, so the votes differ (their heads alone could be scaled copies)
+            self.context_vote_bias = nn.Parameter(torch.empty(layout.context_votes, int(joint)).uniform_(-bound, bound))
+
+    def piece_crops(self, z: torch.Tensor) -> torch.Tensor:
+        """The voting pieces' crops, (B * Np, C, crop_h, crop_w): each piece's box resampled (PatchVote's strips)."""
+        b, ch = z.shape[:2]
+        rh, rw = self.layout.size
+        s_, ncol = self.layout.shape
+        c = torch.lerp(z.index_select(3, self.col_lo), z.index_select(3, self.col_hi), self.col_w.to(z.dtype))
+        c = torch.lerp(c.index_select(2, self.row_lo), c.index_select(2, self.row_hi), self.row_w.to(z.dtype)[:, None])
+        c = c.reshape(b, ch, s_, rh, ncol, rw).permute(0, 2, 4, 1, 3, 5).reshape(b, s_ * ncol, ch, rh, rw)
+        if self.active_pieces.numel() != s_ * ncol:
+            c = c[:, self.active_pieces]
+        return c.reshape(-1, ch, rh, rw).contiguous(memory_format=torch.channels_last)
 
     def context_features(self, z: torch.Tensor) -> torch.Tensor:
         """(B, context_hidden) from normalised frames ``z``: every zone pixel is exactly 0 before the network."""
@@ -214,9 +240,12 @@ class ContextVote(PatchVote):
         self.check_input(x)
         b, na = x.shape[0], self.active.numel()
         z = self.norm(x)  # per pixel
-        f = self.trunk(self.features(self.crops(z))).view(b, na, -1)  # (B, Na, F): each piece's own box
+        np_ = self.active_pieces.numel()
+        f = self.trunk(self.features(self.piece_crops(z))).view(b, np_, -1)  # (B, Np, F): each piece's own box
         g = self.joint_context(self.context_features(z))  # (B, J): the context, once per frame
-        j = F.elu(self.joint_piece(f) + g[:, None, :])  # (B, Na, J)
+        j = F.elu(self.joint_piece(f) + g[:, None, :])  # (B, Np, J)
+        if na > np_:  # context votes: the context alone
+            j = torch.cat([j, F.elu(g[:, None, :] + self.context_vote_bias[self.active_context])], 1)
         w = self.head_weight[self.active]
         v = ((j * w).sum(2) + self.head_bias[self.active]) * self.out_scale  # (B, Na)
         if na != self.n_regions:
@@ -224,6 +253,17 @@ class ContextVote(PatchVote):
         if with_mask:
             return v, self.valid[None, :].expand(b, -1)
         return v
+
+    def threat_touch_sets(self, patches: Sequence[str] = EXPORT_PATCHES) -> dict[str, dict[str, Any]]:
+        """The touch sets an exported model carries: first (the default threat) the road sticker the context was cut
+        for, from the world camera at the model input and a 0.25 m covering; then the pixel patches (a patch that
+        reaches the context touches every vote, so those rarely certify)."""
+        threat = self.context_threat()
+        touch = physical_touch(threat, ImageGeometry.world(self.input_size), self.layout, 0.25)
+        name = f"road_{threat.width_m:g}x{threat.length_m:g}m"
+        road = {name: {"kind": "physical_sticker", "threat": threat.to_dict(), "spacing_m": 0.25, "camera": "world",
+                       "touch_sets": sets_to_lists(maximal_sets(touch.touch.numpy()))}}
+        return {**road, **super().threat_touch_sets(patches)}
 
     def context_threat(self) -> PhysicalThreat:
         """The threat this model's context was cut for."""
@@ -251,6 +291,7 @@ def _road_keys() -> Any:
         ("context_hidden", 64),
         ("joint", 64),
         ("abstain", ()),
+        ("context_votes", 0),
     ]
     params = [base["input_size"]] + [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=d) for k, d in own]
     params += [p for k, p in base.items() if k != "input_size"]
@@ -269,7 +310,7 @@ def _build_road(**cfg: Any) -> ContextVote:
     edges = tuple(c.pop("pieces_m")) or ROAD_PIECE_EDGES_M
     width = int(c.pop("piece_width")) or None
     size = tuple(int(v) for v in c.pop("input_size"))
-    layout = road_layout(size, threat, edges, width, tuple(c.pop("crop")))
+    layout = road_layout(size, threat, edges, width, tuple(c.pop("crop")), c.pop("context_votes"))
     abstain = c.pop("abstain")
     if isinstance(abstain, (str, bytes)) or not isinstance(abstain, Sequence):
         raise PDNError(f"patchvote_road: abstain must be a list of region indices, got {abstain!r}")

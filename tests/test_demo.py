@@ -46,7 +46,7 @@ def test_every_stage_command_parses(quick: bool) -> None:
 
 
 def test_full_demo_sweeps_sticker_sizes_and_both_certify_in_metres() -> None:
-    """Issues 17 and 18: the full demo runs ``pdn attack sweep`` against PilotNet, both flavours certify
+    """The full demo runs ``pdn attack sweep`` against PilotNet, both flavours certify
     PatchVote in metres, and the report gets both folders; --quick says why it has no sweep."""
     full, quick = ({st.name: st for st in plan(Path("out"), q)} for q in (False, True))
     assert "attack_sweep" in full and "attack_sweep" not in quick

@@ -74,15 +74,16 @@ class DemoSettings:
     notes: tuple[str, ...] = ()
 
 
-#: The demo's defended model votes from distance strips (defenses.regions.StripLayout): its attack is a
-#: road sticker, and a 2.0 x 3.5 m one touches at most 3 of its 9 strips where it touches 8 of 9 bands,
-#: so only the strips can be certified against it. The strips trade away the 2% pixel patch (a 17 px
-#: square meets 5 of the 9 thin strips near the horizon); `pdn train --model patchvote` keeps the bands.
-PHYSICAL_LAYOUT = ("--model-arg", "layout=strips")
+#: The demo's defended model is made for its attack, a road sticker: `patchvote_road` (defenses.context) votes
+#: from 7 pieces of the zone a 2.0 x 3.5 m sticker 5-30 m ahead can reach, each vote also reading all the
+#: context no such sticker reaches (the road beyond it, the sky, the far road edge); a sticker touches at most
+#: 3 of the 7 votes. It trades away the 2% pixel patch (a patch on the context touches every vote); `pdn train
+#: --model patchvote` keeps the bands for that threat.
+DEFENDED_MODEL = "patchvote_road"
 
 FULL = DemoSettings(
     train_frames=30000, heldout_frames=3000, cameras="center,left,right",
-    train_args=(), patchvote_args=("--epochs", "8", "--lr", "0.002", "--samples-per-epoch", "12000", *PHYSICAL_LAYOUT),
+    train_args=(), patchvote_args=("--epochs", "10", "--lr", "0.002", "--samples-per-epoch", "12000"),
     drive_roads=10, drive_km=1.0, saliency_n=16,
     attack_steps=300, attack_roads=16, attack_poses=24, loop_roads=10, loop_km=0.5,
     size_sweep=("1.0x1.75", "1.5x2.6"), size_steps=300, certify_attack_runs=256, pv_attack_steps=300,
@@ -91,7 +92,7 @@ FULL = DemoSettings(
 
 QUICK = DemoSettings(
     train_frames=9000, heldout_frames=800, cameras="center,left,right",
-    train_args=("--quick",), patchvote_args=("--quick", *PHYSICAL_LAYOUT),
+    train_args=("--quick",), patchvote_args=("--quick",),
     drive_roads=2, drive_km=0.3, saliency_n=6,
     attack_steps=100, attack_roads=8, attack_poses=16, loop_roads=2, loop_km=0.3,
     size_sweep=("1.0x1.75",), size_steps=60, certify_attack_runs=32, pv_attack_steps=60,
@@ -211,7 +212,7 @@ def _plan(out: Path, quick: bool, seed: int, settings: DemoSettings | None = Non
         *sweep_stage,
         Stage("patchvote", "train the PatchVote defended model" + (" (--quick)" if quick else "")
               + ", evaluate it" + (" and drive it" if s.pv_drive else "") + " on held-out roads",
-              (("train", "--data", data, "--model", "patchvote", *s.patchvote_args, "--seed", str(seed),
+              (("train", "--data", data, "--model", DEFENDED_MODEL, *s.patchvote_args, "--seed", str(seed),
                 "--out", pv, "--resume", "--json"),
                ("eval", "--model", pv, "--data", held, "--json"), *pv_drive)),
         Stage("certify", "certify PatchVote: sweep of patch sizes and tolerances, adaptive patch attacks",

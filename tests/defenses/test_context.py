@@ -159,3 +159,58 @@ def test_every_cells_footprint_lies_in_the_zone_at_any_spacing(threat: PhysicalT
         for box in cell_boxes(threat, spacing)[0]:
             union |= footprint_mask(box, GEOM)
         assert union.any() and not (union & ~zone).any(), spacing
+
+
+def test_the_exported_metadata_and_the_monitor_hold_the_road_threats_touch_sets() -> None:
+    from defenses.monitor import CertifiedMonitor
+    from drivenet_patch.deploy.onboard import CERT_KEY, Certifier
+
+    model = _model()
+    meta = json.loads(model.export_metadata()[CERT_KEY])
+    assert meta["default_threat"] == "road_2x3.5m"
+    road = meta["threats"]["road_2x3.5m"]
+    assert road["kind"] == "physical_sticker" and road["threat"]["length_m"] == 3.5
+    touch = physical_touch(ROAD_THREAT, GEOM, model.layout).touch
+    sets = {tuple(map(int, r.nonzero()[:, 0])) for r in maximal_touch_sets(touch)}
+    assert {tuple(s) for s in road["touch_sets"]} == sets
+    assert Certifier.from_metadata(meta).n_regions == model.n_regions
+    assert CertifiedMonitor(model, delta_deg=1.0).threat == "road_2x3.5m"
+
+
+def test_onnx_votes_read_their_masks_alone_and_the_car_certifies_the_road_threat(tmp_path: Path) -> None:
+    from defenses.physical import physical_touch as touch_of
+    from drivenet_patch.deploy import onboard
+    from drivenet_patch.deploy.export import export_onnx, run_session, session, world_frames
+
+    model = _model(out_scale=100.0)
+    export_onnx(model, tmp_path / "road.onnx")
+    sess = session(tmp_path / "road.onnx")
+    x = world_frames((H, W), 4)
+    out = run_session(sess, x)
+    masks = region_masks(model.layout)
+    g = torch.Generator().manual_seed(6)
+    for r in range(model.n_regions):
+        moved = run_session(sess, torch.where(masks[r], x, torch.rand(x.shape, generator=g)))["votes"]
+        assert np.array_equal(moved[:, r], out["votes"][:, r])  # bit for bit in ONNX Runtime too
+    cert = onboard.Certifier.from_onnx_session(sess)(out["votes"], out["valid"])
+    ref = certify_votes(torch.from_numpy(out["votes"]), touch_of(ROAD_THREAT, GEOM, model.layout).touch,
+                        torch.from_numpy(out["valid"]), "median")
+    np.testing.assert_array_equal(cert.lo, ref.lo.numpy())
+    np.testing.assert_array_equal(cert.hi, ref.hi.numpy())
+
+
+def test_context_votes_read_the_context_alone_and_are_never_touched() -> None:
+    model = _model(context_votes=3, abstain=[1])
+    n_pieces = model.layout.pieces.n
+    assert model.n_regions == n_pieces + 3
+    masks = region_masks(model.layout)
+    assert all(torch.equal(masks[n_pieces + i], model.layout.context) for i in range(3))
+    touch = physical_touch(ROAD_THREAT, GEOM, model.layout).touch
+    assert not touch[:, n_pieces:].any() and touch[:, :n_pieces].any()
+    x = torch.rand(2, 3, H, W, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        v = model.votes(x)
+        assert bool((v[:, 1] == 0).all())  # the abstaining piece
+        zone = torch.where(model.layout.context, x, torch.rand(2, 3, H, W, generator=torch.Generator().manual_seed(8)))
+        assert torch.equal(model.votes(zone)[:, n_pieces:], v[:, n_pieces:])  # the zone never reaches them
+        assert len(set(v[0, n_pieces:].tolist())) == 3  # three different votes, not copies
