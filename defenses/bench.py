@@ -15,8 +15,12 @@ def bench_defense(model: torch.nn.Module | None = None, batch: int = 64, repeats
     aggregator), and ART derandomized smoothing's images/s (column ablation, every column
     position evaluated, as its certificate needs).
 
+    ``patchvote_road`` (the road-sticker preset, untrained: speed does not depend on the weights) is timed beside
+    them.
+
     Returns:
-        ``patchvote_img_s``, ``pilotnet_img_s``, ``patchvote_over_pilotnet``, ``certify_frames_s``,
+        ``patchvote_img_s``, ``pilotnet_img_s``, ``patchvote_over_pilotnet``, ``road_img_s``,
+        ``road_over_pilotnet``, ``certify_frames_s``,
         ``art_ds_img_s`` (None when ``art`` is False), ``patchvote_over_art_ds``.
     """
     from defenses.certify import certify_votes
@@ -28,6 +32,8 @@ def bench_defense(model: torch.nn.Module | None = None, batch: int = 64, repeats
     pv = model if model is not None else create_model("patchvote", generator=g)
     pv = pv.to(device).eval()
     pilot = create_model("pilotnet", generator=g).to(device).eval()
+    # the road-sticker preset (votes that read the threat's context) beside them, at the same input size
+    road = create_model("patchvote_road", generator=g, input_size=tuple(pv.input_size)).to(device).eval()
     x = torch.rand(batch, 3, *pv.input_size, generator=g).to(device)
     def runner(m: torch.nn.Module, fmt: torch.memory_format) -> Any:
         xi = x.contiguous(memory_format=fmt)
@@ -41,16 +47,19 @@ def bench_defense(model: torch.nn.Module | None = None, batch: int = 64, repeats
         return run
 
     layouts = {"nchw": torch.contiguous_format, "cl": torch.channels_last}
-    fns = {f"{n}_{lay}": runner(m, fmt) for n, m in (("patchvote", pv), ("pilotnet", pilot))
+    names = ("patchvote", "pilotnet", "road")
+    fns = {f"{n}_{lay}": runner(m, fmt) for n, m in zip(names, (pv, pilot, road), strict=True)
            for lay, fmt in layouts.items()}
-    # all four interleaved (see best_rates); each model is judged in its faster layout
+    # all six interleaved (see best_rates); each model is judged in its faster layout
     rates = best_rates(fns, dict.fromkeys(fns, 10 * batch), repeats=repeats)
-    best = {n: max(layouts, key=lambda lay, n=n: rates[f"{n}_{lay}"]) for n in ("patchvote", "pilotnet")}
+    best = {n: max(layouts, key=lambda lay, n=n: rates[f"{n}_{lay}"]) for n in names}
     final = {n: rates[f"{n}_{best[n]}"] for n in best}
     result: dict[str, Any] = {
         "patchvote_img_s": round(final["patchvote"], 1),
         "pilotnet_img_s": round(final["pilotnet"], 1),
         "patchvote_over_pilotnet": round(final["patchvote"] / final["pilotnet"], 3),
+        "road_img_s": round(final["road"], 1),
+        "road_over_pilotnet": round(final["road"] / final["pilotnet"], 3),
         "layouts": best,
         "batch": batch,
     }

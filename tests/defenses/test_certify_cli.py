@@ -135,9 +135,10 @@ def test_bench_defense_reports_both_models_and_certify_rate() -> None:
     from defenses.bench import bench_defense
 
     r = bench_defense(tiny(), batch=4, repeats=1, cert_frames=2000, art=False)
-    for key in ("patchvote_img_s", "pilotnet_img_s", "certify_frames_s"):
+    for key in ("patchvote_img_s", "pilotnet_img_s", "road_img_s", "certify_frames_s"):
         assert np.isfinite(r[key]) and r[key] > 0
     assert r["patchvote_over_pilotnet"] == pytest.approx(r["patchvote_img_s"] / r["pilotnet_img_s"], rel=1e-2)
+    assert r["road_over_pilotnet"] == pytest.approx(r["road_img_s"] / r["pilotnet_img_s"], rel=1e-2)
     assert r["art_ds_img_s"] is None
 
 
