@@ -216,12 +216,12 @@ def test_demo_certifies_the_zoo_defended_model_on_its_own_frames() -> None:
         assert names.index("certify_physical") < names.index("certify_zoo") < names.index("report")
         (own,) = stages["certify_physical"].commands
         (zoo,) = stages["certify_zoo"].commands
-        assert zoo[zoo.index("--model") + 1] == settings.zoo_defended == "zoo:patchvote_strips"
+        assert zoo[zoo.index("--model") + 1] == settings.zoo_defended == "zoo:patchvote_road"
         for flag in ("--physical", "--frames", "--spacing", "--seed"):
             assert zoo[zoo.index(flag) + 1] == own[own.index(flag) + 1], flag
         report = stages["report"].commands[0]
         assert zoo[zoo.index("--out") + 1] == "out/certify_physical_zoo" in report
-    assert any("zoo:patchvote_strips" in n for n in QUICK.notes)
+    assert any("zoo:patchvote_road" in n for n in QUICK.notes)
 
 
 def test_report_summary_says_which_model_each_certificate_is_from(tmp_path: Path) -> None:

@@ -69,7 +69,7 @@ class DemoSettings:
     physical_spacing: float = 0.25
     #: A fully trained defended model of the package's zoo (``zoo:NAME``; empty: none), certified in metres on
     #: the same held-out frames as the demo's own PatchVote, so the report shows both certificates.
-    zoo_defended: str = "zoo:patchvote_strips"
+    zoo_defended: str = "zoo:patchvote_road"
     #: Why this flavour's numbers are what they are: shown under the report's summary (``pdn report --note``).
     notes: tuple[str, ...] = ()
 
@@ -101,11 +101,11 @@ QUICK = DemoSettings(
     # Why --quick's numbers are weaker than the full demo's: said in the report, under its summary.
     notes=("This is `pdn demo --quick` (about 3 minutes on 2 cores): PilotNet and PatchVote train with "
            "`pdn train --quick` (4 x 6,144 samples drawn from 9,000 frames; the full demo: 10 epochs over "
-           "30,000 frames and 8 x 12,000 samples), so both are less accurate than the full demo's models. "
-           "The quick PatchVote is the weaker of the two: each of its 9 distance strips must steer on its own "
-           "from a 33 x 100 px slice of the road, and after 4 short epochs the strips disagree by more than the "
-           "tolerance on most frames, so its certificates cover few frames (the full demo's PatchVote, 8 x 12,000 "
-           "samples from 30,000 frames, is the one to judge the defense by).",
+           "30,000 frames and 10 x 12,000 samples), so both are less accurate than the full demo's models. "
+           "The quick defended model (patchvote_road) is the weaker of the two: each of its 7 votes must steer "
+           "from one piece of the road a sticker can reach plus the context it cannot, and after 4 short epochs "
+           "the votes disagree by more than the tolerance on most frames, so its certificates cover fewer frames "
+           "(the full demo's, 10 x 12,000 samples from 30,000 frames, is the one to judge the defense by).",
            "The closed-loop numbers come from 2 roads x 0.3 km (6 sticker approaches; the full demo: 10 x 0.5 km, "
            "50 approaches), so one approach moves a rate by 17 points.",
            "PatchVote is not driven closed loop in --quick (the demo keeps its headroom under 4 minutes), so its "
@@ -115,8 +115,8 @@ QUICK = DemoSettings(
            "the quick demo's headroom under 4 minutes). The certificate in metres here uses 400 world frames "
            "and a 0.5 m covering grid (the full demo: 1,000 frames, 0.25 m); a coarser grid is as sound but can "
            "certify less.",
-           "The certificate of zoo:patchvote_strips comes from the package's fully trained PatchVote (the full "
-           "demo's recipe, pdn zoo show patchvote_strips), certified on the same held-out frames and grid: it shows "
+           "The certificate of zoo:patchvote_road comes from the package's fully trained defended model (the full "
+           "demo's recipe, pdn zoo show patchvote_road), certified on the same held-out frames and grid: it shows "
            "what the defense certifies once trained; every other figure comes from the models this run trained."))
 
 #: The sticker every attack stage optimises: 2.0 m wide, 3.5 m along the road, judged 5-15 m before it.
