@@ -21,8 +21,9 @@ columns without overlap), so nothing inside a vote's mask needs hiding but the z
   small PilotNet-shaped network, once per frame for all votes.
 
 A joint layer adds the two (``ELU(A f_r + B g + c)``) and a per-vote linear head gives the vote. The dependency
-test (:func:`tests` ``test_context``) changes every pixel outside a vote's mask and checks that the vote stays
-bit-identical.
+test (``tests/defenses/test_context.py``) changes every pixel outside a vote's mask and checks that the vote stays
+bit-identical, in PyTorch and in ONNX Runtime. ``context_votes`` adds votes that read the context alone (never
+touched by the threat).
 
 The touch sets are computed from the masks (:func:`defenses.regions.region_masks`) with the covering argument
 of :mod:`defenses.physical`; for the threat the context was cut for they equal the pieces' own, and for any

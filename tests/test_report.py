@@ -642,6 +642,27 @@ def test_report_certified_in_metres_says_the_largest_certified_area(tmp_path: Pa
     assert f[0]["numbers"]["certified_area_m2"] == 4.0
 
 
+def test_touch_set_figure_draws_the_context_of_a_road_model(tmp_path: Path) -> None:
+    """A road model's votes all read its context: the touch-set figure shades it and its caption says what it
+    is; a strips model's figure has no such shading."""
+    import torch
+
+    from drivenet_patch.models import create_model
+    from drivenet_patch.models.checkpoint import save_model
+
+    src = tmp_path / "in"
+    src.mkdir()
+    road = src / "road_run"
+    save_model(road, create_model("patchvote_road", generator=torch.Generator().manual_seed(0), channels=[4, 6, 8, 8],
+                                  hidden=[8], context_channels=[4, 6, 8, 8, 8], context_hidden=8, joint=8))
+    result = build_report([_physical(src, "phys", {0.5: 0.9, 1.0: 0.8}, run=road)], tmp_path / "r")
+    assert "metres_touch_sets.png" in result["figures"]
+    html_text = Path(result["index"]).read_text(encoding="utf-8")
+    assert "blue: the context a patchvote_road model" in html_text
+    strips = build_report([_physical(src, "phys_s", {0.5: 0.9}, run=_patchvote_run(src))], tmp_path / "r2")
+    assert "blue: the context" not in Path(strips["index"]).read_text(encoding="utf-8")
+
+
 def test_certified_in_metres_says_so_when_no_area_reaches_80_percent(tmp_path: Path) -> None:
     from drivenet_patch.app.report.metres import certified_area
 
