@@ -285,7 +285,7 @@ def _road_keys() -> Any:
         ("threat_yaw_deg", ROAD_THREAT.yaw_deg),
         ("pieces_m", ()),
         ("piece_width", 0),
-        ("crop", (33, 100)),
+        ("crop", (33, 64)),
         ("channels", (16, 24, 32, 32)),
         ("hidden", (64,)),
         ("context_channels", (16, 24, 32, 48, 48)),
