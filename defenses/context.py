@@ -220,18 +220,6 @@ class ContextVote(PatchVote):
             # each context vote's own joint bias, so the votes differ (their heads alone could be scaled copies)
             self.context_vote_bias = nn.Parameter(torch.empty(layout.context_votes, int(joint)).uniform_(-bound, bound))
 
-    def piece_crops(self, z: torch.Tensor) -> torch.Tensor:
-        """The voting pieces' crops, (B * Np, C, crop_h, crop_w): each piece's box resampled (PatchVote's strips)."""
-        b, ch = z.shape[:2]
-        rh, rw = self.layout.size
-        s_, ncol = self.layout.shape
-        c = torch.lerp(z.index_select(3, self.col_lo), z.index_select(3, self.col_hi), self.col_w.to(z.dtype))
-        c = torch.lerp(c.index_select(2, self.row_lo), c.index_select(2, self.row_hi), self.row_w.to(z.dtype)[:, None])
-        c = c.reshape(b, ch, s_, rh, ncol, rw).permute(0, 2, 4, 1, 3, 5).reshape(b, s_ * ncol, ch, rh, rw)
-        if self.active_pieces.numel() != s_ * ncol:
-            c = c[:, self.active_pieces]
-        return c.reshape(-1, ch, rh, rw).contiguous(memory_format=torch.channels_last)
-
     def context_features(self, z: torch.Tensor) -> torch.Tensor:
         """(B, context_hidden) from normalised frames ``z``: every zone pixel is exactly 0 before the network."""
         zc = torch.where(self.context_mask, z[:, :, : self.context_rows], 0.0)
@@ -242,7 +230,7 @@ class ContextVote(PatchVote):
         b, na = x.shape[0], self.active.numel()
         z = self.norm(x)  # per pixel
         np_ = self.active_pieces.numel()
-        f = self.trunk(self.features(self.piece_crops(z))).view(b, np_, -1)  # (B, Np, F): each piece's own box
+        f = self.trunk(self.features(self.strip_crops(z, self.active_pieces))).view(b, np_, -1)  # (B, Np, F): each piece's own box
         g = self.joint_context(self.context_features(z))  # (B, J): the context, once per frame
         j = F.elu(self.joint_piece(f) + g[:, None, :])  # (B, Np, J)
         if na > np_:  # context votes: the context alone

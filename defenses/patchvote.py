@@ -201,18 +201,26 @@ class PatchVote(SteeringModel):
         b, ch = x.shape[:2]
         rh, rw = self.layout.size
         if self.strips:
-            # Columns first (every window's own columns, (B, C, H, ncol * rw)), then every strip's own rows
-            # ((B, C, S * rh, ncol * rw)): separable linear resampling with half-pixel centres, as torch's
-            # bilinear resize of each cropped box.
-            s_, ncol = self.layout.shape
-            c = torch.lerp(x.index_select(3, self.col_lo), x.index_select(3, self.col_hi), self.col_w.to(x.dtype))
-            c = torch.lerp(c.index_select(2, self.row_lo), c.index_select(2, self.row_hi),
-                           self.row_w.to(x.dtype)[:, None])
-            c = c.reshape(b, ch, s_, rh, ncol, rw).permute(0, 2, 4, 1, 3, 5).reshape(b, s_ * ncol, ch, rh, rw)
-            c = c[:, self.active] if self.active.numel() != s_ * ncol else c
-            return c.reshape(b * self.active.numel(), ch, rh, rw).contiguous(memory_format=torch.channels_last)
+            return self.strip_crops(x, self.active)
         c = x.permute(0, 2, 3, 1)[:, self.rows, self.cols]  # (B, Na, rh, rw, C), a copy
         return c.reshape(b * self.active.numel(), rh, rw, ch).permute(0, 3, 1, 2)
+
+    def strip_crops(self, x: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+        """Strip layouts: the boxes ``which`` (indices in ``[0, S * ncol)``) resampled to the crop size,
+        (B * len(which), C, rh, rw) in channels-last memory layout.
+
+        Columns first (every window's own columns, (B, C, H, ncol * rw)), then every strip's own rows
+        ((B, C, S * rh, ncol * rw)): separable linear resampling with half-pixel centres, as torch's
+        bilinear resize of each cropped box, reading the box's own pixels only.
+        """
+        b, ch = x.shape[:2]
+        rh, rw = self.layout.size
+        s_, ncol = self.layout.shape
+        c = torch.lerp(x.index_select(3, self.col_lo), x.index_select(3, self.col_hi), self.col_w.to(x.dtype))
+        c = torch.lerp(c.index_select(2, self.row_lo), c.index_select(2, self.row_hi), self.row_w.to(x.dtype)[:, None])
+        c = c.reshape(b, ch, s_, rh, ncol, rw).permute(0, 2, 4, 1, 3, 5).reshape(b, s_ * ncol, ch, rh, rw)
+        c = c[:, which] if which.numel() != s_ * ncol else c
+        return c.reshape(b * which.numel(), ch, rh, rw).contiguous(memory_format=torch.channels_last)
 
     def votes(self, x: torch.Tensor, with_mask: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Every region's vote, in one batched pass.
