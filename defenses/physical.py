@@ -189,15 +189,7 @@ def cell_boxes(threat: PhysicalThreat, spacing_m: float = 0.25) -> tuple[np.ndar
                        "use a coarser spacing or a smaller threat region")
     ds, sd = _grid(*threat.distance_m, spacing_m)
     ys, sy = _grid(*threat.lateral_m, spacing_m)
-    w, length, yaw = threat.width_m, threat.length_m, threat.yaw_deg
-    if threat.place == "road":
-        half_d = rotated_extent(length, w, yaw) / 2.0
-        half_y = rotated_extent(w, length, yaw) / 2.0
-        z = (0.0, 0.0)
-    else:  # an upright board of width w facing the car, rotated about the vertical axis by <= yaw
-        half_d = 0.5 * w * math.sin(math.radians(min(yaw, 90.0)))
-        half_y = 0.5 * w
-        z = (0.0, threat.bottom_m[1] + length)
+    half_d, half_y, z = _half_extents(threat)
     D, Y = np.meshgrid(ds, ys, indexing="ij")
     D, Y = D.ravel(), Y.ravel()
     hd, hy = half_d + sd / 2.0, half_y + sy / 2.0
@@ -207,16 +199,20 @@ def cell_boxes(threat: PhysicalThreat, spacing_m: float = 0.25) -> tuple[np.ndar
     return boxes, D
 
 
+def _half_extents(threat: PhysicalThreat) -> tuple[float, float, tuple[float, float]]:
+    """Half-extents along and across of any sticker of the threat about its centre, and its height range."""
+    w, length, yaw = threat.width_m, threat.length_m, threat.yaw_deg
+    if threat.place == "road":
+        return rotated_extent(length, w, yaw) / 2.0, rotated_extent(w, length, yaw) / 2.0, (0.0, 0.0)
+    # an upright board of width w facing the car, rotated about the vertical axis by <= yaw
+    return 0.5 * w * math.sin(math.radians(min(yaw, 90.0))), 0.5 * w, (0.0, threat.bottom_m[1] + length)
+
+
 def threat_extent(threat: PhysicalThreat) -> np.ndarray:
     """The box ``(d_lo, d_hi, y_lo, y_hi, z_lo, z_hi)`` (camera-relative metres) that holds every sticker of the
     threat: its range of centres grown by the rotated sticker's half-extents (covering argument, step 2)."""
     (d0, d1), (y0, y1) = threat.distance_m, threat.lateral_m
-    w, length, yaw = threat.width_m, threat.length_m, threat.yaw_deg
-    if threat.place == "road":
-        half_d, half_y, z = rotated_extent(length, w, yaw) / 2.0, rotated_extent(w, length, yaw) / 2.0, (0.0, 0.0)
-    else:
-        half_d, half_y = 0.5 * w * math.sin(math.radians(min(yaw, 90.0))), 0.5 * w
-        z = (0.0, threat.bottom_m[1] + length)
+    half_d, half_y, z = _half_extents(threat)
     return np.array([d0 - half_d, d1 + half_d, y0 - half_y, y1 + half_y, z[0], z[1]])
 
 
