@@ -148,7 +148,7 @@ def test_imagenet_normalisation_and_no_constants_in_state_dict() -> None:
 
 
 def test_unknown_names_keys_and_bad_values_list_valid_choices() -> None:
-    with pytest.raises(PDNError, match="valid models: patchdrive, patchdrive_tiny, patchvote, patchvote_tiny, pilotnet, pilotnet_tiny, resnet18"):
+    with pytest.raises(PDNError, match="valid models: patchdrive, patchdrive_tiny, patchvote, patchvote_road, patchvote_tiny, pilotnet, pilotnet_tiny, resnet18"):
         create_model("alexnet")
     with pytest.raises(PDNError, match=r"unknown config key.*width.*valid keys: dropout, input_size, out_scale"):
         create_model("pilotnet", width=3)
