@@ -44,9 +44,9 @@ from torch import nn
 
 from defenses.patchvote import EXPORT_PATCHES, PatchVote, config_keys
 from defenses.physical import ImageGeometry, PhysicalThreat, physical_touch, threat_zone
-from defenses.regions import StripLayout, ground_row
+from defenses.regions import StripLayout, box_masks, ground_row
 from drivenet_patch.deploy.onboard import maximal_sets, sets_to_lists
-from drivenet_patch.models.pilotnet import PILOTNET_CONVS, conv_output_size
+from drivenet_patch.models.pilotnet import PILOTNET_CONVS, conv_output_size, min_input_size
 from drivenet_patch.models.registry import register_model
 from drivenet_patch.safety.errors import PDNError
 
@@ -117,11 +117,7 @@ class ContextLayout:
     def masks(self) -> torch.Tensor:
         """(N, H, W) bool: vote ``r``'s dependency set, piece ``r``'s box plus the context (a context vote: the
         context alone)."""
-        h, w = self.input_size
-        out = self.context[None].expand(self.n, h, w).clone()
-        for i, (y0, x0, y1, x1) in enumerate(self.boxes()):
-            out[i, y0:y1, x0:x1] = True
-        return out
+        return box_masks(self.input_size, self.boxes()) | self.context[None]
 
     def context_rows(self) -> int:
         """Rows ``[0, R)`` that hold every context pixel the network reads (below them the frame is all zone)."""
@@ -191,15 +187,12 @@ class ContextVote(PatchVote):
         super().__init__(input_size, layout, channels=channels, hidden=hidden, **kw)
         if len(context_channels) != len(PILOTNET_CONVS):
             raise PDNError(f"context vote: needs {len(PILOTNET_CONVS)} context conv widths, got {list(context_channels)}")
-        rows = max(layout.context_rows(), 1)
+        # The rows that hold context, or as many as the network needs (zone rows below them hold zeros).
+        rows = min(self.input_size[0], max(layout.context_rows(), min_input_size(PILOTNET_CONVS)))
         ch, cw = conv_output_size(rows, PILOTNET_CONVS), conv_output_size(self.input_size[1], PILOTNET_CONVS)
         if ch < 1 or cw < 1:
-            # Too few context rows for the network: read a few zone rows too (they hold zeros, so nothing changes).
-            rows = min(self.input_size[0], 61)
-            ch = conv_output_size(rows, PILOTNET_CONVS)
-            if ch < 1 or cw < 1:
-                raise PDNError(f"context vote: a {self.input_size[0]}x{self.input_size[1]} input is too small for "
-                               "the context network")
+            raise PDNError(f"context vote: a {self.input_size[0]}x{self.input_size[1]} input is too small for "
+                           "the context network")
         self.context_rows = rows
         self.register_buffer("context_mask", layout.context[None, None, :rows].clone(), persistent=False)
         stages, c_in = [], 3

@@ -374,8 +374,12 @@ def region_masks(layout: Any) -> torch.Tensor:
     """
     if hasattr(layout, "masks"):
         return layout.masks()
-    h, w = layout.input_size
-    boxes = layout.boxes()
+    return box_masks(layout.input_size, layout.boxes())
+
+
+def box_masks(input_size: tuple[int, int], boxes: Sequence[tuple[int, int, int, int]]) -> torch.Tensor:
+    """(N, H, W) bool: each ``(y0, x0, y1, x1)`` box (end-exclusive) as a mask of an ``H x W`` input."""
+    h, w = input_size
     masks = torch.zeros(len(boxes), h, w, dtype=torch.bool)
     for i, (y0, x0, y1, x1) in enumerate(boxes):
         masks[i, y0:y1, x0:x1] = True
