@@ -141,3 +141,29 @@ def test_memory_format_is_the_requested_layout_with_the_same_values() -> None:
     assert plain.is_contiguous() and last.is_contiguous(memory_format=torch.channels_last)
     # The same values up to float rounding (the per-frame means are summed in another order).
     assert torch.allclose(plain, last, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_fused_uint8_path_equals_jitter_after_the_float_conversion(seed: int) -> None:
+    """The training pipeline's CPU path (uint8 frames straight to jittered channels-last floats) gives
+    the frames of the reference and of ``apply`` on ``frames / 255``, to float rounding; a colour map
+    that forgot the 1/255 or dropped the noise is caught."""
+    import numpy as np
+
+    from drivenet_patch.safety.tensors import to_tensor
+
+    aug = BatchPhotometric(strength=2.0, shadow_p=0.5, blur_p=0.5)
+    u8 = np.random.default_rng(seed).integers(0, 256, (10, 24, 40, 3), dtype=np.uint8)
+    params = aug.draw(torch.Generator().manual_seed(seed), len(u8))
+    assert (params["shadow"] > 0).any() and (params["blur"] > 0).any()
+    fused = aug.apply_uint8(u8, params)
+    assert fused.dtype == torch.float32 and fused.is_contiguous(memory_format=torch.channels_last)
+    x = to_tensor(u8)
+    assert (fused - aug.apply(x, params)).abs().max() < 2e-6
+    assert (fused - _reference(x, params)).abs().max() < 1e-5
+    quiet = dict(params, noise=torch.zeros_like(params["noise"]))
+    assert (aug.apply_uint8(u8, quiet) - fused).abs().max() > 1e-3
+    with pytest.raises(PDNError, match="uint8"):
+        aug.apply_uint8(u8.astype(np.float32), params)
+    with pytest.raises(PDNError, match="drawn for 10 frames"):
+        aug.apply_uint8(u8[:4], params)

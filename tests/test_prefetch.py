@@ -44,3 +44,21 @@ def test_an_error_in_the_thread_reaches_the_loop() -> None:
         for item in prefetch(broken()):
             got.append(item)
     assert got == [1]
+
+
+def test_the_cpu_pipeline_fuses_jitter_into_the_float_conversion_with_the_same_frames(world: Subset) -> None:
+    """On the CPU the batches come from ``apply_uint8``; they equal the unfused path (uint8 -> float, then
+    the batched jitter with the same draws) to float rounding, in either memory layout."""
+    from drivenet_patch.training.augment_batch import BatchPhotometric
+    from drivenet_patch.training.data import batches, device_frames
+
+    for channels_last in (True, False):
+        cfg = TrainConfig(batch=8, samples_per_epoch=24, seed=4, channels_last=channels_last)
+        aug = Augmenter(world.camera, world.crop, shift_m=cfg.shift_m, rot_deg=cfg.rot_deg, photometric=False)
+        got = list(tensor_batches(world, cfg, 1, aug))
+        photo, gen = BatchPhotometric(), torch.Generator().manual_seed((cfg.seed * 100_003 + 1) * 1 + 0)
+        for (x, y), (frames, labels) in zip(got, batches(world, cfg, 1, aug), strict=True):
+            ref = photo(device_frames(frames, torch.device("cpu")), gen)
+            assert (x - ref).abs().max() < 2e-6 and torch.equal(y, torch.from_numpy(labels))
+            layout = torch.channels_last if channels_last else torch.contiguous_format
+            assert x.is_contiguous(memory_format=layout)

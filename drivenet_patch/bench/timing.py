@@ -288,7 +288,8 @@ def train_breakdown(data: str | None = None, batches: int = 30, batch: int = 64,
     """Where one PilotNet default-recipe training batch spends its time, stage by stage, run one after
     the other on this thread (no prefetch): milliseconds per batch of each stage of the input pipeline
     (``gather`` the memory-mapped uint8 frames, ``warp_flip`` the viewpoint shifts and flips,
-    ``to_float`` the conversion, ``photometric`` the batched jitter) and of the step (``forward``,
+    ``float_jitter`` the float conversion with the batched photometric jitter, fused on the CPU as in
+    ``pdn train``) and of the step (``forward``,
     ``backward``, ``optimizer``), averaged over ``batches`` after one warm-up epoch of them."""
     import tempfile
 
@@ -320,7 +321,7 @@ def train_breakdown(data: str | None = None, batches: int = 30, batch: int = 64,
         totals: dict[str, float] = {}
         for rep in range(2):  # the first pass warms the page cache and the allocator
             rng = np.random.default_rng(rep)
-            totals = dict.fromkeys(("gather", "warp_flip", "to_float", "photometric", "forward", "backward",
+            totals = dict.fromkeys(("gather", "warp_flip", "float_jitter", "forward", "backward",
                                     "optimizer"), 0.0)
             for _ in range(batches):
                 idx = rng.integers(0, len(train_set), batch)
@@ -329,10 +330,10 @@ def train_breakdown(data: str | None = None, batches: int = 30, batch: int = 64,
                 marks.append(time.perf_counter())
                 frames_u8, labels = aug(frames_u8, steering[idx], rng)
                 marks.append(time.perf_counter())
-                x = device_frames(frames_u8, dev)
-                sync()
-                marks.append(time.perf_counter())
-                x = photo(x, gen, torch.channels_last)
+                if dev.type == "cpu":  # the training pipeline's fused path
+                    x = photo.apply_uint8(frames_u8, photo.draw(gen, len(frames_u8)))
+                else:
+                    x = photo(device_frames(frames_u8, dev), gen, torch.channels_last)
                 y = torch.from_numpy(labels.astype(np.float32)).to(dev)
                 sync()
                 marks.append(time.perf_counter())
@@ -350,7 +351,7 @@ def train_breakdown(data: str | None = None, batches: int = 30, batch: int = 64,
                     totals[k] += b - a
         ds.release()
     out = {k: round(1000 * v / batches, 2) for k, v in totals.items()}
-    out["pipeline"] = round(sum(out[k] for k in ("gather", "warp_flip", "to_float", "photometric")), 2)
+    out["pipeline"] = round(sum(out[k] for k in ("gather", "warp_flip", "float_jitter")), 2)
     out["step"] = round(sum(out[k] for k in ("forward", "backward", "optimizer")), 2)
     return out
 

@@ -147,7 +147,9 @@ def tensor_batches(data: Subset | Concat, cfg: TrainConfig, epoch: int, augmente
                    device: str | torch.device = "cpu", rank: int = 0,
                    world: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """:func:`batches` as model-ready tensors (x (B,3,H,W) float, y (B,)), with batched photometric
-    jitter when ``cfg.photometric == "torch"``; meant to run inside :func:`prefetch`."""
+    jitter when ``cfg.photometric == "torch"`` (on the CPU fused with the float conversion,
+    :meth:`~drivenet_patch.training.augment_batch.BatchPhotometric.apply_uint8`); meant to run inside
+    :func:`prefetch`."""
     batch_photo = None
     if cfg.augment and cfg.photometric == "torch":
         from drivenet_patch.training.augment_batch import BatchPhotometric
@@ -155,9 +157,15 @@ def tensor_batches(data: Subset | Concat, cfg: TrainConfig, epoch: int, augmente
         batch_photo = BatchPhotometric()
         gen = torch.Generator().manual_seed((cfg.seed * 100_003 + epoch) * world + rank)
     device = torch.device(device)
+    fused = batch_photo is not None and device.type == "cpu"
     for frames, labels in batches(data, cfg, epoch, augmenter, rank, world):
-        x = device_frames(frames, device)
-        if batch_photo is not None:
+        if fused:  # float conversion and jitter in one cache-hot pass per frame (the same draws)
+            x = batch_photo.apply_uint8(frames, batch_photo.draw(gen, len(frames)))
+            if not cfg.channels_last:
+                x = x.contiguous()
+        else:
+            x = device_frames(frames, device)
+        if batch_photo is not None and not fused:
             x = batch_photo(x, gen, torch.channels_last if cfg.channels_last else torch.contiguous_format)
         if cfg.channels_last:  # a no-op after the photometric jitter
             x = x.contiguous(memory_format=torch.channels_last)
@@ -192,6 +200,9 @@ def prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:
     error: list[BaseException] = []
 
     def work() -> None:
+        # One intra-op thread here (the setting is per thread): the pipeline's few torch ops must not wake
+        # a second OpenMP team beside the training step's.
+        torch.set_num_threads(1)
         try:
             for item in it:
                 q.put(item)

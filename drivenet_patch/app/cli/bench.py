@@ -230,7 +230,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also measure PilotNet's torch.compile'd train step (default off)")
     c.add_argument("--breakdown", action="store_true",
                    help="also time PilotNet's training batch stage by stage (gather, warp and flip, float "
-                        "conversion, photometric jitter, forward, backward, optimizer), one after the other")
+                        "conversion with photometric jitter, forward, backward, optimizer), one after the other")
     add_device_and_json(c)
     c = command(bench, "models", "PatchDrive vs PilotNet inference: multiply-adds and images/s", cmd_bench_models)
     c.add_argument("--batch", type=count(1024, "a batch size"), default=64,
