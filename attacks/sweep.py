@@ -191,9 +191,11 @@ def interpolated_break_area(table: pd.DataFrame, rate: float = BREAK_RATE) -> fl
 
 def draw_sweep(ax: Any, tables: Mapping[str, pd.DataFrame], breaks: Mapping[str, float | None] | None = None,
                drp_area_m2: float = DRP_AREA_M2, certified: Mapping[str, float] | None = None,
-               title: str = "Lane departures vs sticker area") -> None:
+               title: str = "Lane departures vs sticker area",
+               certified_curves: Mapping[str, pd.Series] | None = None) -> None:
     """Departure rate against sticker area (log scale) on ``ax``: per model its sticker (solid), its noise,
-    grey and no-sticker controls (dashed) and its break area (a star), DRP's area and certified areas.
+    grey and no-sticker controls (dashed) and its break area (a star), DRP's area, certified areas and
+    certified shares.
 
     Args:
         ax: a matplotlib ``Axes``.
@@ -202,6 +204,9 @@ def draw_sweep(ax: Any, tables: Mapping[str, pd.DataFrame], breaks: Mapping[str,
         drp_area_m2: DRP's painted area, marked by a labelled vertical line.
         certified: ``{label: area}`` of certified sticker areas (a defended model's), each marked.
         title: the plot's title.
+        certified_curves: ``{label: certified accuracy by area}`` (a Series indexed by area in m², values in
+            [0, 1]), each drawn in green on the same 0-100% axis: the share of frames on which no sticker of
+            that area can move the defended model's output out of its certified interval.
     """
     breaks = dict(breaks or {})
     styles = {"departure_rate": ("-", "o", "sticker"), "noise_departure_rate": ("--", "x", "noise control"),
@@ -220,6 +225,10 @@ def draw_sweep(ax: Any, tables: Mapping[str, pd.DataFrame], breaks: Mapping[str,
             at = pd.to_numeric(t.loc[t["area_m2"] == brk, "departure_rate"])
             ax.plot([brk], [100 * float(at.iloc[0]) if len(at) else 100 * BREAK_RATE], "*", ms=15, color=colour,
                     mec="k", label=f"{name}: breaks at {brk:g} m²")
+    for label, curve in (certified_curves or {}).items():
+        ax.plot(curve.index.astype(float), 100 * curve.astype(float), "-", marker="^", color="tab:green", lw=1.6,
+                label=f"{label}: frames certified (%)")
+        xs += [float(a) for a in curve.index]
     ax.axvline(drp_area_m2, color="k", lw=1, ls="-.")
     ax.text(drp_area_m2, 50, f"DRP paints ~{drp_area_m2:g} m² ", rotation=90, va="center", ha="right", fontsize=8)
     for label, area in (certified or {}).items():
@@ -228,11 +237,13 @@ def draw_sweep(ax: Any, tables: Mapping[str, pd.DataFrame], breaks: Mapping[str,
     ax.axhline(100 * BREAK_RATE, color="grey", lw=0.8, ls=":")
     ax.set_xscale("log")
     ax.set_xlim(min(xs) / 1.5, max(xs) * 1.5)
-    ticks = sorted({float(a) for t in tables.values() for a in t["area_m2"]})
+    ticks = sorted({float(a) for t in tables.values() for a in t["area_m2"]}
+                   | {float(a) for c in (certified_curves or {}).values() for a in c.index})
     ax.set_xticks(ticks, [f"{a:g}" for a in ticks])
     ax.minorticks_off()
     ax.set_xlabel("sticker area (m², log scale)")
-    ax.set_ylabel("approaches ending in a lane departure (%)")
+    ax.set_ylabel("approaches ending in a lane departure (%)" if not certified_curves
+                  else "lane departures (%); green: frames certified (%)")
     ax.set_ylim(-3, 103)
     ax.set_title(title)
     ax.legend(fontsize=7, loc="upper left")

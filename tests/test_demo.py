@@ -52,12 +52,20 @@ def test_full_demo_sweeps_sticker_sizes_and_both_certify_in_metres() -> None:
     assert "attack_sweep" in full and "attack_sweep" not in quick
     assert "certify_physical" in full and "certify_physical" in quick
     names = list(full)
-    assert names.index("attack_sizes") < names.index("attack_sweep") < names.index("patchvote")
+    assert names.index("attack_sweep") < names.index("patchvote") < names.index("attack_sweep_patchvote")
     assert names.index("certify") < names.index("certify_physical") < names.index("report")
+    # The sweep decides the break size, so the full demo has no separate offline smaller stickers; --quick does.
+    assert "attack_sizes" not in full and "attack_sizes" in quick and "attack_sweep_patchvote" not in quick
     (sweep,) = full["attack_sweep"].commands
     assert sweep[:2] == ("attack", "sweep") and sweep[sweep.index("--model") + 1] == "out/pilotnet"
-    assert sweep[sweep.index("--areas") + 1] == ",".join(f"{a:g}" for a in FULL.sweep_areas) == "2,7,28,112"
+    assert sweep[sweep.index("--areas") + 1] == ",".join(f"{a:g}" for a in FULL.sweep_areas) == "7,14,20,28"
     assert sweep[sweep.index("--steps") + 1] == str(FULL.sweep_steps)
+    # The defended model's curve: the same sweep, its stickers optimised against the defended model itself.
+    (pv_sweep,) = full["attack_sweep_patchvote"].commands
+    assert pv_sweep[pv_sweep.index("--model") + 1] == "out/patchvote"
+    assert pv_sweep[pv_sweep.index("--areas") + 1] == ",".join(f"{a:g}" for a in FULL.pv_sweep_areas)
+    for flag in ("--steps", "--roads", "--poses", "--distance", "--eval-roads", "--loop-roads", "--km", "--seed"):
+        assert pv_sweep[pv_sweep.index(flag) + 1] == sweep[sweep.index(flag) + 1], flag
     for flavour in (full, quick):
         (cert,) = flavour["certify_physical"].commands
         assert cert[:3] == ("certify", "--model", "out/patchvote") and "--sweep" in cert
@@ -66,6 +74,7 @@ def test_full_demo_sweeps_sticker_sizes_and_both_certify_in_metres() -> None:
         report = flavour["report"].commands[0]
         inputs = report[1:report.index("--out")]
         assert "out/certify_physical" in inputs and ("out/attack_sweep" in inputs) is sweeps
+        assert ("out/attack_sweep_patchvote" in inputs) is sweeps
     assert QUICK.sweep_areas == () and any("sweep" in n and "full demo only" in n for n in QUICK.notes)
 
 

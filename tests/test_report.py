@@ -582,6 +582,33 @@ def test_draw_sweep_marks_drp_break_areas_and_the_certified_area() -> None:
     assert ax.get_xscale() == "log" and ax.get_xlim()[1] > DRP_AREA_M2
 
 
+def test_draw_sweep_draws_the_certified_share_beside_the_departures() -> None:
+    """The third curve: the defended model's certified share per area, in percent on the departures' axis."""
+    from matplotlib.figure import Figure
+
+    from attacks.sweep import draw_sweep
+
+    t = pd.DataFrame({"area_m2": [7.0, 28.0], "departure_rate": [0.2, 1.0], "noise_departure_rate": 0.0,
+                      "grey_departure_rate": 0.0, "no_sticker_departure_rate": 0.0})
+    ax = Figure().subplots()
+    curve = pd.Series([0.69, 0.51, 0.0], index=[1.0, 7.0, 14.0])
+    draw_sweep(ax, {"pilotnet": t}, None, certified_curves={"patchvote_road": curve})
+    (line,) = [ln for ln in ax.get_lines() if ln.get_label() == "patchvote_road: frames certified (%)"]
+    assert list(line.get_xdata()) == [1.0, 7.0, 14.0] and list(line.get_ydata()) == [69.0, 51.0, 0.0]
+    assert 1.0 in list(ax.get_xticks()) and "certified" in ax.get_ylabel()
+
+
+def test_the_certified_curve_reads_the_aspect_of_the_attack_sweep(tmp_path: Path) -> None:
+    """A report with a defended model's sweep certificate draws its certified share for stickers laid the way
+    the attack sweep lays them (along the road), not the worse of both aspects."""
+    from drivenet_patch.app.report.break_size import certified_by_area
+
+    sweep = pd.DataFrame({"area_m2": [2.0, 2.0, 7.0, 7.0], "aspect": ["along", "across"] * 2,
+                          "certified_acc": [0.6, 0.5, 0.5, 0.0]})
+    assert certified_by_area(sweep, "along").to_dict() == {2.0: 0.6, 7.0: 0.5}
+    assert certified_by_area(sweep, "line").to_dict() == {2.0: 0.5, 7.0: 0.0}  # no such rows: the worse
+
+
 def test_report_shows_the_sticker_size_that_breaks_each_model(tmp_path: Path) -> None:
     src = tmp_path / "in"
     src.mkdir()
@@ -613,7 +640,8 @@ def test_sweep_plot_marks_the_defended_models_certified_area(tmp_path: Path) -> 
     cert = _physical(src, "phys", {0.5: 0.95, 1.0: 0.9, 2.0: 0.85, 4.0: 0.6}, run=_model_dir(src, "patchvote"))
     result = build_report([pilot, cert], tmp_path / "r")
     html_text = Path(result["index"]).read_text(encoding="utf-8")
-    assert "the largest area the defended model&#x27;s physical certificate covers" in html_text
+    assert "the share of held-out frames on which no sticker of that area (along the road" in html_text
+    assert "the largest area certified on &gt;= 80% of frames" in html_text
     brk = next(f for f in _summary(tmp_path / "r")["findings"] if f["key"] == "break_size")
     assert brk["weak"] and "with no sticker" in brk["text"]  # the model departs on its own: said
 

@@ -64,6 +64,9 @@ class DemoSettings:
     sweep_eval_roads: int = 2
     sweep_loop_roads: int = 2
     sweep_km: float = 0.3
+    #: ``pdn attack sweep`` against the defended model, its stickers optimised white-box against it (adaptive),
+    #: with the same settings (empty: no ``attack_sweep_patchvote`` stage).
+    pv_sweep_areas: tuple[float, ...] = ()
     #: ``pdn certify --physical`` of PatchVote: held-out world frames and the covering's grid (m).
     physical_frames: int = 1000
     physical_spacing: float = 0.25
@@ -83,12 +86,13 @@ DEFENDED_MODEL = "patchvote_road"
 
 FULL = DemoSettings(
     train_frames=30000, heldout_frames=3000, cameras="center,left,right",
-    train_args=(), patchvote_args=("--epochs", "10", "--lr", "0.002", "--samples-per-epoch", "12000"),
+    train_args=("--samples-per-epoch", "20000"),
+    patchvote_args=("--epochs", "10", "--lr", "0.002", "--samples-per-epoch", "12000"),
     drive_roads=10, drive_km=1.0, saliency_n=16,
     attack_steps=300, attack_roads=16, attack_poses=24, loop_roads=10, loop_km=0.5,
-    size_sweep=("1.0x1.75", "1.5x2.6"), size_steps=300, certify_attack_runs=256, pv_attack_steps=300,
+    size_sweep=(), size_steps=300, certify_attack_runs=256, pv_attack_steps=200,
     pv_drive=True,
-    sweep_areas=(2.0, 7.0, 28.0, 112.0))
+    sweep_areas=(7.0, 14.0, 20.0, 28.0), pv_sweep_areas=(7.0, 28.0))
 
 QUICK = DemoSettings(
     train_frames=9000, heldout_frames=800, cameras="center,left,right",
@@ -157,6 +161,7 @@ def _plan(out: Path, quick: bool, seed: int, settings: DemoSettings | None = Non
     data, held, pilot, pv = f"{o}/data", f"{o}/heldout", f"{o}/pilotnet", f"{o}/patchvote"
     atk, atk_pv = f"{o}/attack", f"{o}/attack_patchvote"
     sweep, phys, phys_zoo = f"{o}/attack_sweep", f"{o}/certify_physical", f"{o}/certify_physical_zoo"
+    sweep_pv = f"{o}/attack_sweep_patchvote"
     sticker = ("--size", STICKER_SIZE, "--distance", STICKER_DISTANCE, "--roads", str(s.attack_roads),
                "--poses", str(s.attack_poses), "--seed", str(seed))
     loop = ("--loop-roads", str(s.loop_roads), "--km", str(s.loop_km), "--seed", str(seed))
@@ -170,16 +175,24 @@ def _plan(out: Path, quick: bool, seed: int, settings: DemoSettings | None = Non
                    "--json")]
     pv_drive = (("drive", "--model", pv, "--roads", str(s.drive_roads), "--km", str(s.drive_km),
                  "--out", f"{o}/drive_patchvote", "--json"),) if s.pv_drive else ()
-    areas = ",".join(f"{a:g}" for a in s.sweep_areas)
+    def sweep_of(model: str, folder: str, areas: tuple[float, ...]) -> tuple[str, ...]:
+        return ("attack", "sweep", "--model", model, "--out", folder, "--areas", ",".join(f"{a:g}" for a in areas),
+                "--steps", str(s.sweep_steps), "--roads", str(s.sweep_roads), "--poses", str(s.sweep_poses),
+                "--distance", STICKER_DISTANCE, "--eval-roads", str(s.sweep_eval_roads),
+                "--loop-roads", str(s.sweep_loop_roads), "--km", str(s.sweep_km), "--seed", str(seed), "--json")
+
+    areas, pv_areas = (", ".join(f"{a:g}" for a in x) for x in (s.sweep_areas, s.pv_sweep_areas))
     sweep_stage = [Stage("attack_sweep", f"the sticker size that breaks PilotNet: one sticker per area ({areas} m²)",
-                         (("attack", "sweep", "--model", pilot, "--out", sweep, "--areas", areas,
-                           "--steps", str(s.sweep_steps), "--roads", str(s.sweep_roads), "--poses", str(s.sweep_poses),
-                           "--distance", STICKER_DISTANCE, "--eval-roads", str(s.sweep_eval_roads),
-                           "--loop-roads", str(s.sweep_loop_roads), "--km", str(s.sweep_km), "--seed", str(seed),
-                           "--json"),))] if s.sweep_areas else []
+                         (sweep_of(pilot, sweep, s.sweep_areas),))] if s.sweep_areas else []
+    sweep_pv_stage = [Stage("attack_sweep_patchvote", "the sticker size that breaks the defended model: one adaptive "
+                                                      f"sticker per area ({pv_areas} m²)",
+                            (sweep_of(pv, sweep_pv, s.pv_sweep_areas),))] if s.pv_sweep_areas else []
+    sizes_stage = [Stage("attack_sizes", f"smaller stickers ({', '.join(s.size_sweep)} m), offline",
+                         tuple(sizes))] if s.size_sweep else []
     report_inputs = (data, pilot, f"{o}/saliency", f"{o}/drive", atk, *(f"{o}/attack_{z}" for z in s.size_sweep),
                      *((sweep,) if s.sweep_areas else ()), pv, *((f"{o}/drive_patchvote",) if s.pv_drive else ()),
-                     atk_pv, f"{o}/certify", phys, *((phys_zoo,) if s.zoo_defended else ()))
+                     atk_pv, *((sweep_pv,) if s.pv_sweep_areas else ()), f"{o}/certify", phys,
+                     *((phys_zoo,) if s.zoo_defended else ()))
     zoo_stage = [Stage("certify_zoo", f"certify the zoo's fully trained PatchVote ({s.zoo_defended}) in metres on the "
                                       "same held-out frames",
                        (("certify", "--model", s.zoo_defended, "--physical", STICKER_SIZE, "--frames",
@@ -193,7 +206,7 @@ def _plan(out: Path, quick: bool, seed: int, settings: DemoSettings | None = Non
                 "--cameras", s.cameras, "--json"),
                ("data", "synth", "--out", held, "--frames", str(s.heldout_frames), "--seed", str(seed + 2), "--json"),
                ("data", "check", data, "--json"))),
-        Stage("train", "train PilotNet" + (" (--quick)" if quick else " (default recipe)"),
+        Stage("train", "train PilotNet" + (f" ({' '.join(s.train_args)})" if s.train_args else " (default recipe)"),
               (("train", "--data", data, "--model", "pilotnet", *s.train_args, "--seed", str(seed), "--out", pilot,
                 "--resume", "--json"),)),
         Stage("eval", "evaluate PilotNet on held-out roads",
@@ -208,7 +221,7 @@ def _plan(out: Path, quick: bool, seed: int, settings: DemoSettings | None = Non
               (("attack", "--model", pilot, "--out", atk, *sticker, "--steps", str(s.attack_steps), "--json"),)),
         Stage("attack_eval", "evaluate the sticker and its controls offline and closed loop",
               (("attack", "eval", "--model", pilot, "--sticker", atk, *loop, "--json"),)),
-        Stage("attack_sizes", f"smaller stickers ({', '.join(s.size_sweep)} m), offline", tuple(sizes)),
+        *sizes_stage,
         *sweep_stage,
         Stage("patchvote", "train the PatchVote defended model" + (" (--quick)" if quick else "")
               + ", evaluate it" + (" and drive it" if s.pv_drive else "") + " on held-out roads",
@@ -227,6 +240,7 @@ def _plan(out: Path, quick: bool, seed: int, settings: DemoSettings | None = Non
               (("attack", "--model", pv, "--out", atk_pv, *sticker, "--steps", str(s.pv_attack_steps), "--no-print",
                 "--json"),
                ("attack", "eval", "--model", pv, "--sticker", atk_pv, *loop, "--json"))),
+        *sweep_pv_stage,
         Stage("report", "write the HTML report",
               (("report", *report_inputs, "--out", f"{o}/report", *(a for n in s.notes for a in ("--note", n)),
                 "--json"),)),
