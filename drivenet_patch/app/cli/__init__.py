@@ -45,7 +45,7 @@ def build_parser() -> Parser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``pdn`` command; returns its exit code (2 with one line on stderr for bad input)."""
-    configure_threads()  # before the command modules import torch: threads from the CPUs available, no spinning
+    configure_threads()  # before the command modules import torch: threads from the CPUs available, brief spins
     from drivenet_patch.app.cli.attack import route_argv
 
     parser = build_parser()
