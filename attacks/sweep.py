@@ -237,8 +237,10 @@ def draw_sweep(ax: Any, tables: Mapping[str, pd.DataFrame], breaks: Mapping[str,
     ax.axhline(100 * BREAK_RATE, color="grey", lw=0.8, ls=":")
     ax.set_xscale("log")
     ax.set_xlim(min(xs) / 1.5, max(xs) * 1.5)
-    ticks = sorted({float(a) for t in tables.values() for a in t["area_m2"]}
-                   | {float(a) for c in (certified_curves or {}).values() for a in c.index})
+    ticks = sorted({float(a) for t in tables.values() for a in t["area_m2"]})
+    for a in sorted({float(a) for c in (certified_curves or {}).values() for a in c.index}):
+        if all(abs(math.log(a / b)) > 0.2 for b in ticks):  # a certified area's tick, unless one is that close
+            ticks = sorted([*ticks, a])
     ax.set_xticks(ticks, [f"{a:g}" for a in ticks])
     ax.minorticks_off()
     ax.set_xlabel("sticker area (m², log scale)")
