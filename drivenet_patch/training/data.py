@@ -159,14 +159,13 @@ def tensor_batches(data: Subset | Concat, cfg: TrainConfig, epoch: int, augmente
     device = torch.device(device)
     fused = batch_photo is not None and device.type == "cpu"
     for frames, labels in batches(data, cfg, epoch, augmenter, rank, world):
+        layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
         if fused:  # float conversion and jitter in one cache-hot pass per frame (the same draws)
-            x = batch_photo.apply_uint8(frames, batch_photo.draw(gen, len(frames)))
-            if not cfg.channels_last:
-                x = x.contiguous()
+            x = batch_photo.apply_uint8(frames, batch_photo.draw(gen, len(frames))).contiguous(memory_format=layout)
         else:
             x = device_frames(frames, device)
-        if batch_photo is not None and not fused:
-            x = batch_photo(x, gen, torch.channels_last if cfg.channels_last else torch.contiguous_format)
+            if batch_photo is not None:
+                x = batch_photo(x, gen, layout)
         if cfg.channels_last:  # a no-op after the photometric jitter
             x = x.contiguous(memory_format=torch.channels_last)
         yield x, torch.from_numpy(labels).to(device)
