@@ -25,6 +25,7 @@ An explicit ``OMP_NUM_THREADS``, ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` in th
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -37,9 +38,11 @@ __all__ = ["SPIN_COUNT", "available_cpus", "cgroup_cpu_limit", "configure_thread
 SPIN_COUNT = 3000
 
 
+@functools.cache
 def openmp_runtime() -> str:
     """``"gomp"`` when the installed torch ships GNU OpenMP (``libgomp``), else ``"other"``; found on disk,
-    without importing torch (its runtime reads the wait settings once, when it loads)."""
+    without importing torch (its runtime reads the wait settings once, when it loads). Looked up once per
+    process: the demo runs every command, each configuring its threads, in one process."""
     import importlib.util
 
     try:
